@@ -1,0 +1,103 @@
+from protos import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LaunchTaskRequest(_message.Message):
+    __slots__ = ("task_id", "type", "config_json", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    type: str
+    config_json: str
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LaunchTaskResponse(_message.Message):
+    __slots__ = ("pid", "task_dir")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    TASK_DIR_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    task_dir: str
+    def __init__(self, pid: _Optional[int] = ..., task_dir: _Optional[str] = ...) -> None: ...
+
+class AgentStopTaskRequest(_message.Message):
+    __slots__ = ("task_id", "grace_seconds")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    grace_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., grace_seconds: _Optional[float] = ...) -> None: ...
+
+class AgentStopTaskResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.TaskStatus
+    def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ...) -> None: ...
+
+class StreamTaskEventsRequest(_message.Message):
+    __slots__ = ("task_id", "after_log_seq", "after_metric_seq", "follow")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AFTER_METRIC_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    after_log_seq: int
+    after_metric_seq: int
+    follow: bool
+    def __init__(self, task_id: _Optional[str] = ..., after_log_seq: _Optional[int] = ..., after_metric_seq: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class AgentTaskEvent(_message.Message):
+    __slots__ = ("log", "metric", "status")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    log: _common_pb2.LogLine
+    metric: _common_pb2.MetricPoint
+    status: _common_pb2.TaskStatusUpdate
+    def __init__(self, log: _Optional[_Union[_common_pb2.LogLine, _Mapping]] = ..., metric: _Optional[_Union[_common_pb2.MetricPoint, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.TaskStatusUpdate, _Mapping]] = ...) -> None: ...
+
+class DescribeAgentRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentTask(_message.Message):
+    __slots__ = ("task_id", "status", "pid", "last_log_seq", "last_metric_seq")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_METRIC_SEQ_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: _common_pb2.TaskStatus
+    pid: int
+    last_log_seq: int
+    last_metric_seq: int
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., pid: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., last_metric_seq: _Optional[int] = ...) -> None: ...
+
+class AgentDescription(_message.Message):
+    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    hostname: str
+    slots: int
+    free_slots: int
+    tasks: _containers.RepeatedCompositeFieldContainer[AgentTask]
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,111 @@
+"""The task-type registry: type name -> config model, template, data validator and training entry point.
+
+Every other part of the platform (control plane validation, templates, the agent's launcher, the console form)
+asks this registry, so adding a fifth type touches `trainers/` only: write the sub-package and call `register`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from trainers.errors import ConfigError, DataProblem, UnknownTaskType
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What a data validator found: how many rows, and the problems (line-numbered)."""
+
+    path: str
+    rows: int
+    problems: list[DataProblem] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    description: str
+    config_model: type[BaseModel]
+    # Run as `python -m <entry_module> --config FILE`.
+    entry_module: str
+    # Checks the data the (already parsed) config points at; raises DataError for a missing file or bad rows.
+    validate_data: Callable[[BaseModel, Path], DataReport]
+    # The template shown to users: the seed's defaults and one data row.
+    default_config: dict[str, Any]
+    data_example: dict[str, Any]
+
+    def parse_config(self, raw: Any) -> BaseModel:
+        """Validates a config (a dict, or a JSON string); a ConfigError names the first bad field."""
+        try:
+            if isinstance(raw, (str, bytes)):
+                return self.config_model.model_validate_json(raw)
+            return self.config_model.model_validate(raw)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc) from None
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.config_model.model_json_schema()
+
+
+def config_error_from_validation(exc: ValidationError) -> ConfigError:
+    """Turns pydantic's first error into a message that names the config key."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    field_name = ".".join(loc)
+    kind = first.get("type", "")
+    if kind == "missing":
+        message = f"missing required config key {field_name!r}"
+    elif kind == "extra_forbidden":
+        message = f"unknown config key {field_name!r}"
+    elif kind in {"json_invalid", "model_type", "model_attributes_type"}:
+        field_name = ""
+        message = f"config must be a JSON object: {first.get('msg')}"
+    else:
+        given = first.get("input")
+        message = f"{field_name}: {first.get('msg')} (got {json.dumps(given, default=str)})"
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return ConfigError(field_name, message)
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def register(task_type: TaskType) -> TaskType:
+    """Adds (or replaces) a task type. Returns it so a module can keep a handle."""
+    _REGISTRY[task_type.name] = task_type
+    return task_type
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> TaskType:
+    _load_builtin_types()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownTaskType(name, sorted(_REGISTRY)) from None
+
+
+def all_types() -> list[TaskType]:
+    _load_builtin_types()
+    return list(_REGISTRY.values())
+
+
+_builtins_loaded = False
+
+
+def _load_builtin_types() -> None:
+    """Imports the built-in types' spec modules (cheap: schemas only) the first time the registry is read."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import trainers.sft.spec  # noqa: F401  (registers "sft")
