@@ -1,0 +1,88 @@
+"""Store rows -> protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from control_plane.models import Agent, LogLine, MetricPoint, Task, TaskEvent
+from protos import common_pb2, control_plane_pb2
+
+
+def status_to_proto(status: str) -> int:
+    return common_pb2.TaskStatus.Value(f"TASK_STATUS_{status.upper()}") if status else 0
+
+
+def status_from_proto(value: int) -> str:
+    return common_pb2.TaskStatus.Name(value).removeprefix("TASK_STATUS_").lower()
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return stamp
+
+
+def datetime_from(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def task_to_proto(task: Task, events: list[TaskEvent] | None = None) -> control_plane_pb2.Task:
+    progress = control_plane_pb2.Progress(step=task.step, total_steps=task.total_steps, percent=task.percent)
+    for name in ("eta_seconds", "epoch", "loss", "learning_rate"):
+        value = getattr(task, name)
+        if value is not None:
+            setattr(progress, name, value)
+    message = control_plane_pb2.Task(
+        id=task.id,
+        type=task.type,
+        status=status_to_proto(task.status),
+        config_json=task.config_json,
+        agent_id=task.agent_id,
+        error=task.error,
+        error_reason=task.error_reason,
+        progress=progress,
+        latest_metrics_json=task.latest_metrics_json,
+        output_dir=task.output_dir,
+        last_log_seq=task.last_log_seq,
+        exit_code=task.exit_code,
+        events=[event_to_proto(event) for event in events or []],
+    )
+    for name in ("created_at", "updated_at", "started_at", "finished_at"):
+        stamp = timestamp(getattr(task, name))
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def event_to_proto(event: TaskEvent) -> control_plane_pb2.TaskEvent:
+    return control_plane_pb2.TaskEvent(
+        time=timestamp(event.time),
+        from_status=status_to_proto(event.from_status),
+        to_status=status_to_proto(event.to_status),
+        reason=event.reason,
+        message=event.message,
+    )
+
+
+def line_to_proto(line: LogLine) -> common_pb2.LogLine:
+    return common_pb2.LogLine(seq=line.seq, time=timestamp(line.time), stream=line.stream, text=line.text)
+
+
+def metric_to_proto(point: MetricPoint) -> common_pb2.MetricPoint:
+    return common_pb2.MetricPoint(seq=point.seq, time=timestamp(point.time), values_json=point.values_json)
+
+
+def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int) -> control_plane_pb2.AgentInfo:
+    return control_plane_pb2.AgentInfo(
+        agent_id=agent.id,
+        address=agent.address,
+        hostname=agent.hostname,
+        slots=agent.slots,
+        free_slots=free_slots,
+        alive=alive,
+        last_heartbeat=timestamp(agent.last_heartbeat),
+    )

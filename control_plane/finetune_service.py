@@ -1,0 +1,216 @@
+"""The client-facing FinetuneService: submit, read, list, stop, delete tasks; logs, metrics, templates, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import grpc
+from sqlalchemy import text
+
+from control_plane.agent_clients import AgentClients
+from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
+from control_plane.grpc_errors import abort
+from control_plane.notifier import TaskChangeNotifier
+from control_plane.scheduler import Scheduler
+from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
+from control_plane.task_store import TaskNotFound, TaskStillActive, TaskStore
+from protos import agent_pb2, control_plane_pb2, control_plane_pb2_grpc
+from trainers import registry
+from trainers.errors import ConfigError
+from trainers.paths import resolve
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_LIMIT = 500
+MAX_LOG_LIMIT = 10000
+STREAM_PAGE = 1000
+# Readers re-check the store at least this often even without a wake-up (e.g. after a missed notification).
+STREAM_POLL_SECONDS = 1.0
+
+
+class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
+    def __init__(self, store: TaskStore, scheduler: Scheduler, clients: AgentClients, notifier: TaskChangeNotifier, workspace: Path):
+        self._store = store
+        self._scheduler = scheduler
+        self._clients = clients
+        self._notifier = notifier
+        self._workspace = workspace
+
+    async def StartTask(self, request, context):
+        try:
+            task_type = registry.get(request.type)
+            raw = _parse_config_json(request.config_json)
+            config = task_type.parse_config(raw)
+            # Reading the data file may take a while on a big dataset: keep the event loop free.
+            await asyncio.to_thread(task_type.validate_data, config, self._workspace)
+        except ConfigError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
+        task_id = uuid.uuid4().hex
+        if getattr(config, "output_dir", "") is None:
+            config = config.model_copy(update={"output_dir": f"output/{task_type.name}/{task_id}"})
+        output_dir = getattr(config, "output_dir", "") or ""
+        task = self._store.create_task(
+            task_id, task_type.name, config.model_dump_json(), str(resolve(output_dir, self._workspace)) if output_dir else ""
+        )
+        log.info("task %s (%s) queued", task_id, task_type.name)
+        self._scheduler.wake()
+        return task_to_proto(task, self._store.events(task_id))
+
+    async def GetTask(self, request, context):
+        task = await self._task_or_404(request.task_id, context)
+        return task_to_proto(task, self._store.events(task.id))
+
+    async def ListTasks(self, request, context):
+        limit = request.limit or 50
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LIST_LIMIT}", "limit")
+        if request.offset < 0:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "offset must be >= 0", "offset")
+        if request.status and request.status not in {s.value for s in TaskStatus}:
+            known = ", ".join(s.value for s in TaskStatus)
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status!r}; one of: {known}", "status")
+        if request.type:
+            try:
+                registry.get(request.type)
+            except ConfigError as exc:
+                await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, "type")
+        tasks, total = self._store.list_tasks(status=request.status, task_type=request.type, limit=limit, offset=request.offset)
+        return control_plane_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], total=total)
+
+    async def StopTask(self, request, context):
+        task = await self._task_or_404(request.task_id, context)
+        try:
+            if task.status == TaskStatus.QUEUED:
+                task = self._store.transition(task.id, TaskStatus.STOPPED, "user_stop", "stopped before it started")
+            elif task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
+                task = self._store.transition(task.id, TaskStatus.STOPPING, "user_stop", "stop requested")
+                await self._stop_on_agent(task.id, task.agent_id)
+            elif task.status == TaskStatus.STOPPING:
+                await self._stop_on_agent(task.id, task.agent_id)  # asking again is harmless
+            else:
+                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"task {task.id} has already ended ({task.status})", "task_id")
+        except IllegalTransition as exc:  # it moved on while we looked
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
+        self._notifier.notify(task.id)
+        self._scheduler.wake()
+        return task_to_proto(self._store.get_task(task.id), self._store.events(task.id))
+
+    async def _stop_on_agent(self, task_id: str, agent_id: str) -> None:
+        agent = self._store.get_agent(agent_id)
+        if agent is None:
+            return
+        try:
+            await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task_id), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            # NOT_FOUND: the launch is still in flight; the scheduler stops it once launched.
+            log.warning("task %s: stop on agent %s: %s %s", task_id, agent_id, exc.code().name, exc.details())
+
+    async def DeleteTask(self, request, context):
+        try:
+            self._store.delete_task(request.task_id)
+        except TaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+        except TaskStillActive as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
+        self._notifier.notify(request.task_id)
+        return control_plane_pb2.DeleteTaskResponse(task_id=request.task_id)
+
+    async def ListTemplates(self, request, context):
+        return control_plane_pb2.ListTemplatesResponse(
+            templates=[
+                control_plane_pb2.Template(
+                    type=t.name,
+                    name=t.name,
+                    description=t.description,
+                    default_config_json=json.dumps(t.default_config),
+                    json_schema=json.dumps(t.json_schema()),
+                    data_example_json=json.dumps(t.data_example, ensure_ascii=False),
+                )
+                for t in registry.all_types()
+            ]
+        )
+
+    async def GetTaskLogs(self, request, context):
+        task = await self._task_or_404(request.task_id, context)
+        limit = request.limit or 100
+        if not 1 <= limit <= MAX_LOG_LIMIT:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LOG_LIMIT}", "limit")
+        if request.after_seq:
+            lines = self._store.log_lines_after(task.id, request.after_seq, limit)
+        else:
+            lines = self._store.log_lines_tail(task.id, limit, before_seq=request.before_seq)
+        return control_plane_pb2.GetTaskLogsResponse(lines=[line_to_proto(l) for l in lines], last_seq=task.last_log_seq)
+
+    async def StreamTaskLogs(self, request, context):
+        """Pages through the store from after_seq; with follow, waits for ingestion's wake-ups until the task ends.
+
+        The store is the only source, so a line is sent once whatever the timing of ingestion and wake-ups.
+        """
+        await self._task_or_404(request.task_id, context)
+        last = request.after_seq
+        while True:
+            changed = self._notifier.event(request.task_id)  # taken before reading: no wake-up is missed
+            lines = self._store.log_lines_after(request.task_id, last, STREAM_PAGE)
+            for line in lines:
+                yield line_to_proto(line)
+                last = line.seq
+            if len(lines) == STREAM_PAGE:
+                continue
+            if not request.follow:
+                return
+            try:
+                task = self._store.get_task(request.task_id)
+            except TaskNotFound:
+                return
+            # Ingestion stores a task's last lines before its final status, so a finished task has no more lines.
+            if task.status in TERMINAL and task.last_log_seq <= last:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), STREAM_POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def GetTaskMetrics(self, request, context):
+        task = await self._task_or_404(request.task_id, context)
+        limit = request.limit or MAX_LOG_LIMIT
+        points = self._store.metric_points(task.id, after_seq=request.after_seq, limit=limit)
+        return control_plane_pb2.GetTaskMetricsResponse(points=[metric_to_proto(p) for p in points])
+
+    async def GetSystemHealth(self, request, context):
+        try:
+            with self._store.session() as session:
+                session.execute(text("SELECT 1"))
+            database = "ok"
+        except Exception as exc:  # report, don't fail: health is how a user finds this out
+            database = f"error: {exc}"
+        used = self._store.active_counts_by_agent()
+        agents = [
+            agent_to_proto(a, alive=self._scheduler.is_alive(a), free_slots=max(0, a.slots - used.get(a.id, 0)))
+            for a in self._store.agents()
+        ]
+        _, queued = self._store.list_tasks(status=TaskStatus.QUEUED, limit=1)
+        _, running = self._store.list_tasks(status=TaskStatus.RUNNING, limit=1)
+        healthy = database == "ok" and any(a.alive for a in agents)
+        return control_plane_pb2.SystemHealth(
+            status="ok" if healthy else "degraded", database=database, agents=agents, queued_tasks=queued, running_tasks=running
+        )
+
+    async def _task_or_404(self, task_id: str, context):
+        try:
+            return self._store.get_task(task_id)
+        except TaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+
+
+def _parse_config_json(config_json: str) -> dict:
+    try:
+        raw = json.loads(config_json or "{}")
+    except json.JSONDecodeError as exc:
+        raise ConfigError("config", f"config is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"config must be a JSON object, got {type(raw).__name__}")
+    return raw

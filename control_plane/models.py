@@ -1,0 +1,82 @@
+"""The store's tables (SQLModel). Times are timezone-aware UTC datetimes (SQLModel insists)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Optional
+
+from sqlalchemy import BigInteger, Column, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Task(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    type: str = Field(index=True)
+    status: str = Field(index=True)
+    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    output_dir: str = ""
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    agent_id: str = Field(default="", index=True)
+    pid: int = 0
+    exit_code: int = 0
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    error_reason: str = ""
+    # Progress, kept current by ingestion from the trainer's metric events.
+    step: int = 0
+    total_steps: int = 0
+    percent: float = 0.0
+    eta_seconds: Optional[float] = None
+    epoch: Optional[float] = None
+    loss: Optional[float] = None
+    learning_rate: Optional[float] = None
+    latest_metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    # The newest seqs persisted: ingestion resumes after them.
+    last_log_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    last_metric_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class TaskEvent(SQLModel, table=True):
+    __tablename__ = "task_event"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: str = Field(index=True)
+    time: datetime = Field(default_factory=utcnow)
+    from_status: str = ""
+    to_status: str
+    reason: str
+    message: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class LogLine(SQLModel, table=True):
+    __tablename__ = "log_line"
+
+    task_id: str = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    time: datetime
+    stream: str
+    text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class MetricPoint(SQLModel, table=True):
+    __tablename__ = "metric_point"
+
+    task_id: str = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    time: datetime
+    values_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Agent(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    address: str
+    hostname: str = ""
+    slots: int = 1
+    registered_at: datetime = Field(default_factory=utcnow)
+    last_heartbeat: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,101 @@
+"""Places queued tasks on live agents with a free slot (first fit, oldest task first) and launches them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import grpc
+
+from control_plane.agent_clients import AgentClients
+from control_plane.ingestion import Ingestion
+from control_plane.models import Agent, Task, utcnow
+from control_plane.state_machine import IllegalTransition, TaskStatus
+from control_plane.task_store import TaskNotFound, TaskStore
+from protos import agent_pb2
+
+log = logging.getLogger(__name__)
+
+LAUNCH_TIMEOUT_SECONDS = 30.0
+# Launch errors that mean "not now" rather than "never": the task goes back to the queue.
+_RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class Scheduler:
+    def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float, interval_seconds: float):
+        self._store = store
+        self._clients = clients
+        self._ingestion = ingestion
+        self._agent_timeout = timedelta(seconds=agent_timeout_seconds)
+        self._interval = interval_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def is_alive(self, agent: Agent) -> bool:
+        return utcnow() - agent.last_heartbeat <= self._agent_timeout
+
+    def live_agents(self) -> list[Agent]:
+        return [agent for agent in self._store.agents() if self.is_alive(agent)]
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.place_queued()
+            except Exception:  # keep scheduling whatever one round hit
+                log.exception("scheduling round failed")
+
+    async def place_queued(self) -> None:
+        queued = self._store.tasks_with_status([TaskStatus.QUEUED])
+        if not queued:
+            return
+        agents = self.live_agents()
+        used = self._store.active_counts_by_agent()
+        for task in queued:
+            agent = next((a for a in agents if a.slots - used.get(a.id, 0) > 0), None)
+            if agent is None:
+                return
+            used[agent.id] = used.get(agent.id, 0) + 1
+            await self._launch(task, agent)
+
+    async def _launch(self, task: Task, agent: Agent) -> None:
+        try:
+            self._store.transition(task.id, TaskStatus.STARTING, "placed", f"placed on agent {agent.id}", agent_id=agent.id)
+        except (IllegalTransition, TaskNotFound):
+            return  # stopped or deleted since it was read
+        request = agent_pb2.LaunchTaskRequest(task_id=task.id, type=task.type, config_json=task.config_json)
+        try:
+            response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            self._launch_failed(task.id, agent, exc)
+            return
+        self._store.set_fields(task.id, pid=response.pid)
+        self._ingestion.follow(task.id)
+        if self._store.get_task(task.id).status == TaskStatus.STOPPING:
+            # A stop arrived while the launch was in flight; the agent did not know the task then.
+            await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task.id))
+
+    def _launch_failed(self, task_id: str, agent: Agent, exc: grpc.aio.AioRpcError) -> None:
+        message = f"agent {agent.id} refused the launch: {exc.code().name}: {exc.details()}"
+        log.warning("task %s: %s", task_id, message)
+        current = self._store.get_task(task_id).status
+        if current == TaskStatus.STOPPING:
+            target, reason = TaskStatus.STOPPED, "user_stop"
+        elif exc.code() in _RETRYABLE:
+            target, reason = TaskStatus.QUEUED, "launch_retry"
+        else:
+            target, reason = TaskStatus.FAILED, "launch_failed"
+        fields = {"error": message, "error_reason": reason} if target == TaskStatus.FAILED else {}
+        if target == TaskStatus.QUEUED:
+            fields["agent_id"] = ""
+        try:
+            self._store.transition(task_id, target, reason, message, **fields)
+        except IllegalTransition as error:
+            log.info("task %s: %s", task_id, error)

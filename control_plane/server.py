@@ -1,0 +1,87 @@
+"""Builds and runs the control plane: store, scheduler, ingestion and the gRPC server (health + reflection)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from control_plane.agent_clients import AgentClients
+from control_plane.db import make_engine
+from control_plane.finetune_service import FinetuneService
+from control_plane.ingestion import Ingestion
+from control_plane.notifier import TaskChangeNotifier
+from control_plane.registry_service import AgentRegistryService
+from control_plane.scheduler import Scheduler
+from control_plane.settings import ControlPlaneSettings
+from control_plane.task_store import TaskStore
+from protos import control_plane_pb2, control_plane_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    control_plane_pb2.DESCRIPTOR.services_by_name["FinetuneService"].full_name,
+    control_plane_pb2.DESCRIPTOR.services_by_name["AgentRegistry"].full_name,
+)
+
+
+@dataclass
+class RunningControlPlane:
+    server: grpc.aio.Server
+    port: int
+    store: TaskStore
+    scheduler: Scheduler
+    ingestion: Ingestion
+    clients: AgentClients
+    scheduler_task: asyncio.Task
+
+    async def stop(self, grace: float = 2.0) -> None:
+        self.scheduler_task.cancel()
+        await self.ingestion.close()
+        await self.server.stop(grace)
+        await self.clients.close()
+        self.store.engine.dispose()
+
+
+async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlPlane:
+    store = TaskStore(make_engine(settings.database_url))
+    clients = AgentClients()
+    notifier = TaskChangeNotifier()
+    scheduler_ref: list[Scheduler] = []
+    ingestion = Ingestion(store, clients, notifier, on_task_ended=lambda: scheduler_ref[0].wake())
+    scheduler = Scheduler(
+        store, clients, ingestion,
+        agent_timeout_seconds=settings.agent_timeout_seconds,
+        interval_seconds=settings.scheduler_interval_seconds,
+    )
+    scheduler_ref.append(scheduler)
+
+    server = grpc.aio.server()
+    control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
+        FinetuneService(store, scheduler, clients, notifier, settings.workspace.resolve()), server
+    )
+    control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
+        AgentRegistryService(store, scheduler, ingestion, settings.heartbeat_seconds), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    port = server.add_insecure_port(f"{settings.control_plane_host}:{settings.control_plane_port}")
+    await server.start()
+    ingestion.resume_active()
+    scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
+    log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
+    return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

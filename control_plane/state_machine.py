@@ -1,0 +1,46 @@
+"""The task status machine of DESIGN.md, as one transition table. Every status change goes through `check`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+S = TaskStatus
+TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.STOPPED})
+ACTIVE = frozenset({S.STARTING, S.RUNNING, S.STOPPING})  # holding a slot on an agent
+
+# from -> the statuses it may move to.
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    S.QUEUED: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
+    # starting -> queued: the agent refused the launch (e.g. no free slot after all); the task waits again.
+    S.STARTING: frozenset({S.RUNNING, S.QUEUED, S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED}),
+    S.STOPPING: frozenset({S.SUCCEEDED, S.FAILED, S.STOPPED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.STOPPED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, task_id: str, current: TaskStatus, target: TaskStatus):
+        super().__init__(f"task {task_id} cannot go from {current} to {target}")
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+
+
+def check(task_id: str, current: str, target: str) -> None:
+    """Raises IllegalTransition unless current -> target is in the table."""
+    if TaskStatus(target) not in TRANSITIONS[TaskStatus(current)]:
+        raise IllegalTransition(task_id, TaskStatus(current), TaskStatus(target))

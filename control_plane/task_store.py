@@ -1,0 +1,260 @@
+"""The store: tasks, their events, log lines and metric points, and agents, on SQLite or PostgreSQL.
+
+Every status change goes through `transition`, which checks the transition table and writes compare-and-set
+(`WHERE status = <the status it checked>`), so a late report can never overwrite a newer state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from control_plane import state_machine
+from control_plane.models import Agent, LogLine, MetricPoint, Task, TaskEvent, utcnow
+from control_plane.progress import progress_fields
+from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
+
+
+class TaskNotFound(LookupError):
+    def __init__(self, task_id: str):
+        super().__init__(f"task {task_id!r} not found")
+
+
+class TaskStillActive(Exception):
+    def __init__(self, task: Task):
+        super().__init__(f"task {task.id} is {task.status}; stop it and wait until it has ended before deleting it")
+
+
+@dataclass(frozen=True)
+class NewLine:
+    seq: int
+    time: datetime
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NewMetric:
+    seq: int
+    time: datetime
+    values: dict[str, Any]
+
+
+class TaskStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # --- tasks -------------------------------------------------------------------------------------------------
+
+    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str) -> Task:
+        task = Task(id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir)
+        with self.session() as session:
+            session.add(task)
+            session.add(TaskEvent(task_id=task_id, to_status=TaskStatus.QUEUED, reason="submitted", time=task.created_at))
+            session.commit()
+        return task
+
+    def get_task(self, task_id: str) -> Task:
+        with self.session() as session:
+            task = session.get(Task, task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    def list_tasks(self, *, status: str = "", task_type: str = "", limit: int = 50, offset: int = 0) -> tuple[list[Task], int]:
+        """Newest first, with the count of all matching tasks."""
+        query = select(Task)
+        if status:
+            query = query.where(Task.status == status)
+        if task_type:
+            query = query.where(Task.type == task_type)
+        with self.session() as session:
+            total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            rows = session.exec(
+                query.order_by(col(Task.created_at).desc(), col(Task.id).desc()).offset(offset).limit(limit)
+            ).all()
+        return list(rows), int(total)
+
+    def tasks_with_status(self, statuses: Iterable[str]) -> list[Task]:
+        """Oldest first: the scheduler's queue order."""
+        with self.session() as session:
+            rows = session.exec(
+                select(Task).where(col(Task.status).in_(list(statuses))).order_by(col(Task.created_at), col(Task.id))
+            ).all()
+        return list(rows)
+
+    def active_counts_by_agent(self) -> dict[str, int]:
+        with self.session() as session:
+            rows = session.exec(
+                select(Task.agent_id, func.count())
+                .where(col(Task.status).in_(list(ACTIVE)))
+                .group_by(Task.agent_id)
+            ).all()
+        return {agent_id: int(count) for agent_id, count in rows}
+
+    def transition(
+        self,
+        task_id: str,
+        target: TaskStatus,
+        reason: str,
+        message: str = "",
+        **fields: Any,
+    ) -> Task:
+        """Moves a task to `target` (checked against the table) and records the event, atomically.
+
+        Raises TaskNotFound, or IllegalTransition when the task's current status does not allow it (including when
+        another writer changed the status first).
+        """
+        with self.session() as session:
+            for _attempt in range(5):
+                task = session.get(Task, task_id, populate_existing=True)
+                if task is None:
+                    raise TaskNotFound(task_id)
+                state_machine.check(task_id, task.status, target)
+                now = utcnow()
+                values: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
+                if target == TaskStatus.RUNNING and task.started_at is None:
+                    values["started_at"] = now
+                if target in TERMINAL:
+                    values["finished_at"] = now
+                result = session.execute(
+                    update(Task).where(col(Task.id) == task_id, col(Task.status) == task.status).values(**values)
+                )
+                if result.rowcount == 1:
+                    session.add(
+                        TaskEvent(task_id=task_id, time=now, from_status=task.status, to_status=target, reason=reason, message=message)
+                    )
+                    session.commit()
+                    return session.get(Task, task_id, populate_existing=True)
+                session.rollback()  # somebody else moved it first: re-read and re-check
+            raise RuntimeError(f"task {task_id}: status kept changing under a transition to {target}")
+
+    def set_fields(self, task_id: str, **fields: Any) -> None:
+        """Non-status fields (e.g. the pid once launched)."""
+        with self.session() as session:
+            session.execute(update(Task).where(col(Task.id) == task_id).values(updated_at=utcnow(), **fields))
+            session.commit()
+
+    def events(self, task_id: str) -> list[TaskEvent]:
+        with self.session() as session:
+            rows = session.exec(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(col(TaskEvent.id))).all()
+        return list(rows)
+
+    def delete_task(self, task_id: str) -> None:
+        """Deletes a finished task with its events, logs and metrics. Its output directory on disk stays."""
+        with self.session() as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.status not in TERMINAL:
+                raise TaskStillActive(task)
+            for model in (LogLine, MetricPoint, TaskEvent):
+                session.execute(delete(model).where(col(model.task_id) == task_id))
+            session.execute(delete(Task).where(col(Task.id) == task_id, col(Task.status).in_(list(TERMINAL))))
+            session.commit()
+
+    # --- logs and metrics --------------------------------------------------------------------------------------
+
+    def ingest(self, task_id: str, lines: list[NewLine], metrics: list[NewMetric]) -> None:
+        """Stores a batch from the agent's stream in one transaction and moves the task's seqs and progress on.
+
+        Rows already stored (same task and seq) are skipped, so a replayed batch never duplicates a line.
+        """
+        if not lines and not metrics:
+            return
+        with self.session() as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                return  # deleted meanwhile
+            values: dict[str, Any] = {}
+            if lines:
+                _insert_ignoring_duplicates(
+                    session, LogLine, [{"task_id": task_id, "seq": l.seq, "time": l.time, "stream": l.stream, "text": l.text} for l in lines]
+                )
+                values["last_log_seq"] = max(task.last_log_seq, max(l.seq for l in lines))
+            if metrics:
+                _insert_ignoring_duplicates(
+                    session,
+                    MetricPoint,
+                    [{"task_id": task_id, "seq": m.seq, "time": m.time, "values_json": json.dumps(m.values)} for m in metrics],
+                )
+                values["last_metric_seq"] = max(task.last_metric_seq, max(m.seq for m in metrics))
+                values.update(progress_fields(task.latest_metrics_json, [m.values for m in metrics]))
+            session.execute(update(Task).where(col(Task.id) == task_id).values(**values))
+            session.commit()
+
+    def log_lines_after(self, task_id: str, after_seq: int, limit: int) -> list[LogLine]:
+        """The first `limit` lines with seq > after_seq, in order."""
+        with self.session() as session:
+            rows = session.exec(
+                select(LogLine)
+                .where(LogLine.task_id == task_id, col(LogLine.seq) > after_seq)
+                .order_by(col(LogLine.seq))
+                .limit(limit)
+            ).all()
+        return list(rows)
+
+    def log_lines_tail(self, task_id: str, limit: int, before_seq: int = 0) -> list[LogLine]:
+        """The last `limit` lines (before `before_seq` when it is > 0), in order."""
+        query = select(LogLine).where(LogLine.task_id == task_id)
+        if before_seq > 0:
+            query = query.where(col(LogLine.seq) < before_seq)
+        with self.session() as session:
+            rows = session.exec(query.order_by(col(LogLine.seq).desc()).limit(limit)).all()
+        return list(reversed(rows))
+
+    def metric_points(self, task_id: str, *, after_seq: int = 0, limit: int = 10000) -> list[MetricPoint]:
+        with self.session() as session:
+            rows = session.exec(
+                select(MetricPoint)
+                .where(MetricPoint.task_id == task_id, col(MetricPoint.seq) > after_seq)
+                .order_by(col(MetricPoint.seq))
+                .limit(limit)
+            ).all()
+        return list(rows)
+
+    # --- agents ------------------------------------------------------------------------------------------------
+
+    def upsert_agent(self, agent_id: str, address: str, hostname: str, slots: int) -> Agent:
+        with self.session() as session:
+            agent = session.get(Agent, agent_id) or Agent(id=agent_id, address=address)
+            agent.address, agent.hostname, agent.slots = address, hostname, slots
+            agent.last_heartbeat = utcnow()
+            session.add(agent)
+            session.commit()
+        return agent
+
+    def touch_agent(self, agent_id: str) -> bool:
+        """Records a heartbeat; False when the agent is unknown (it must register again)."""
+        with self.session() as session:
+            result = session.execute(update(Agent).where(col(Agent.id) == agent_id).values(last_heartbeat=utcnow()))
+            session.commit()
+        return result.rowcount == 1
+
+    def agents(self) -> list[Agent]:
+        with self.session() as session:
+            return list(session.exec(select(Agent).order_by(col(Agent.id))).all())
+
+    def get_agent(self, agent_id: str) -> Agent | None:
+        with self.session() as session:
+            return session.get(Agent, agent_id)
+
+
+def _insert_ignoring_duplicates(session: Session, model: type, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database dialect {dialect!r}")
+    session.execute(insert(model.__table__).on_conflict_do_nothing(), rows)

@@ -1,0 +1,162 @@
+"""The task store and status machine, on SQLite and on the PostgreSQL server at 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from control_plane.db import make_engine
+from control_plane.state_machine import TRANSITIONS, IllegalTransition, TaskStatus
+from control_plane.task_store import NewLine, NewMetric, TaskNotFound, TaskStillActive, TaskStore
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+        yield TaskStore(engine)
+        engine.dispose()
+        return
+    # A schema of its own per test, so runs never see each other's rows.
+    schema = f"bugagaric_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    yield TaskStore(engine)
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _new_task(store: TaskStore, task_id: str | None = None):
+    return store.create_task(task_id or uuid.uuid4().hex, "sft", '{"a": 1}', "/tmp/out")
+
+
+def _lines(seqs, start=datetime(2026, 1, 1, tzinfo=UTC)):
+    return [NewLine(seq, start + timedelta(seconds=seq), "stdout", f"line {seq}") for seq in seqs]
+
+
+def test_create_get_and_submit_event(store):
+    task = _new_task(store)
+    got = store.get_task(task.id)
+    assert got.status == "queued" and got.config_json == '{"a": 1}'
+    events = store.events(task.id)
+    assert [(e.from_status, e.to_status, e.reason) for e in events] == [("", "queued", "submitted")]
+
+
+def test_unknown_task_raises(store):
+    with pytest.raises(TaskNotFound):
+        store.get_task("nope")
+    with pytest.raises(TaskNotFound):
+        store.transition("nope", TaskStatus.STARTING, "placed")
+
+
+def test_full_lifecycle_records_every_transition(store):
+    task = _new_task(store)
+    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="agent-1")
+    running = store.transition(task.id, TaskStatus.RUNNING, "started", pid=1234)
+    assert running.started_at is not None and running.pid == 1234 and running.agent_id == "agent-1"
+    done = store.transition(task.id, TaskStatus.SUCCEEDED, "exited", exit_code=0)
+    assert done.finished_at is not None
+    assert [e.to_status for e in store.events(task.id)] == ["queued", "starting", "running", "succeeded"]
+    assert all(e.time is not None for e in store.events(task.id))
+
+
+@pytest.mark.parametrize(
+    "path, illegal",
+    [
+        ([], TaskStatus.RUNNING),  # queued cannot skip starting
+        ([], TaskStatus.SUCCEEDED),
+        ([TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED], TaskStatus.RUNNING),
+        ([TaskStatus.STOPPED], TaskStatus.STARTING),
+        ([TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.STOPPING], TaskStatus.RUNNING),
+    ],
+)
+def test_illegal_transition_raises_and_changes_nothing(store, path, illegal):
+    task = _new_task(store)
+    for status in path:
+        store.transition(task.id, status, "test")
+    before = store.get_task(task.id)
+    with pytest.raises(IllegalTransition):
+        store.transition(task.id, illegal, "test")
+    after = store.get_task(task.id)
+    assert after.status == before.status
+    assert len(store.events(task.id)) == len(path) + 1
+
+
+def test_terminal_statuses_have_no_way_out():
+    for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.STOPPED):
+        assert TRANSITIONS[status] == frozenset()
+
+
+def test_list_newest_first_with_filters_and_paging(store):
+    ids = [_new_task(store, f"task-{i}").id for i in range(5)]
+    store.transition(ids[1], TaskStatus.STOPPED, "user_stop")
+    tasks, total = store.list_tasks(limit=2)
+    assert total == 5 and [t.id for t in tasks] == ["task-4", "task-3"]
+    tasks, _ = store.list_tasks(limit=2, offset=2)
+    assert [t.id for t in tasks] == ["task-2", "task-1"]
+    stopped, total = store.list_tasks(status="stopped")
+    assert total == 1 and stopped[0].id == "task-1"
+    assert store.list_tasks(task_type="dpo") == ([], 0)
+    assert [t.id for t in store.tasks_with_status([TaskStatus.QUEUED])] == ["task-0", "task-2", "task-3", "task-4"]
+
+
+def test_ingest_is_idempotent_and_pages(store):
+    task = _new_task(store)
+    store.ingest(task.id, _lines(range(1, 11)), [])
+    store.ingest(task.id, _lines(range(8, 16)), [])  # a replay overlapping what is stored
+    assert [l.seq for l in store.log_lines_after(task.id, 0, 100)] == list(range(1, 16))
+    assert store.get_task(task.id).last_log_seq == 15
+    assert [l.seq for l in store.log_lines_tail(task.id, 3)] == [13, 14, 15]
+    assert [l.seq for l in store.log_lines_tail(task.id, 3, before_seq=5)] == [2, 3, 4]
+    assert [l.seq for l in store.log_lines_after(task.id, 12, 2)] == [13, 14]
+
+
+def test_metrics_drive_progress(store):
+    task = _new_task(store)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    store.ingest(
+        task.id,
+        [],
+        [
+            NewMetric(1, t0, {"step": 1, "total_steps": 10, "loss": 2.5, "learning_rate": 1e-3, "eta_seconds": 9.0}),
+            NewMetric(2, t0, {"step": 5, "total_steps": 10, "loss": 1.5, "epoch": 0.5}),
+        ],
+    )
+    got = store.get_task(task.id)
+    assert (got.step, got.total_steps, got.percent, got.loss, got.epoch) == (5, 10, 50.0, 1.5, 0.5)
+    assert got.learning_rate == 1e-3 and got.last_metric_seq == 2
+    assert [p.seq for p in store.metric_points(task.id)] == [1, 2]
+
+
+def test_delete_refused_while_active_then_removes_everything(store):
+    task = _new_task(store)
+    store.transition(task.id, TaskStatus.STARTING, "placed")
+    store.ingest(task.id, _lines([1, 2]), [NewMetric(1, datetime(2026, 1, 1, tzinfo=UTC), {"step": 1})])
+    with pytest.raises(TaskStillActive):
+        store.delete_task(task.id)
+    store.transition(task.id, TaskStatus.FAILED, "trainer_error")
+    store.delete_task(task.id)
+    with pytest.raises(TaskNotFound):
+        store.get_task(task.id)
+    assert store.log_lines_after(task.id, 0, 10) == [] and store.metric_points(task.id) == [] and store.events(task.id) == []
+
+
+def test_agents_register_and_heartbeat(store):
+    assert store.touch_agent("a1") is False
+    store.upsert_agent("a1", "127.0.0.1:1", "host", 2)
+    assert store.touch_agent("a1") is True
+    store.upsert_agent("a1", "127.0.0.1:2", "host", 3)
+    [agent] = store.agents()
+    assert (agent.address, agent.slots) == ("127.0.0.1:2", 3)
+    task = _new_task(store)
+    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a1")
+    assert store.active_counts_by_agent() == {"a1": 1}
