@@ -1,0 +1,41 @@
+"""create_app(): the stateless REST gateway in front of the control plane's FinetuneService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.client import ControlPlaneClient
+from gateway.handlers import install_error_handlers
+from gateway.routes import router
+from gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    client = ControlPlaneClient(settings.control_plane_address, settings.grpc_timeout_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await client.open()  # lazy: the channel connects on first call, so the gateway starts before the control plane
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="BugAgaric Finetune API",
+        description="REST gateway to the fine-tuning control plane (gRPC FinetuneService).",
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.control_plane = client
+    install_error_handlers(app)
+    app.include_router(router)
+    # Live streams (SSE for logs/metrics) arrive in a later issue as a second router included here.
+    return app

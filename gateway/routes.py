@@ -1,0 +1,150 @@
+"""The REST routes of DESIGN.md, each one gRPC call on FinetuneService.
+
+Inputs are checked here before any call, so bad input is a 400 even when the control plane is down.
+Live log/metric streams (SSE) will be a separate router built on ControlPlaneClient.stub.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends, Query, Request
+
+from gateway import serializers as ser
+from gateway.client import ControlPlane, control_plane
+from gateway.errors import ApiError, api_error_from_rpc, bad_request
+from gateway.inputs import StartTaskBody, parse_start_body
+from protos import control_plane_pb2 as cp
+
+router = APIRouter(prefix="/api")
+CP = Annotated[ControlPlane, Depends(control_plane)]
+UINT64_MAX = 2**64 - 1
+SeqParam = Query(ge=0, le=UINT64_MAX)
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad input; `error.field` names it"},
+    404: {"description": "unknown task"},
+    409: {"description": "the task is in the wrong state"},
+    503: {"description": "control plane unavailable"},
+}
+
+
+@router.get("/health", tags=["system"], summary="Gateway, control plane and agent health")
+async def health(call: CP) -> dict[str, Any]:
+    try:
+        reply = await call("GetSystemHealth", cp.GetSystemHealthRequest())
+    except grpc.aio.AioRpcError as e:
+        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise ApiError(503, "control_plane_unavailable", f"control plane unreachable: {e.details()}") from None
+        raise api_error_from_rpc(e) from None
+    return ser.health_to_dict(reply)
+
+
+@router.post(
+    "/finetune/start",
+    status_code=201,
+    tags=["tasks"],
+    summary="Validate and queue a fine-tune task",
+    responses=_ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": StartTaskBody.model_json_schema()}},
+        }
+    },
+)
+async def start_task(request: Request, call: CP) -> dict[str, Any]:
+    # Raw bytes, not a body model: our own 400s, and config's JSON types reach the control plane untouched.
+    task_type, config = parse_start_body(await request.body())
+    reply = await call("StartTask", cp.StartTaskRequest(type=task_type, config_json=json.dumps(config)))
+    return ser.task_to_dict(reply)
+
+
+@router.get("/finetune/tasks", tags=["tasks"], summary="List tasks, newest first", responses=_ERROR_RESPONSES)
+async def list_tasks(
+    call: CP,
+    status: Annotated[str | None, Query(description=f"one of {', '.join(ser.TASK_STATUSES)}")] = None,
+    task_type: Annotated[str | None, Query(alias="type", description="sft, dpo, embedding, kbalign, ...")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    status = (status or "").strip().lower()
+    if status and status not in ser.TASK_STATUSES:
+        raise bad_request(f"query parameter 'status': must be one of {', '.join(ser.TASK_STATUSES)}", "status")
+    reply = await call(
+        "ListTasks", cp.ListTasksRequest(limit=limit, offset=offset, status=status, type=(task_type or "").strip())
+    )
+    return {"tasks": [ser.task_to_dict(t) for t in reply.tasks], "total": reply.total, "limit": limit, "offset": offset}
+
+
+@router.get("/finetune/tasks/{task_id}", tags=["tasks"], summary="One task", responses=_ERROR_RESPONSES)
+async def get_task(task_id: str, call: CP) -> dict[str, Any]:
+    return ser.task_to_dict(await call("GetTask", cp.GetTaskRequest(task_id=task_id)))
+
+
+@router.get(
+    "/finetune/tasks/{task_id}/logs",
+    tags=["tasks"],
+    summary="The last `limit` log lines, or a page before/after a seq",
+    responses=_ERROR_RESPONSES,
+)
+async def get_logs(
+    task_id: str,
+    call: CP,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    after_seq: Annotated[int, SeqParam] = 0,
+    before_seq: Annotated[int, SeqParam] = 0,
+) -> dict[str, Any]:
+    if after_seq and before_seq:
+        raise bad_request("give either 'after_seq' or 'before_seq', not both", "before_seq")
+    reply = await call(
+        "GetTaskLogs", cp.GetTaskLogsRequest(task_id=task_id, limit=limit, after_seq=after_seq, before_seq=before_seq)
+    )
+    return {"task_id": task_id, "lines": [ser.log_line_to_dict(x) for x in reply.lines], "last_seq": reply.last_seq}
+
+
+@router.get(
+    "/finetune/tasks/{task_id}/metrics",
+    tags=["tasks"],
+    summary="The task's metric series (points after `after_seq`)",
+    responses=_ERROR_RESPONSES,
+)
+async def get_metrics(
+    task_id: str,
+    call: CP,
+    after_seq: Annotated[int, SeqParam] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+) -> dict[str, Any]:
+    reply = await call("GetTaskMetrics", cp.GetTaskMetricsRequest(task_id=task_id, after_seq=after_seq, limit=limit))
+    return {"task_id": task_id, "points": [ser.metric_point_to_dict(p) for p in reply.points]}
+
+
+@router.delete(
+    "/finetune/tasks/{task_id}", tags=["tasks"], summary="Stop a queued or running task", responses=_ERROR_RESPONSES
+)
+async def stop_task(task_id: str, call: CP) -> dict[str, Any]:
+    return ser.task_to_dict(await call("StopTask", cp.StopTaskRequest(task_id=task_id)))
+
+
+@router.delete(
+    "/finetune/tasks/{task_id}/delete",
+    tags=["tasks"],
+    summary="Delete a finished task with its events, logs and metrics",
+    responses=_ERROR_RESPONSES,
+)
+async def delete_task(task_id: str, call: CP) -> dict[str, Any]:
+    reply = await call("DeleteTask", cp.DeleteTaskRequest(task_id=task_id))
+    return {"deleted": reply.task_id or task_id}
+
+
+@router.get(
+    "/finetune/templates",
+    tags=["templates"],
+    summary="Per type: description, default config, JSON schema, data example",
+    responses={503: _ERROR_RESPONSES[503]},
+)
+async def list_templates(call: CP) -> dict[str, Any]:
+    reply = await call("ListTemplates", cp.ListTemplatesRequest())
+    return {"templates": [ser.template_to_dict(t) for t in reply.templates]}

@@ -1,0 +1,151 @@
+"""Proto messages -> JSON-ready dicts for the REST API.
+
+JSON-carrying string fields (config_json, latest_metrics_json, values_json, ...) are parsed so clients get objects
+with their integer/float/string types intact; statuses become lowercase names; timestamps ISO-8601 UTC or null.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timezone
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protos import common_pb2, control_plane_pb2 as cp
+
+_STATUS_PREFIX = "TASK_STATUS_"
+
+
+def status_name(value: int) -> str:
+    """TASK_STATUS_RUNNING -> "running"; an unknown number (newer control plane) -> "unknown"."""
+    try:
+        name = common_pb2.TaskStatus.Name(value)
+    except ValueError:
+        return "unknown"
+    return name.removeprefix(_STATUS_PREFIX).lower()
+
+
+# The filter values ListTasks accepts, derived from the enum so a new status needs no gateway change.
+TASK_STATUSES = tuple(
+    status_name(v) for v in common_pb2.TaskStatus.values() if v != common_pb2.TASK_STATUS_UNSPECIFIED
+)
+
+
+def timestamp(msg: Message, field: str) -> str | None:
+    """ISO-8601 UTC ("...Z") when the field is set, else None (an unset Timestamp is not 1970)."""
+    if not msg.HasField(field):
+        return None
+    ts: Timestamp = getattr(msg, field)
+    return ts.ToDatetime(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def json_value(text: str, default: Any = None) -> Any:
+    """Parse a JSON string field; an empty string means "not set"."""
+    if not text:
+        return {} if default is None else default
+    return json.loads(text)
+
+
+def _optional(msg: Message, field: str) -> Any:
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _or_none(text: str) -> str | None:
+    # Empty proto strings mean "not set"; null reads better in JSON than "".
+    return text or None
+
+
+def progress_to_dict(p: cp.Progress) -> dict[str, Any]:
+    return {
+        "step": p.step,
+        "total_steps": p.total_steps,
+        "percent": p.percent,
+        "eta_seconds": _optional(p, "eta_seconds"),
+        "epoch": _optional(p, "epoch"),
+        "loss": _optional(p, "loss"),
+        "learning_rate": _optional(p, "learning_rate"),
+    }
+
+
+def event_to_dict(e: cp.TaskEvent) -> dict[str, Any]:
+    return {
+        "time": timestamp(e, "time"),
+        "from_status": status_name(e.from_status),
+        "to_status": status_name(e.to_status),
+        "reason": e.reason,
+        "message": e.message,
+    }
+
+
+def task_to_dict(t: cp.Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "type": t.type,
+        "status": status_name(t.status),
+        "config": json_value(t.config_json),
+        "created_at": timestamp(t, "created_at"),
+        "updated_at": timestamp(t, "updated_at"),
+        "started_at": timestamp(t, "started_at"),
+        "finished_at": timestamp(t, "finished_at"),
+        "agent_id": _or_none(t.agent_id),
+        "error": _or_none(t.error),
+        "error_reason": _or_none(t.error_reason),
+        "exit_code": t.exit_code,
+        "progress": progress_to_dict(t.progress),
+        "latest_metrics": json_value(t.latest_metrics_json),
+        "output_dir": _or_none(t.output_dir),
+        "last_log_seq": t.last_log_seq,
+        "events": [event_to_dict(e) for e in t.events],
+    }
+
+
+def log_line_to_dict(line: common_pb2.LogLine) -> dict[str, Any]:
+    return {"seq": line.seq, "time": timestamp(line, "time"), "stream": line.stream, "text": line.text}
+
+
+def metric_point_to_dict(point: common_pb2.MetricPoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"seq": point.seq, "time": timestamp(point, "time")}
+    values = json_value(point.values_json)
+    if isinstance(values, dict):
+        # seq/time are the point's own; a value with the same name must not overwrite them.
+        out.update((k, v) for k, v in values.items() if k not in out)
+    return out
+
+
+def template_to_dict(t: cp.Template) -> dict[str, Any]:
+    return {
+        "type": t.type,
+        "name": t.name,
+        "description": t.description,
+        "default_config": json_value(t.default_config_json),
+        "json_schema": json_value(t.json_schema),
+        "data_example": json_value(t.data_example_json),
+    }
+
+
+def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
+    return {
+        "agent_id": a.agent_id,
+        "address": a.address,
+        "hostname": a.hostname,
+        "slots": a.slots,
+        "free_slots": a.free_slots,
+        "alive": a.alive,
+        "last_heartbeat": timestamp(a, "last_heartbeat"),
+    }
+
+
+def health_to_dict(h: cp.SystemHealth) -> dict[str, Any]:
+    return {
+        "status": h.status or "ok",
+        "gateway": {"status": "ok"},
+        "control_plane": {
+            "status": h.status or "ok",
+            "database": h.database,
+            "queued_tasks": h.queued_tasks,
+            "running_tasks": h.running_tasks,
+        },
+        "agents": [agent_to_dict(a) for a in h.agents],
+    }

@@ -1,0 +1,16 @@
+"""Gateway settings, read from the environment (prefix BUGAGARIC_, like every other service)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BUGAGARIC_", extra="ignore")
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=18080, ge=1, le=65535)
+    control_plane_address: str = "127.0.0.1:50051"
+    # Per unary call; a hung control plane turns into a 504 rather than a hung HTTP request.
+    grpc_timeout_seconds: float = Field(default=10.0, gt=0)
