@@ -93,6 +93,7 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         "error": _or_none(t.error),
         "error_reason": _or_none(t.error_reason),
         "exit_code": t.exit_code,
+        "pid": t.pid or None,
         "progress": progress_to_dict(t.progress),
         "latest_metrics": json_value(t.latest_metrics_json),
         "output_dir": _or_none(t.output_dir),

@@ -43,7 +43,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class Task(_message.Message):
     LAST_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -78,7 +79,8 @@ class Task(_message.Message):
     last_log_seq: int
     exit_code: int
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
+    pid: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("type", "config_json")

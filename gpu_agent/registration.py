@@ -1,0 +1,112 @@
+"""Registers the agent with the control plane and keeps it informed by heartbeats.
+
+Runs as a background task: while the control plane is unreachable it retries with backoff, and the agent's own
+server keeps serving meanwhile. A heartbeat answered `known=false` (a restarted control plane) registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import grpc
+
+from protos import control_plane_pb2, control_plane_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_CALL_TIMEOUT = 5.0
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 10.0
+# gRPC's own reconnect backoff grows to 120 s; keep it near ours so a returning control plane is found soon.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_START * 1000)),
+    ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_START * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),
+]
+
+
+class Registrar:
+    def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str, slots: int,
+                 running_task_ids: Callable[[], list[str]], heartbeat_seconds: float):
+        self.control_plane_address = control_plane_address
+        self.agent_id = agent_id
+        self.address = address
+        self.hostname = hostname
+        self.slots = slots
+        self.running_task_ids = running_task_ids
+        self.heartbeat_seconds = heartbeat_seconds
+        self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="agent-registration")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self.control_plane_address, options=_CHANNEL_OPTIONS) as channel:
+                    stub = control_plane_pb2_grpc.AgentRegistryStub(channel)
+                    while True:
+                        interval = await self._register(stub)
+                        await self._heartbeat_until_forgotten(stub, interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let a surprise end registration for good: the control plane would call us lost.
+                log.exception("registration loop failed; starting over")
+                await asyncio.sleep(_BACKOFF_MAX)
+
+    async def _register(self, stub: control_plane_pb2_grpc.AgentRegistryStub) -> float:
+        """Registers, retrying with backoff; returns the heartbeat interval to use."""
+        delay = _BACKOFF_START
+        while True:
+            request = control_plane_pb2.RegisterAgentRequest(
+                agent_id=self.agent_id, address=self.address, hostname=self.hostname, slots=self.slots,
+                running_task_ids=self.running_task_ids())
+            try:
+                response = await stub.RegisterAgent(request, timeout=_CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("registering with the control plane at %s failed (%s); retrying in %.1f s",
+                            self.control_plane_address, exc.code().name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            # The control plane's interval wins: it decides when an agent counts as lost.
+            interval = response.heartbeat_interval_seconds or self.heartbeat_seconds
+            log.info("registered with the control plane at %s as %s (%s); heartbeat every %.1f s",
+                     self.control_plane_address, self.agent_id, self.address, interval)
+            self.registered.set()
+            return interval
+
+    async def _heartbeat_until_forgotten(self, stub: control_plane_pb2_grpc.AgentRegistryStub,
+                                         interval: float) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            request = control_plane_pb2.HeartbeatRequest(agent_id=self.agent_id,
+                                                         running_task_ids=self.running_task_ids())
+            try:
+                response = await stub.Heartbeat(request, timeout=_CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                if not failing:
+                    log.warning("heartbeat to %s failed (%s); will keep trying", self.control_plane_address,
+                                exc.code().name)
+                failing = True
+                continue
+            if failing:
+                log.info("heartbeat to %s works again", self.control_plane_address)
+                failing = False
+            if not response.known:
+                log.info("the control plane does not know this agent; registering again")
+                self.registered.clear()
+                return

@@ -1,0 +1,76 @@
+"""Builds and runs the agent's grpc.aio server: GpuAgent, health, reflection, and registration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gpu_agent.agent import Agent
+from gpu_agent.registration import Registrar
+from gpu_agent.servicer import GpuAgentServicer
+from gpu_agent.settings import AgentSettings
+from protos import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["GpuAgent"].full_name  # bugagaric.finetune.v1.GpuAgent
+
+
+async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.Server, int, Agent]:
+    """Starts the agent in this event loop; returns (server, bound port, agent). Stop it with stop_agent()."""
+    settings = settings or AgentSettings()
+    agent = Agent(settings)
+    agent.agent_dir.mkdir(parents=True, exist_ok=True)
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_GpuAgentServicer_to_server(GpuAgentServicer(agent), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.agent_host}:{settings.agent_port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind {settings.agent_host}:{settings.agent_port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    agent.agent_id = settings.resolved_agent_id(port)
+    agent.health = health_servicer
+    address = settings.advertise_address(port)
+    log.info("agent %s serving on %s:%d (advertised as %s), %d slot(s), task dirs under %s", agent.agent_id,
+             settings.agent_host, port, address, agent.slots, agent.agent_dir)
+    if settings.control_plane_address:
+        registrar = Registrar(
+            control_plane_address=settings.control_plane_address, agent_id=agent.agent_id, address=address,
+            hostname=agent.hostname, slots=agent.slots, running_task_ids=agent.running_task_ids,
+            heartbeat_seconds=settings.heartbeat_seconds)
+        registrar.start()
+        agent.registrar = registrar
+    return server, port, agent
+
+
+async def stop_agent(server: grpc.aio.Server, agent: Agent, grace: float = 5.0) -> None:
+    """Stops serving and watching; running trainers are left running (they live in their own sessions)."""
+    if agent.health is not None:
+        await agent.health.enter_graceful_shutdown()
+    if agent.registrar is not None:
+        await agent.registrar.close()
+    await server.stop(grace)
+    await agent.close()
+
+
+async def serve(settings: AgentSettings | None = None) -> None:
+    """Runs until SIGTERM or SIGINT."""
+    server, _, agent = await start_agent(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await stop_agent(server, agent)
+    log.info("agent stopped")

@@ -1,0 +1,43 @@
+"""The agent's settings, read from `BUGAGARIC_*` environment variables (see README for the full list)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BUGAGARIC_", extra="ignore")
+
+    agent_host: str = "127.0.0.1"
+    agent_port: int = 50061  # 0: an ephemeral port (tests)
+    # What the control plane dials; "" -> host:bound_port, with 0.0.0.0 replaced by 127.0.0.1.
+    agent_advertise_address: str = ""
+    agent_id: str = ""  # "" -> "<hostname>-<port>"
+    agent_slots: int = 1
+    agent_dir: str = "var/agent"  # relative -> under the workspace
+    workspace: str = ""  # "" -> the current directory
+    stop_grace_seconds: float = 30.0
+    control_plane_address: str = "127.0.0.1:50051"  # "": don't register (unit tests)
+    heartbeat_seconds: float = 2.0
+
+    def workspace_path(self) -> Path:
+        return Path(self.workspace or os.getcwd()).expanduser().resolve()
+
+    def agent_dir_path(self) -> Path:
+        path = Path(self.agent_dir).expanduser()
+        return path if path.is_absolute() else self.workspace_path() / path
+
+    def advertise_address(self, bound_port: int) -> str:
+        if self.agent_advertise_address:
+            return self.agent_advertise_address
+        host = self.agent_host
+        if host in ("0.0.0.0", "", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{bound_port}"
+
+    def resolved_agent_id(self, bound_port: int) -> str:
+        return self.agent_id or f"{socket.gethostname()}-{bound_port}"

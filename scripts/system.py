@@ -1,0 +1,164 @@
+"""start | stop | status | restart for the local system: control plane, one GPU agent and the gateway.
+
+Called by ./start_finetune_system.sh once .venv exists. Each service runs in its own session with its pid in
+var/run/<name>.pid and its log in var/logs/<name>.log. Starting again starts only what is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / "var" / "run"
+LOG_DIR = ROOT / "var" / "logs"
+# Start order; stop goes in reverse.
+SERVICES = ("control_plane", "gpu_agent", "gateway")
+GATEWAY_PORT = int(os.environ.get("BUGAGARIC_GATEWAY_PORT", "18080"))
+GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+ACTIVE_STATUSES = ("queued", "starting", "running", "stopping")
+
+
+def pid_of(name: str) -> int | None:
+    """The service's pid if it is running (and really is that service, not a reused pid)."""
+    try:
+        pid = int((RUN_DIR / f"{name}.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if name.encode() in cmdline else None
+
+
+def start() -> int:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT))}
+    for name in SERVICES:
+        if pid_of(name):
+            print(f"{name}: already running (pid {pid_of(name)})")
+            continue
+        with open(LOG_DIR / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", name], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        (RUN_DIR / f"{name}.pid").write_text(str(process.pid))
+        print(f"{name}: started (pid {process.pid}, log var/logs/{name}.log)")
+    health = wait_healthy(timeout=90)
+    if health is None:
+        print("the system did not become healthy within 90 s; see var/logs/*.log", file=sys.stderr)
+        return 1
+    agents = ", ".join(f"{a['agent_id']} ({a['slots']} slot(s))" for a in health["agents"] if a["alive"])
+    print(f"\nBugAgaric Finetune is up. Agents: {agents}")
+    print(f"  REST API:  {GATEWAY_URL}/api/health")
+    print(f"  API docs:  {GATEWAY_URL}/docs")
+    print(f"  gRPC:      127.0.0.1:{os.environ.get('BUGAGARIC_CONTROL_PLANE_PORT', '50051')} (FinetuneService)")
+    print("Stop everything with ./start_finetune_system.sh stop")
+    return 0
+
+
+def wait_healthy(timeout: float) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in SERVICES:
+            if not pid_of(name):
+                print(f"{name} exited; last lines of var/logs/{name}.log:", file=sys.stderr)
+                print("\n".join((LOG_DIR / f"{name}.log").read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+                return None
+        try:
+            body = httpx.get(f"{GATEWAY_URL}/api/health", timeout=2).json()
+            if any(agent.get("alive") for agent in body.get("agents", [])):
+                return body
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def stop() -> int:
+    stop_active_tasks()
+    for name in reversed(SERVICES):
+        pid = pid_of(name)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        if not wait_gone(pid, 15):
+            os.killpg(pid, signal.SIGKILL)
+            wait_gone(pid, 5)
+        print(f"{name}: stopped")
+        (RUN_DIR / f"{name}.pid").unlink(missing_ok=True)
+    kill_leftover_trainers()
+    return 0
+
+
+def stop_active_tasks() -> None:
+    """Trainers run in sessions of their own (they survive an agent restart), so a full stop ends them first,
+    through the API, which records the stop on each task."""
+    try:
+        tasks = []
+        for status in ACTIVE_STATUSES:
+            tasks += httpx.get(f"{GATEWAY_URL}/api/finetune/tasks", params={"status": status, "limit": 500}, timeout=5).json()["tasks"]
+        for task in tasks:
+            httpx.delete(f"{GATEWAY_URL}/api/finetune/tasks/{task['id']}", timeout=10)
+            print(f"task {task['id']}: stop requested")
+        deadline = time.monotonic() + 40
+        while tasks and time.monotonic() < deadline:
+            tasks = [t for t in tasks if httpx.get(f"{GATEWAY_URL}/api/finetune/tasks/{t['id']}", timeout=5).json()["status"] in ACTIVE_STATUSES]
+            time.sleep(0.5)
+    except (httpx.HTTPError, ValueError, KeyError):
+        pass  # the gateway is down: kill_leftover_trainers still finds them
+
+
+def kill_leftover_trainers() -> None:
+    from gpu_agent.process_runner import kill_leftover_trainers as kill_trainers
+    from gpu_agent.settings import AgentSettings
+
+    workspace = os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT))
+    for pgid in kill_trainers(AgentSettings(workspace=workspace).agent_dir_path()):
+        print(f"killed leftover trainer process group {pgid}")
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def status() -> int:
+    running = 0
+    for name in SERVICES:
+        pid = pid_of(name)
+        running += bool(pid)
+        print(f"{name}: {'running (pid %d)' % pid if pid else 'not running'}")
+    try:
+        body = httpx.get(f"{GATEWAY_URL}/api/health", timeout=2).json()
+        print(f"health: {body.get('status')}; agents: " + ", ".join(f"{a['agent_id']} alive={a['alive']} free={a['free_slots']}/{a['slots']}" for a in body.get("agents", [])))
+    except (httpx.HTTPError, ValueError):
+        print("health: gateway not answering")
+    return 0 if running == len(SERVICES) else 3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", nargs="?", default="start", choices=["start", "stop", "status", "restart"])
+    command = parser.parse_args().command
+    if command == "restart":
+        stop()
+        return start()
+    return {"start": start, "stop": stop, "status": status}[command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
