@@ -139,7 +139,7 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         limit = request.limit or 100
         if not 1 <= limit <= MAX_LOG_LIMIT:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LOG_LIMIT}", "limit")
-        if request.after_seq:
+        if request.HasField("after_seq"):
             lines = self._store.log_lines_after(task.id, request.after_seq, limit)
         else:
             lines = self._store.log_lines_tail(task.id, limit, before_seq=request.before_seq)

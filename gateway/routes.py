@@ -94,14 +94,16 @@ async def get_logs(
     task_id: str,
     call: CP,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    after_seq: Annotated[int, SeqParam] = 0,
+    after_seq: Annotated[int | None, SeqParam] = None,
     before_seq: Annotated[int, SeqParam] = 0,
 ) -> dict[str, Any]:
-    if after_seq and before_seq:
+    if after_seq is not None and before_seq:
         raise bad_request("give either 'after_seq' or 'before_seq', not both", "before_seq")
-    reply = await call(
-        "GetTaskLogs", cp.GetTaskLogsRequest(task_id=task_id, limit=limit, after_seq=after_seq, before_seq=before_seq)
-    )
+    # after_seq=0 is meaningful (from the first line), so it is sent only when given.
+    request = cp.GetTaskLogsRequest(task_id=task_id, limit=limit, before_seq=before_seq)
+    if after_seq is not None:
+        request.after_seq = after_seq
+    reply = await call("GetTaskLogs", request)
     return {"task_id": task_id, "lines": [ser.log_line_to_dict(x) for x in reply.lines], "last_seq": reply.last_seq}
 
 

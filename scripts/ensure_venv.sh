@@ -23,9 +23,14 @@ stamp=".venv/.bugagaric-installed-${extra:-base}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing the project into .venv (${spec}) ..."
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  mkdir -p var/logs
+  log=var/logs/pip-install.log
   # torch is pinned in the same command as everything that depends on it, so pip takes the local CPU wheel
   # instead of resolving a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet "torch==2.13.0" -e "$spec"
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install "torch==2.13.0" -e "$spec"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "installing failed; the whole pip output is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

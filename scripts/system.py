@@ -40,6 +40,7 @@ def start() -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT))}
+    started: dict[str, subprocess.Popen] = {}
     for name in SERVICES:
         if pid_of(name):
             print(f"{name}: already running (pid {pid_of(name)})")
@@ -50,8 +51,9 @@ def start() -> int:
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         (RUN_DIR / f"{name}.pid").write_text(str(process.pid))
+        started[name] = process
         print(f"{name}: started (pid {process.pid}, log var/logs/{name}.log)")
-    health = wait_healthy(timeout=90)
+    health = wait_healthy(started, timeout=90)
     if health is None:
         print("the system did not become healthy within 90 s; see var/logs/*.log", file=sys.stderr)
         return 1
@@ -64,11 +66,11 @@ def start() -> int:
     return 0
 
 
-def wait_healthy(timeout: float) -> dict | None:
+def wait_healthy(started: dict[str, subprocess.Popen], timeout: float) -> dict | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name in SERVICES:
-            if not pid_of(name):
+        for name, process in started.items():
+            if process.poll() is not None:
                 print(f"{name} exited; last lines of var/logs/{name}.log:", file=sys.stderr)
                 print("\n".join((LOG_DIR / f"{name}.log").read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
                 return None

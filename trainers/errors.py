@@ -41,3 +41,11 @@ class UnknownTaskType(ConfigError):
 
 class DataError(ConfigError):
     """The data a config points at is missing or has bad rows; the message names the file and the first bad line."""
+
+
+class TrainerError(RuntimeError):
+    """A training run failed for a reason the user can act on; its message is printed as the last stderr line."""
+
+
+class ModelNotFound(TrainerError):
+    """The base model is neither a local model directory nor loadable from the model hub (or its cache)."""

@@ -1,0 +1,124 @@
+"""Starts the whole system — control plane, one GPU agent, gateway — as real subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    workspace: Path
+    control_plane_port: int
+    gateway_port: int
+    agent_port: int
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def control_plane_address(self) -> str:
+        return f"127.0.0.1:{self.control_plane_port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def start_service(self, name: str, module: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        log_dir = self.workspace / "var" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=self.workspace,
+            env={**self.env, **(extra_env or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.workspace / "var" / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60.0) -> dict:
+        """Until the gateway answers /api/health with a live agent."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+            try:
+                response = httpx.get(f"{self.base_url}/api/health", timeout=2)
+                last = response.text
+                body = response.json()
+                if response.status_code == 200 and any(a.get("alive") for a in body.get("agents", [])):
+                    return body
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.3)
+        raise TimeoutError(f"stack not healthy after {timeout}s; last answer: {last}")
+
+    def stop(self) -> None:
+        """Stops the services, then any trainer still alive (they run in sessions of their own on purpose)."""
+        from gpu_agent.process_runner import kill_leftover_trainers
+
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        kill_leftover_trainers(self.workspace / "var" / "agent")
+
+
+def start_stack(workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0) -> Stack:
+    workspace.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "BUGAGARIC_WORKSPACE": str(workspace),
+        "BUGAGARIC_DATABASE_URL": f"sqlite:///{workspace / 'var' / 'bugagaric.db'}",
+        "BUGAGARIC_CONTROL_PLANE_ADDRESS": "",
+        "BUGAGARIC_AGENT_SLOTS": str(slots),
+        "BUGAGARIC_AGENT_DIR": str(workspace / "var" / "agent"),
+        "BUGAGARIC_STOP_GRACE_SECONDS": str(stop_grace_seconds),
+        "BUGAGARIC_HEARTBEAT_SECONDS": "1",
+    }
+    stack = Stack(workspace, free_port(), free_port(), free_port(), env)
+    env["BUGAGARIC_CONTROL_PLANE_PORT"] = str(stack.control_plane_port)
+    env["BUGAGARIC_CONTROL_PLANE_ADDRESS"] = stack.control_plane_address
+    env["BUGAGARIC_GATEWAY_PORT"] = str(stack.gateway_port)
+    env["BUGAGARIC_AGENT_PORT"] = str(stack.agent_port)
+    try:
+        stack.start_service("control_plane", "control_plane")
+        stack.start_service("agent", "gpu_agent")
+        stack.start_service("gateway", "gateway")
+        stack.wait_healthy()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,136 @@
+"""`python -m trainers.sft` as the agent runs it: a real subprocess on a tiny Llama built on the spot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.tiny_models import write_sft_rows
+from trainers.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_TRAINER_ERROR
+
+
+def run_trainer(workspace: Path, config: dict, timeout: float = 240, **env) -> subprocess.CompletedProcess:
+    (workspace / "cfg.json").write_text(json.dumps(config), encoding="utf-8")
+    full_env = {**os.environ, "BUGAGARIC_WORKSPACE": str(workspace), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "trainers.sft", "--config", "cfg.json"], cwd=workspace,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def last_stderr_line(proc: subprocess.CompletedProcess) -> str:
+    return [line for line in proc.stderr.splitlines() if line.strip()][-1]
+
+
+def test_sft_lora_run_learns_and_saves_an_adapter(tiny_llama_dir, tmp_path):
+    write_sft_rows(tmp_path / "data/train.jsonl", 48)
+    metrics = tmp_path / "metrics.jsonl"
+    config = {
+        "model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "output_dir": "out/sft",
+        "use_lora": True, "learning_rate": 5e-3, "num_train_epochs": 10, "per_device_train_batch_size": 4,
+        "max_steps": 40, "max_length": 128,
+    }
+    started = time.monotonic()
+    proc = run_trainer(tmp_path, config, BUGAGARIC_METRICS_FILE=str(metrics), BUGAGARIC_TASK_ID="task-1")
+    wall = time.monotonic() - started
+    print(f"tiny SFT run: {wall:.1f}s wall")
+    assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
+
+    events = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[0]["total_steps"] == 40 and events[-1]["event"] == "end"
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 40 and all(e["task_id"] == "task-1" for e in events)
+    for key in ("step", "total_steps", "epoch", "loss", "learning_rate", "eta_seconds"):
+        assert steps[-1][key] is not None, key
+    losses = [e["loss"] for e in steps]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first - 0.5, (first, last)
+    assert "step 40/40 loss=" in proc.stdout
+
+    out = tmp_path / "out/sft"
+    assert (out / "adapter_config.json").is_file()
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["global_step"] == 40 and summary["num_rows"] == 48 and summary["use_lora"] is True
+    assert summary["final_loss"] < summary["first_loss"]
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out)
+    assert model.peft_config["default"].r == 8
+
+
+def test_unknown_model_offline_fails_with_a_clear_last_line(tmp_path):
+    write_sft_rows(tmp_path / "data/train.jsonl", 4)
+    proc = run_trainer(tmp_path, {"model_name_or_path": "no-such-org/no-such-model",
+                                  "train_data_path": "data/train.jsonl"})
+    assert proc.returncode == EXIT_TRAINER_ERROR, proc.stderr[-3000:]
+    assert last_stderr_line(proc) == (
+        "error: model 'no-such-org/no-such-model' not found: no local directory 'no-such-org/no-such-model' "
+        "and the model hub is unreachable (HF_HUB_OFFLINE=1)"
+    )
+
+
+def test_bad_data_exits_3_naming_the_line(tmp_path):
+    rows = tmp_path / "data/train.jsonl"
+    write_sft_rows(rows, 3)
+    with rows.open("a") as handle:
+        handle.write('{"query": "q", "chosen": {"txt": "a"}}\n')
+    proc = run_trainer(tmp_path, {"model_name_or_path": "whatever", "train_data_path": "data/train.jsonl"}, timeout=60)
+    assert proc.returncode == EXIT_INVALID_DATA, proc.stderr
+    assert "line 4: chosen.text: Field required" in proc.stderr
+    assert last_stderr_line(proc).startswith("error: train_data_path: ")
+    assert str(rows) in last_stderr_line(proc) and "line 4" in last_stderr_line(proc)
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    ({"learning_rate": "fast"}, "learning_rate"),
+])
+def test_bad_config_exits_3(tmp_path, config, words):
+    proc = run_trainer(tmp_path, {"model_name_or_path": "m", "train_data_path": "x.jsonl", **config}, timeout=60)
+    assert proc.returncode == EXIT_INVALID_DATA and words in last_stderr_line(proc)
+
+
+def test_model_loading_errors_and_tiny_model_defaults(tiny_llama_dir, tmp_path, monkeypatch):
+    from trainers.common.model_loading import DEFAULT_CHAT_TEMPLATE, load_causal_lm, load_tokenizer
+    from trainers.errors import ModelNotFound
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match=r"HF_HUB_OFFLINE=1"):
+        load_tokenizer("no-such-org/no-such-model", tmp_path)
+    with pytest.raises(ModelNotFound, match=r"no local directory '.*models/nope'$"):
+        load_tokenizer("./models/nope", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFound, match="not a model directory"):
+        load_tokenizer("empty", tmp_path)
+
+    model, tokenizer = load_causal_lm(str(tiny_llama_dir))
+    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE and tokenizer.pad_token is not None
+    prompt = [{"role": "user", "content": "What colour is the sky?"}]
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": "Blue."}], tokenize=False)
+    assert full.startswith(text)  # trl masks the prompt by this prefix
+    assert model.config.vocab_size == len(tokenizer)
+
+
+def test_config_file_extras_are_checked_by_name(tmp_path):
+    from trl import SFTConfig
+
+    from trainers import registry
+    from trainers.common.training_args import build_args
+    from trainers.errors import ConfigError
+
+    sft = registry.get("sft")
+    (tmp_path / "extra.yaml").write_text("weight_decay: 0.1\nlerning_rate_decay: 2\n", encoding="utf-8")
+    cfg = sft.parse_config({"model_name_or_path": "m", "train_data_path": "d", "config_file": "extra.yaml"})
+    with pytest.raises(ConfigError) as info:
+        build_args(SFTConfig, cfg, tmp_path / "out", tmp_path)
+    assert info.value.field == "config_file" and "'lerning_rate_decay'" in info.value.message
+    (tmp_path / "extra.yaml").write_text("weight_decay: 0.1\nlearning_rate: 0.001\n", encoding="utf-8")
+    args = build_args(SFTConfig, cfg, tmp_path / "out", tmp_path, max_length=64)
+    assert (args.weight_decay, args.learning_rate, args.max_length) == (0.1, 0.001, 64)
+    assert args.bf16 is False and args.gradient_checkpointing is False and args.report_to == []

@@ -1,0 +1,126 @@
+"""The shared entry point of every `python -m trainers.<type> --config FILE`.
+
+It checks the config and data before any heavy import (so a bad row fails in a second with exit 3 and line
+numbers), then runs the type's train function, and always ends stderr with one human-readable `error: ...` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from trainers import paths, registry
+from trainers.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_TRAINER_ERROR, ConfigError, ModelNotFound, TrainerError
+from trainers.registry import DataReport
+
+
+@dataclass
+class RunContext:
+    """What a train function gets besides its config."""
+
+    task_type: str
+    workspace: Path
+    output_dir: Path
+    task_id: str | None
+    data_report: DataReport | None
+
+
+TrainFn = Callable[[BaseModel, RunContext], Any]
+
+
+def default_output_dir(task_type: str, workspace: Path, task_id: str | None) -> Path:
+    return workspace / "output" / task_type / (task_id or time.strftime("%Y%m%d-%H%M%S"))
+
+
+def _quiet_env() -> None:
+    # Forked tokenizer threads deadlock-warn under the Trainer; progress bars are noise in a captured log.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    # Library-internal deprecation chatter (trl/peft calling renamed transformers APIs) is not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _resolve_train_fn(train_fn: TrainFn | str) -> TrainFn:
+    """`"pkg.module:func"` is imported only now, so config/data errors never pay for torch's import."""
+    if callable(train_fn):
+        return train_fn
+    module, _, attr = train_fn.partition(":")
+    return getattr(importlib.import_module(module), attr or "train")
+
+
+def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = None) -> int:
+    """Runs one training task and returns the exit code (0 ok, 3 invalid config/data, 1 anything else)."""
+    parser = argparse.ArgumentParser(prog=f"python -m trainers.{task_type_name}")
+    parser.add_argument("--config", required=True, help="JSON file holding the task's config object")
+    args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)  # the agent tails our output live
+    _quiet_env()
+
+    workspace = paths.workspace()
+    task_id = os.environ.get("BUGAGARIC_TASK_ID") or None
+    try:
+        config_path = Path(args.config).expanduser().resolve()  # a CLI path: relative to the cwd
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("", f"config file not found: {config_path}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError("", f"config file {config_path} is not valid JSON ({exc})") from None
+        task_type = registry.get(task_type_name)
+        config = task_type.parse_config(raw)
+        report = task_type.validate_data(config, workspace)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+
+    out = getattr(config, "output_dir", None)
+    output_dir = paths.resolve(out, workspace) if out else default_output_dir(task_type_name, workspace, task_id)
+    context = RunContext(task_type_name, workspace, output_dir, task_id, report)
+    print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}", flush=True)
+    try:
+        if isinstance(getattr(config, "model_name_or_path", None), str):
+            from trainers.common.model_loading import preflight
+
+            preflight(config.model_name_or_path, workspace)  # a missing model fails in a second, not after imports
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _resolve_train_fn(train_fn)(config, context)
+    except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
+        return _report_config_error(exc)
+    except ModelNotFound as exc:  # the user's input, not a bug: no traceback
+        return _fail(str(exc), EXIT_TRAINER_ERROR)
+    except TrainerError as exc:
+        traceback.print_exc()
+        return _fail(str(exc), EXIT_TRAINER_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_TRAINER_ERROR)
+    except Exception as exc:  # noqa: BLE001 - the whole point: a readable last line for any failure
+        traceback.print_exc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _fail(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, EXIT_TRAINER_ERROR)
+    return EXIT_OK
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        print(str(problem), file=sys.stderr)
+    return _fail(exc.message, EXIT_INVALID_DATA)

@@ -1,0 +1,91 @@
+"""The pydantic base every task config builds on, and the options shared by the language-model types.
+
+Strict on purpose: a typo'd key, a missing key, "3" for a number or an out-of-range value is rejected with the
+key's name before any GPU time is spent. The field descriptions are what the console form and templates show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainers.errors import ConfigError
+from trainers.paths import resolve
+
+
+class TaskConfig(BaseModel):
+    """Base of every task config: unknown keys and loose types are errors (strict still takes an int for a float)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Keys listed here come first in the JSON schema (the console form's order); the rest follow.
+    schema_order: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        schema = super().model_json_schema(*args, **kwargs)
+        props = schema.get("properties", {})
+        order = [k for k in cls.schema_order if k in props] + [k for k in props if k not in cls.schema_order]
+        schema["properties"] = {k: props[k] for k in order}
+        return schema
+
+
+class LMConfig(TaskConfig):
+    """Options shared by the causal-LM trainers (sft, dpo, kbalign)."""
+
+    model_name_or_path: str = Field(
+        min_length=1,
+        description="Base model: a local directory (absolute, or relative to the workspace) or a model hub id.",
+    )
+    output_dir: str | None = Field(
+        default=None,
+        description="Where the trained adapter/model is saved (relative to the workspace). "
+        "Default: output/<type>/<task id or timestamp>.",
+    )
+    config_file: str | None = Field(
+        default=None,
+        description="Optional YAML or JSON file of extra training arguments (HF TrainingArguments / trl config "
+        "names), applied on top of these options.",
+    )
+    use_lora: bool = Field(default=True, description="Train a LoRA adapter instead of all weights.")
+    learning_rate: float = Field(default=5e-5, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(default=3, gt=0, description="Passes over the training data.")
+    per_device_train_batch_size: int = Field(default=4, ge=1, description="Rows per batch on each device.")
+    max_length: int = Field(default=1024, ge=16, description="Longest tokenized sequence; longer rows are cut.")
+    max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    logging_steps: int = Field(default=1, ge=1, description="Emit loss/progress metrics every N steps.")
+    seed: int = Field(default=42, description="Random seed for reproducible runs.")
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(default=0.05, ge=0, le=1, description="Dropout on the LoRA layers.")
+    lora_target_modules: list[str] | None = Field(
+        default=None,
+        description='Module names LoRA wraps (e.g. ["q_proj", "v_proj"], or ["all-linear"]). '
+        "Default: peft's choice for the architecture, else all linear layers.",
+    )
+
+
+def load_extra_args(config: LMConfig, workspace: Path | None = None) -> dict[str, Any]:
+    """Reads `config_file` (YAML or JSON mapping). Cheap: used by validate_data and by the trainers."""
+    if not config.config_file:
+        return {}
+    path = resolve(config.config_file, workspace)
+    if not path.is_file():
+        raise ConfigError("config_file", f"config_file: file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            import json
+
+            data = json.loads(text) if text.strip() else {}
+        else:
+            import yaml  # YAML is a superset of JSON, so any other suffix is read as YAML
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file, named in the message
+        raise ConfigError("config_file", f"config_file: {path} could not be parsed: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError("config_file", f"config_file: {path} must hold a mapping of argument names to values")
+    return data

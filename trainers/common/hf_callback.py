@@ -1,0 +1,78 @@
+"""The transformers TrainerCallback that turns Trainer logs into metric events. Imports transformers: only training
+code imports this module."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from trainers.common.metrics import MetricsEmitter
+
+# Keys of the final Trainer log that describe the whole run rather than one step.
+_END_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+
+
+class MetricsCallback(TrainerCallback):
+    def __init__(self, emitter: MetricsEmitter, **start_info: Any):
+        self.emitter = emitter
+        self.start_info = start_info  # extra fields of the "start" event (num_rows, model, ...)
+        self.started = time.monotonic()
+        self.start_step = 0
+        self.losses: list[float] = []
+        self.ended = False
+        self.end_record: dict[str, Any] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.start_step = state.global_step
+        self.emitter.emit("start", step=state.global_step, total_steps=state.max_steps, **self.start_info)
+
+    def _eta(self, state) -> float | None:
+        done = state.global_step - self.start_step
+        if done <= 0 or not state.max_steps:
+            return None
+        per_step = (time.monotonic() - self.started) / done
+        return round(per_step * max(0, state.max_steps - state.global_step), 1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_runtime" in logs:
+            self._end(state, logs)
+            return
+        values: dict[str, Any] = {
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "epoch": round(state.epoch, 4) if state.epoch is not None else None,
+        }
+        # Every numeric value the trainer logged (loss, learning_rate, grad_norm, rewards/chosen, ...).
+        for key, value in logs.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in values:
+                values[key] = value
+        if "loss" in values:
+            self.losses.append(float(values["loss"]))
+        values["eta_seconds"] = self._eta(state)
+        self.emitter.step(**values)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not self.ended:
+            self._end(state, {})
+
+    def _end(self, state, logs: dict[str, Any]) -> None:
+        self.ended = True
+        values: dict[str, Any] = {"step": state.global_step, "total_steps": state.max_steps}
+        values.update({k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        values.setdefault("train_runtime", round(time.monotonic() - self.started, 3))
+        values["final_loss"] = self.losses[-1] if self.losses else logs.get("train_loss")
+        values["first_loss"] = self.losses[0] if self.losses else None
+        self.end_record = self.emitter.end(**values)
+
+
+def install(trainer, callback: MetricsCallback) -> None:
+    """Adds our callback and drops the Trainer's own dict printer (our callback prints a readable line)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(callback)

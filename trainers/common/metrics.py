@@ -1,0 +1,88 @@
+"""Structured metric events: one JSON object per line appended to `BUGAGARIC_METRICS_FILE` (flushed per event, so the
+agent can tail it live), plus a short human-readable line on stdout for the task log.
+
+Events (all carry "event", "time" and, when known, "task_id"):
+  {"event": "start", "total_steps", "num_rows", ...}
+  {"event": "step", "step", "total_steps", "epoch", "loss", "learning_rate", "eta_seconds", <other numbers>}
+  {"event": "end", "step", "total_steps", "train_runtime", "final_loss", "train_loss", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _clean(value: Any) -> Any:
+    # NaN/inf are not JSON; keep the event parseable.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsEmitter:
+    def __init__(self, path: str | os.PathLike[str] | None = None, task_id: str | None = None,
+                 stdout: TextIO | None = None):
+        if path is None:
+            path = os.environ.get("BUGAGARIC_METRICS_FILE") or None
+        self.path = Path(path) if path else None
+        self.task_id = task_id if task_id is not None else os.environ.get("BUGAGARIC_TASK_ID") or None
+        self._stdout = stdout
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def out(self) -> TextIO:
+        return self._stdout or sys.stdout
+
+    def emit(self, event: str, **values: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {"event": event, "time": round(time.time(), 3)}
+        if self.task_id:
+            record["task_id"] = self.task_id
+        record.update({k: _clean(v) for k, v in values.items()})
+        line = json.dumps(record, default=str)
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+        else:
+            # No metrics file: keep the structured record in the log so nothing is lost.
+            print(f"metrics: {line}", file=self.out, flush=True)
+        print(human_line(record), file=self.out, flush=True)
+        return record
+
+    def step(self, **values: Any) -> dict[str, Any]:
+        return self.emit("step", **values)
+
+    def end(self, **values: Any) -> dict[str, Any]:
+        return self.emit("end", **values)
+
+
+def human_line(record: dict[str, Any]) -> str:
+    """e.g. `step 3/12 loss=2.1034 lr=4.2e-05 eta=12s`."""
+    event = record.get("event")
+    parts: list[str] = []
+    if event == "step":
+        parts.append(f"step {record.get('step')}/{record.get('total_steps')}")
+    else:
+        parts.append(str(event))
+    for key, label, fmt in (("loss", "loss", ".4f"), ("learning_rate", "lr", ".2g"), ("final_loss", "final_loss", ".4f"),
+                            ("train_runtime", "runtime", ".1f"), ("total_steps", "total_steps", "d"),
+                            ("num_rows", "rows", "d")):
+        value = record.get(key)
+        if event == "step" and key == "total_steps":
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                parts.append(f"{label}={value:{fmt}}")
+            except ValueError:
+                parts.append(f"{label}={value}")
+    eta = record.get("eta_seconds")
+    if isinstance(eta, (int, float)):
+        parts.append(f"eta={eta:.0f}s")
+    return " ".join(parts)

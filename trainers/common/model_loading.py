@@ -1,0 +1,99 @@
+"""Loads the tokenizer and causal LM from a local directory or a hub id (honouring HF_HUB_OFFLINE), with a clear
+ModelNotFound when neither works. transformers is imported inside the loaders only, so `preflight` stays cheap."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from trainers.errors import ModelNotFound, TrainerError
+from trainers.paths import resolve
+
+# A small ChatML-like template for tokenizers that ship none, so chat rows and prompt/completion rows work.
+# It renders a prompt alone exactly as the start of prompt+completion (trl relies on that to mask the prompt).
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def locate_model(name_or_path: str, workspace: Path | None = None) -> str:
+    """Returns what to pass to from_pretrained: an absolute local directory, or the hub id unchanged."""
+    local = resolve(name_or_path, workspace)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelNotFound(f"model {name_or_path!r} not found: {local} exists but is not a model directory "
+                                "(no config.json)")
+        return str(local)
+    looks_local = Path(name_or_path).expanduser().is_absolute() or name_or_path.startswith((".", "~"))
+    if looks_local or not _HUB_ID.match(name_or_path):
+        raise ModelNotFound(f"model {name_or_path!r} not found: no local directory {str(local)!r}")
+    return name_or_path
+
+
+def preflight(name_or_path: str, workspace: Path | None = None) -> None:
+    """Cheap check (no torch) run before the heavy imports: fails fast on a missing local directory, or on a hub id
+    that is not in the local cache while the hub is off (HF_HUB_OFFLINE)."""
+    source = locate_model(name_or_path, workspace)
+    if os.path.isabs(source) or not hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+        raise _load_failed(name_or_path, source, FileNotFoundError("not in the local cache"))
+
+
+def _load_failed(name: str, source: str, exc: Exception) -> TrainerError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if os.path.isabs(source):  # a local model directory that exists but does not load
+        return TrainerError(f"model {name!r} at {source} could not be loaded: {reason}")
+    if hub_offline():
+        return ModelNotFound(f"model {name!r} not found: no local directory {name!r} and the model hub is "
+                             "unreachable (HF_HUB_OFFLINE=1)")
+    return ModelNotFound(f"model {name!r} not found: no local directory {name!r} and it could not be loaded from "
+                         f"the model hub ({reason})")
+
+
+def load_tokenizer(name_or_path: str, workspace: Path | None = None):
+    from transformers import AutoTokenizer
+
+    source = locate_model(name_or_path, workspace)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _load_failed(name_or_path, source, exc) from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # the usual causal-LM choice; padding is masked anyway
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, workspace: Path | None = None, tokenizer=None, **kwargs):
+    """Returns (model, tokenizer). Weights load in float32; mixed precision is the trainer's job."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tokenizer or load_tokenizer(name_or_path, workspace)
+    source = locate_model(name_or_path, workspace)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_failed(name_or_path, source, exc) from exc
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # a pad token was added above
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -1,0 +1,112 @@
+"""SFT's config model, data-row models and validator, registered as task type "sft". Cheap to import: no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainers.common.config import LMConfig, load_extra_args
+from trainers.common.jsonl import load_rows
+from trainers.paths import resolve
+from trainers.registry import DataReport, TaskType, register
+
+
+class SftConfig(LMConfig):
+    schema_order = ("model_name_or_path", "train_data_path", "output_dir", "config_file", "use_lora",
+                    "learning_rate", "num_train_epochs", "per_device_train_batch_size")
+
+    train_data_path: str = Field(
+        min_length=1,
+        description="JSONL training data (relative to the workspace): RAG rows {query, retrieval_result, "
+        "chosen: {text}} or chat rows {messages: [{role, content}, ...]}.",
+    )
+
+
+class _Row(BaseModel):
+    # Strict types, but extra keys (ids, metadata) are the user's business.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextField(_Row):
+    text: str = Field(min_length=1)
+
+
+class SeedRow(_Row):
+    """The seed's row: the answer to learn is `chosen.text`; `rejected` is for DPO and ignored here."""
+
+    query: str = Field(min_length=1)
+    retrieval_result: str | list[str] | None = None
+    chosen: TextField
+    rejected: TextField | None = None
+
+
+class ChatMessage(_Row):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRow(_Row):
+    """A conversation; the model learns the last assistant message given everything before it."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _has_answer(self) -> "ChatRow":
+        roles = [m.role for m in self.messages]
+        if "assistant" not in roles[1:]:
+            raise ValueError("needs an assistant message after at least one system/user message")
+        return self
+
+
+def parse_row(raw: Any) -> SeedRow | ChatRow:
+    """Picks the row kind by its keys, so a broken row's error names the field it misses (e.g. chosen.text)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"row must be a JSON object, got {type(raw).__name__}")
+    if "messages" in raw:
+        return ChatRow.model_validate(raw)
+    return SeedRow.model_validate(raw)
+
+
+def load_sft_rows(config: SftConfig, workspace: Path | None = None) -> tuple[list[SeedRow | ChatRow], DataReport]:
+    rows, report = load_rows(resolve(config.train_data_path, workspace), parse_row, field="train_data_path")
+    chat = sum(isinstance(r, ChatRow) for r in rows)
+    stats = {"rag_rows": len(rows) - chat, "chat_rows": chat}
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
+
+
+def validate_data(config: SftConfig, workspace: Path) -> DataReport:
+    load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
+    return load_sft_rows(config, workspace)[1]
+
+
+DEFAULT_CONFIG = {
+    "model_name_or_path": "microsoft/DialoGPT-medium",
+    "train_data_path": "data/train.jsonl",
+    "output_dir": "output/sft",
+    "use_lora": True,
+    "learning_rate": 5e-5,
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 4,
+}
+
+DATA_EXAMPLE = {
+    "query": "What is the capital of France?",
+    "retrieval_result": ["Paris is the capital and largest city of France."],
+    "chosen": {"text": "The capital of France is Paris."},
+    "rejected": {"text": "The capital of France is Lyon."},
+}
+
+TASK_TYPE = register(
+    TaskType(
+        name="sft",
+        description="Supervised fine-tuning of a causal language model on RAG answers (query + retrieved "
+        "passages -> chosen answer) or chat conversations, with LoRA or full weights.",
+        config_model=SftConfig,
+        entry_module="trainers.sft",
+        validate_data=validate_data,
+        default_config=DEFAULT_CONFIG,
+        data_example=DATA_EXAMPLE,
+    )
+)

@@ -1,0 +1,59 @@
+"""SFT training: trl SFTTrainer on conversational prompt/completion records (loss on the answer only), LoRA by
+default. Heavy imports live here; `python -m trainers.sft` imports this only after config and data checked out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from trainers.common.cli import RunContext
+from trainers.common.hf_callback import MetricsCallback, install as install_callback
+from trainers.common.lora import lora_config
+from trainers.common.metrics import MetricsEmitter
+from trainers.common.model_loading import load_causal_lm
+from trainers.common.training_args import build_args, precision_args
+from trainers.sft.data import to_records
+from trainers.sft.spec import SftConfig, load_sft_rows
+
+
+def train(config: SftConfig, ctx: RunContext) -> dict:
+    rows, report = load_sft_rows(config, ctx.workspace)
+    args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, max_length=config.max_length)
+    dtype = "bfloat16" if precision_args()["bf16"] else "float32"
+    model, tokenizer = load_causal_lm(config.model_name_or_path, ctx.workspace, dtype=dtype)
+    dataset = Dataset.from_list(to_records(rows))
+
+    callback = MetricsCallback(MetricsEmitter(task_id=ctx.task_id), num_rows=len(rows),
+                               model_name_or_path=config.model_name_or_path, use_lora=config.use_lora)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config, model) if config.use_lora else None,
+    )
+    install_callback(trainer, callback)
+    result = trainer.train()
+
+    out = Path(args.output_dir)
+    trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise
+    tokenizer.save_pretrained(str(out))
+    summary = {
+        "task_type": "sft",
+        "model_name_or_path": config.model_name_or_path,
+        "use_lora": config.use_lora,
+        "num_rows": len(rows),
+        "data_stats": report.stats,
+        "global_step": trainer.state.global_step,
+        "first_loss": callback.losses[0] if callback.losses else None,
+        "final_loss": callback.losses[-1] if callback.losses else None,
+        "train_loss": result.training_loss,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "output_dir": str(out),
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"saved {'LoRA adapter' if config.use_lora else 'model'} to {out}", flush=True)
+    return summary
