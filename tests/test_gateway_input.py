@@ -328,7 +328,7 @@ def test_task_to_dict_full():
     )
     d = task_to_dict(task)
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
-                       "agent_id", "error", "error_reason", "exit_code", "progress", "latest_metrics", "output_dir",
+                       "agent_id", "error", "error_reason", "exit_code", "pid", "progress", "latest_metrics", "output_dir",
                        "last_log_seq", "events"]
     assert d["status"] == "running"
     assert d["config"] == {"epochs": 3, "learning_rate": 2e-05, "warmup_ratio": 1.0, "model": "m"}
