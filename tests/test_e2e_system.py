@@ -313,3 +313,26 @@ def test_unknown_task_id_is_404(api):
     ]:
         error = _error(api.request(method, path), 404)
         assert "nope" in error["message"]
+
+
+def test_missing_model_fails_the_task_with_a_clear_error(api):
+    task = start(api, sft_config(model_name_or_path="no-such-org/no-such-model", output_dir="output/no-model"))
+    failed = wait_for(api, task["id"], {"failed"}, timeout=60)
+    assert failed["error_reason"] == "trainer_error" and failed["exit_code"] == 1
+    assert "no-such-org/no-such-model" in failed["error"] and "not found" in failed["error"]
+    assert failed["events"][-1]["reason"] == "trainer_error"
+
+
+def test_control_plane_serves_health_and_reflection(stack):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(stack.control_plane_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "bugagaric.finetune.v1.FinetuneService", "bugagaric.finetune.v1.AgentRegistry"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"bugagaric.finetune.v1.FinetuneService", "grpc.health.v1.Health"} <= names

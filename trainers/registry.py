@@ -38,6 +38,9 @@ class TaskType:
     # The template shown to users: the seed's defaults and one data row.
     default_config: dict[str, Any]
     data_example: dict[str, Any]
+    # Optional deeper dry-run checks, e.g. token-length statistics for LM types. May import heavy libraries: it runs
+    # only inside the preflight subprocess (`python -m trainers.preflight`), never in a service. Returns extra stats.
+    preflight: Callable[[BaseModel, Path], dict[str, Any]] | None = None
 
     def parse_config(self, raw: Any) -> BaseModel:
         """Validates a config (a dict, or a JSON string); a ConfigError names the first bad field."""
@@ -100,12 +103,25 @@ def all_types() -> list[TaskType]:
 
 
 _builtins_loaded = False
+# Modules outside trainers/ that register more types (comma-separated), e.g. a team's own trainer package.
+PLUGINS_ENV = "BUGAGARIC_TRAINER_PLUGINS"
 
 
 def _load_builtin_types() -> None:
-    """Imports the built-in types' spec modules (cheap: schemas only) the first time the registry is read."""
+    """The first time the registry is read: imports every `trainers/<type>/spec.py` (cheap: schemas only), so a new
+    type is a new sub-package and nothing else, then the plugin modules named in BUGAGARIC_TRAINER_PLUGINS."""
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    import trainers.sft.spec  # noqa: F401  (registers "sft")
+    import importlib
+    import os
+    import pkgutil
+
+    import trainers
+
+    for module in sorted(pkgutil.iter_modules(trainers.__path__), key=lambda m: m.name):
+        if module.ispkg and (Path(trainers.__path__[0]) / module.name / "spec.py").is_file():
+            importlib.import_module(f"trainers.{module.name}.spec")
+    for name in filter(None, (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)

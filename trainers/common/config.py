@@ -7,7 +7,7 @@ key's name before any GPU time is spent. The field descriptions are what the con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,18 @@ class TaskConfig(BaseModel):
         order = [k for k in cls.schema_order if k in props] + [k for k in props if k not in cls.schema_order]
         schema["properties"] = {k: props[k] for k in order}
         return schema
+
+    # Devices, for every type. The agent turns them into CUDA_VISIBLE_DEVICES for the trainer.
+    gpu_vis: str | None = Field(
+        default=None,
+        pattern=r"^\s*\d+(\s*,\s*\d+)*\s*$",
+        description='Pin the task to these GPU indices, e.g. "0,1" (the seed\'s key). Overrides `gpus`.',
+        json_schema_extra={"advanced": True},
+    )
+    gpus: int | None = Field(
+        default=None, ge=1, description="How many GPUs the task needs (placed by the scheduler).",
+        json_schema_extra={"advanced": True},
+    )
 
 
 class LMConfig(TaskConfig):
@@ -55,15 +67,52 @@ class LMConfig(TaskConfig):
     per_device_train_batch_size: int = Field(default=4, ge=1, description="Rows per batch on each device.")
     max_length: int = Field(default=1024, ge=16, description="Longest tokenized sequence; longer rows are cut.")
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
-    logging_steps: int = Field(default=1, ge=1, description="Emit loss/progress metrics every N steps.")
-    seed: int = Field(default=42, description="Random seed for reproducible runs.")
-    lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.")
-    lora_dropout: float = Field(default=0.05, ge=0, le=1, description="Dropout on the LoRA layers.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Batches accumulated per optimizer step (effective batch = batch x this x GPUs).",
+        json_schema_extra={"advanced": True},
+    )
+    warmup_ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="Fraction of the steps spent warming the learning rate up from 0.",
+        json_schema_extra={"advanced": True},
+    )
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = Field(default="linear", description="Learning-rate schedule after warm-up.", json_schema_extra={"advanced": True})
+    logging_steps: int = Field(default=1, ge=1, description="Emit loss/progress metrics every N steps.",
+                               json_schema_extra={"advanced": True})
+    save_steps: int | None = Field(
+        default=None, ge=1, description="Save a checkpoint every N steps (none: only the final model).",
+        json_schema_extra={"advanced": True},
+    )
+    eval_data_path: str | None = Field(
+        default=None, description="Evaluation data in the training format (relative to the workspace).",
+        json_schema_extra={"advanced": True},
+    )
+    eval_ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="Hold this fraction of the training rows out for evaluation "
+        "(ignored when eval_data_path is given).", json_schema_extra={"advanced": True},
+    )
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Evaluate every N steps (none: once per epoch).",
+        json_schema_extra={"advanced": True},
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Trade compute for memory on large models.", json_schema_extra={"advanced": True},
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp16; fp32 on CPU.",
+        json_schema_extra={"advanced": True},
+    )
+    seed: int = Field(default=42, description="Random seed for reproducible runs.", json_schema_extra={"advanced": True})
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank.", json_schema_extra={"advanced": True})
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.", json_schema_extra={"advanced": True})
+    lora_dropout: float = Field(default=0.05, ge=0, le=1, description="Dropout on the LoRA layers.",
+                                json_schema_extra={"advanced": True})
     lora_target_modules: list[str] | None = Field(
         default=None,
         description='Module names LoRA wraps (e.g. ["q_proj", "v_proj"], or ["all-linear"]). '
         "Default: peft's choice for the architecture, else all linear layers.",
+        json_schema_extra={"advanced": True},
     )
 
 

@@ -15,35 +15,52 @@ from trainers.errors import ConfigError
 from trainers.paths import resolve
 
 
-def precision_args() -> dict[str, Any]:
-    """bf16 mixed precision on a GPU that has it, fp16 on older GPUs, plain fp32 on CPU (trl defaults bf16 on)."""
-    if torch.cuda.is_available():
-        bf16 = torch.cuda.is_bf16_supported()
-        return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
+def precision_args(precision: str = "auto") -> dict[str, Any]:
+    """Mixed precision from the config's `precision`: auto = bf16 on a GPU that has it, fp16 on older GPUs; always
+    fp32 on CPU, where half precision is slow or unsupported (and trl would default bf16 on)."""
+    if not torch.cuda.is_available():
+        if precision in ("bf16", "fp16"):
+            print(f"precision {precision} needs a GPU; training in fp32 on the CPU", flush=True)
+        return {"bf16": False, "fp16": False, "use_cpu": True}
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision", "precision: this GPU does not support bf16; use fp16 or auto")
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": False}
 
 
-def build_args(args_cls: type, config: LMConfig, output_dir: Path, workspace: Path, **type_specific: Any):
+def build_args(
+    args_cls: type, config: LMConfig, output_dir: Path, workspace: Path, *, has_eval: bool = False, **type_specific: Any
+):
     """`args_cls(...)` from the shared options, then type-specific ones, then the config_file on top."""
     values: dict[str, Any] = {
         "output_dir": str(output_dir),
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.num_train_epochs,
         "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "max_steps": config.max_steps,
+        # transformers 5 takes a float < 1 here as a fraction of the total steps (warmup_ratio is gone).
+        "warmup_steps": config.warmup_ratio,
+        "lr_scheduler_type": config.lr_scheduler_type,
         "logging_steps": config.logging_steps,
         "seed": config.seed,
         "report_to": [],
         "disable_tqdm": True,
         # trl turns checkpointing on by default; off is ~30% faster and what small/CPU runs want.
-        "gradient_checkpointing": False,
-        "save_strategy": "no",  # the final model is saved explicitly
-        **precision_args(),
+        "gradient_checkpointing": config.gradient_checkpointing,
+        # The final model is always saved explicitly; intermediate checkpoints only when asked for.
+        "save_strategy": "steps" if config.save_steps else "no",
+        **({"save_steps": config.save_steps} if config.save_steps else {}),
+        "eval_strategy": ("steps" if config.eval_steps else "epoch") if has_eval else "no",
+        **({"eval_steps": config.eval_steps} if has_eval and config.eval_steps else {}),
+        **precision_args(config.precision),
         **type_specific,
     }
     known = {f.name for f in dataclasses.fields(args_cls) if f.init}
     if "activation_checkpointing" in known:  # transformers 5.2x renamed it; setting both avoids a FutureWarning
-        values["activation_checkpointing"] = False
+        values["activation_checkpointing"] = config.gradient_checkpointing
     extra = load_extra_args(config, workspace)
     unknown = sorted(set(extra) - known)
     if unknown:

@@ -69,8 +69,11 @@ def parse_row(raw: Any) -> SeedRow | ChatRow:
     return SeedRow.model_validate(raw)
 
 
-def load_sft_rows(config: SftConfig, workspace: Path | None = None) -> tuple[list[SeedRow | ChatRow], DataReport]:
-    rows, report = load_rows(resolve(config.train_data_path, workspace), parse_row, field="train_data_path")
+def load_sft_rows(
+    config: SftConfig, workspace: Path | None = None, *, field: str = "train_data_path"
+) -> tuple[list[SeedRow | ChatRow], DataReport]:
+    """The rows of the file named by `field` (train_data_path, or eval_data_path)."""
+    rows, report = load_rows(resolve(getattr(config, field), workspace), parse_row, field=field)
     chat = sum(isinstance(r, ChatRow) for r in rows)
     stats = {"rag_rows": len(rows) - chat, "chat_rows": chat}
     return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
@@ -78,7 +81,19 @@ def load_sft_rows(config: SftConfig, workspace: Path | None = None) -> tuple[lis
 
 def validate_data(config: SftConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
+    if config.eval_data_path:
+        load_sft_rows(config, workspace, field="eval_data_path")
     return load_sft_rows(config, workspace)[1]
+
+
+def preflight(config: SftConfig, workspace: Path) -> dict[str, Any]:
+    """Dry-run extras: token lengths of the rows as the trainer will render them (loads the tokenizer)."""
+    from trainers.common.token_stats import conversation_token_stats
+    from trainers.sft.data import to_records
+
+    rows, _ = load_sft_rows(config, workspace)
+    conversations = (record["prompt"] + record["completion"] for record in to_records(rows))
+    return conversation_token_stats(config.model_name_or_path, workspace, conversations, config.max_length)
 
 
 DEFAULT_CONFIG = {
@@ -108,5 +123,6 @@ TASK_TYPE = register(
         validate_data=validate_data,
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
+        preflight=preflight,
     )
 )

@@ -14,15 +14,18 @@ from trainers.common.hf_callback import MetricsCallback, install as install_call
 from trainers.common.lora import lora_config
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import load_causal_lm
-from trainers.common.training_args import build_args, precision_args
+from trainers.common.eval_split import split_eval
+from trainers.common.training_args import build_args
 from trainers.sft.data import to_records
 from trainers.sft.spec import SftConfig, load_sft_rows
 
 
 def train(config: SftConfig, ctx: RunContext) -> dict:
     rows, report = load_sft_rows(config, ctx.workspace)
-    args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, max_length=config.max_length)
-    dtype = "bfloat16" if precision_args()["bf16"] else "float32"
+    load_eval = (lambda: load_sft_rows(config, ctx.workspace, field="eval_data_path")[0]) if config.eval_data_path else None
+    rows, eval_rows = split_eval(rows, eval_ratio=config.eval_ratio, seed=config.seed, load_eval=load_eval)
+    args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, has_eval=bool(eval_rows), max_length=config.max_length)
+    dtype = "bfloat16" if args.bf16 else "float32"
     model, tokenizer = load_causal_lm(config.model_name_or_path, ctx.workspace, dtype=dtype)
     dataset = Dataset.from_list(to_records(rows))
 
@@ -32,6 +35,7 @@ def train(config: SftConfig, ctx: RunContext) -> dict:
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=Dataset.from_list(to_records(eval_rows)) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(config, model) if config.use_lora else None,
     )
