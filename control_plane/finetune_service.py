@@ -30,6 +30,7 @@ MAX_LOG_LIMIT = 10000
 STREAM_PAGE = 1000
 # Readers re-check the store at least this often even without a wake-up (e.g. after a missed notification).
 STREAM_POLL_SECONDS = 1.0
+VALIDATE_TIMEOUT_SECONDS = 330.0  # the agent's own limit on a dry run is 300 s
 
 
 class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
@@ -179,6 +180,16 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         limit = request.limit or MAX_LOG_LIMIT
         points = self._store.metric_points(task.id, after_seq=request.after_seq, limit=limit)
         return control_plane_pb2.GetTaskMetricsResponse(points=[metric_to_proto(p) for p in points])
+
+    async def ValidateTask(self, request, context):
+        """Forwarded to a live agent: the data live on the agents' hosts, and the check imports the trainer stack."""
+        agents = self._scheduler.live_agents()
+        if not agents:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "no live agent to run the dry run on")
+        try:
+            return await self._clients.stub(agents[0].address).ValidateTask(request, timeout=VALIDATE_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            await abort(context, exc.code(), f"dry run on agent {agents[0].id} failed: {exc.details()}")
 
     async def GetSystemHealth(self, request, context):
         try:

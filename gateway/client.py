@@ -47,11 +47,11 @@ class ControlPlaneClient:
             raise RuntimeError("control plane channel is not open")
         return self._stub
 
-    async def unary(self, rpc: str, request: Any, authorization: str | None = None) -> Any:
-        """Call one unary FinetuneService method with the gateway's deadline. AioRpcError propagates."""
+    async def unary(self, rpc: str, request: Any, authorization: str | None = None, timeout: float | None = None) -> Any:
+        """Call one unary FinetuneService method with the gateway's deadline (or `timeout`). AioRpcError propagates."""
         await self.open()
         method = getattr(self.stub, rpc)
-        return await method(request, timeout=self.timeout_seconds, metadata=call_metadata(authorization))
+        return await method(request, timeout=timeout or self.timeout_seconds, metadata=call_metadata(authorization))
 
 
 def call_metadata(authorization: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -66,8 +66,8 @@ class ControlPlane:
         self.client = client
         self.authorization = authorization
 
-    async def __call__(self, rpc: str, request: Any) -> Any:
-        return await self.client.unary(rpc, request, self.authorization)
+    async def __call__(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
+        return await self.client.unary(rpc, request, self.authorization, timeout)
 
 
 def control_plane(request: Request) -> ControlPlane:

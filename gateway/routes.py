@@ -16,12 +16,14 @@ from gateway import serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import ApiError, api_error_from_rpc, bad_request
 from gateway.inputs import StartTaskBody, parse_start_body
-from protos import control_plane_pb2 as cp
+from protos import common_pb2, control_plane_pb2 as cp
 
 router = APIRouter(prefix="/api")
 CP = Annotated[ControlPlane, Depends(control_plane)]
 UINT64_MAX = 2**64 - 1
 SeqParam = Query(ge=0, le=UINT64_MAX)
+# A dry run loads a tokenizer on an agent: far longer than the other calls' deadline.
+VALIDATE_TIMEOUT_SECONDS = 340.0
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad input; `error.field` names it"},
@@ -60,6 +62,27 @@ async def start_task(request: Request, call: CP) -> dict[str, Any]:
     task_type, config = parse_start_body(await request.body())
     reply = await call("StartTask", cp.StartTaskRequest(type=task_type, config_json=json.dumps(config)))
     return ser.task_to_dict(reply)
+
+
+@router.post(
+    "/finetune/validate",
+    tags=["tasks"],
+    summary="Dry run: check a config and its data on an agent without training",
+    description="Always 200 for the user's mistakes: `ok`, the row count, the first 20 problems with line numbers "
+    "and field paths, and for LM types token-length statistics against `max_length`.",
+    responses={503: _ERROR_RESPONSES[503]},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": StartTaskBody.model_json_schema()}},
+        }
+    },
+)
+async def validate_task(request: Request, call: CP) -> dict[str, Any]:
+    task_type, config = parse_start_body(await request.body())
+    request_pb = common_pb2.ValidateTaskRequest(type=task_type, config_json=json.dumps(config))
+    reply = await call("ValidateTask", request_pb, timeout=VALIDATE_TIMEOUT_SECONDS)
+    return ser.validation_report_to_dict(reply)
 
 
 @router.get("/finetune/tasks", tags=["tasks"], summary="List tasks, newest first", responses=_ERROR_RESPONSES)

@@ -126,6 +126,19 @@ def template_to_dict(t: cp.Template) -> dict[str, Any]:
     }
 
 
+def validation_report_to_dict(r: common_pb2.ValidationReport) -> dict[str, Any]:
+    return {
+        "ok": r.ok,
+        "type": r.type,
+        "rows": r.rows,
+        "problems": [{"line": p.line, "field": p.field, "message": p.message} for p in r.problems],
+        "stats": json_value(r.stats_json),
+        "error": {"field": r.error_field or None, "message": r.error_message} if r.error_message else None,
+        "warnings": list(r.warnings),
+        "agent_id": r.agent_id or None,
+    }
+
+
 def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
     return {
         "agent_id": a.agent_id,

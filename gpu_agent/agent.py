@@ -7,7 +7,7 @@ import re
 import socket
 from typing import TYPE_CHECKING, Mapping
 
-from gpu_agent import process_runner
+from gpu_agent import devices, process_runner
 from gpu_agent.settings import AgentSettings
 from gpu_agent.task_run import TaskRun
 from trainers import registry
@@ -53,6 +53,7 @@ class Agent:
         self.agent_id = settings.agent_id  # filled in by the server once the port is bound
         self.slots = settings.agent_slots
         self.tasks: dict[str, TaskRun] = {}
+        self.devices: dict[str, list[int]] = {}  # task id -> the device indices it was given
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
@@ -69,7 +70,7 @@ class Agent:
             raise InvalidRequest(f"task_id {task_id!r} must be 1-128 of [A-Za-z0-9._-], starting alphanumeric")
         try:
             task_type = registry.get(type_name)
-            task_type.parse_config(config_json)
+            config = task_type.parse_config(config_json)
         except ConfigError as exc:
             raise InvalidRequest(exc.message) from None
         directory = process_runner.task_dir(self.agent_dir, task_id)
@@ -77,10 +78,16 @@ class Agent:
             raise AlreadyExists(f"task {task_id} was already launched on this agent")
         if self.free_slots <= 0:
             raise NoFreeSlot(f"all {self.slots} slot(s) are busy: {', '.join(self.running_task_ids())}")
+        busy = [index for t in self.running_task_ids() for index in self.devices.get(t, [])]
+        try:
+            chosen = devices.pick_devices(getattr(config, "gpu_vis", None), getattr(config, "gpus", None), busy, self.slots)
+        except devices.DevicesBusy as exc:
+            raise NoFreeSlot(str(exc)) from None
         process = process_runner.launch(
             task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
-            workspace=self.workspace, extra_env=env,
+            workspace=self.workspace, extra_env={**env, **devices.visible_devices_env(chosen)},
         )
+        self.devices[task_id] = chosen
         run = TaskRun(task_id=task_id, task_type=type_name, directory=directory, process=process,
                       default_grace=self.settings.stop_grace_seconds)
         self.tasks[task_id] = run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gpu_agent.agent import Agent, AgentError, AlreadyExists, InvalidRequest, NoFreeSlot, TaskNotFound
 from gpu_agent.task_run import TaskRun
 from protos import agent_pb2, agent_pb2_grpc, common_pb2
+from trainers import preflight
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,30 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
         async for rec in run.events(request.after_log_seq, request.after_metric_seq, request.follow):
             yield record_to_event(rec)
 
+    async def ValidateTask(self, request, context):
+        try:
+            report = await preflight.run_in_subprocess(
+                request.type, request.config_json, self.agent.workspace, self.agent.agent_dir / "preflight"
+            )
+        except RuntimeError as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        return report_to_proto(report, self.agent.agent_id)
+
     async def DescribeAgent(self, request, context):
         return agent_pb2.AgentDescription(
             agent_id=self.agent.agent_id, hostname=self.agent.hostname, slots=self.agent.slots,
             free_slots=self.agent.free_slots, tasks=[_describe_task(run) for run in self.agent.tasks.values()])
+
+
+def report_to_proto(report: dict[str, Any], agent_id: str) -> common_pb2.ValidationReport:
+    error = report.get("error") or {}
+    return common_pb2.ValidationReport(
+        ok=report["ok"], type=report["type"], rows=report["rows"],
+        problems=[common_pb2.DataProblem(**problem) for problem in report["problems"]],
+        stats_json=json.dumps(report["stats"], ensure_ascii=False),
+        error_field=error.get("field", ""), error_message=error.get("message", ""),
+        warnings=report["warnings"], agent_id=agent_id,
+    )
 
 
 def _describe_task(run: TaskRun) -> agent_pb2.AgentTask:

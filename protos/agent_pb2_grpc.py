@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from protos import agent_pb2 as protos_dot_agent__pb2
+from protos import common_pb2 as protos_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -54,6 +55,11 @@ class GpuAgentStub:
                 request_serializer=protos_dot_agent__pb2.DescribeAgentRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.AgentDescription.FromString,
                 _registered_method=True)
+        self.ValidateTask = channel.unary_unary(
+                '/bugagaric.finetune.v1.GpuAgent/ValidateTask',
+                request_serializer=protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.ValidationReport.FromString,
+                _registered_method=True)
 
 
 class GpuAgentServicer:
@@ -87,6 +93,13 @@ class GpuAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateTask(self, request, context):
+        """Runs `python -m trainers.preflight` on this host's data and returns its report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GpuAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_GpuAgentServicer_to_server(servicer, server):
                     servicer.DescribeAgent,
                     request_deserializer=protos_dot_agent__pb2.DescribeAgentRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.AgentDescription.SerializeToString,
+            ),
+            'ValidateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateTask,
+                    request_deserializer=protos_dot_common__pb2.ValidateTaskRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.ValidationReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class GpuAgent:
             '/bugagaric.finetune.v1.GpuAgent/DescribeAgent',
             protos_dot_agent__pb2.DescribeAgentRequest.SerializeToString,
             protos_dot_agent__pb2.AgentDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/ValidateTask',
+            protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
+            protos_dot_common__pb2.ValidationReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -65,3 +66,43 @@ class TaskStatusUpdate(_message.Message):
     error: str
     pid: int
     def __init__(self, status: _Optional[_Union[TaskStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class ValidateTaskRequest(_message.Message):
+    __slots__ = ("type", "config_json")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    config_json: str
+    def __init__(self, type: _Optional[str] = ..., config_json: _Optional[str] = ...) -> None: ...
+
+class DataProblem(_message.Message):
+    __slots__ = ("line", "field", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    field: str
+    message: str
+    def __init__(self, line: _Optional[int] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ValidationReport(_message.Message):
+    __slots__ = ("ok", "type", "rows", "problems", "stats_json", "error_field", "error_message", "warnings", "agent_id")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    STATS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    type: str
+    rows: int
+    problems: _containers.RepeatedCompositeFieldContainer[DataProblem]
+    stats_json: str
+    error_field: str
+    error_message: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    agent_id: str
+    def __init__(self, ok: _Optional[bool] = ..., type: _Optional[str] = ..., rows: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[DataProblem, _Mapping]]] = ..., stats_json: _Optional[str] = ..., error_field: _Optional[str] = ..., error_message: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., agent_id: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,11 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.GetTaskMetricsRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.GetTaskMetricsResponse.FromString,
                 _registered_method=True)
+        self.ValidateTask = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ValidateTask',
+                request_serializer=protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.ValidationReport.FromString,
+                _registered_method=True)
         self.GetSystemHealth = channel.unary_unary(
                 '/bugagaric.finetune.v1.FinetuneService/GetSystemHealth',
                 request_serializer=protos_dot_control__plane__pb2.GetSystemHealthRequest.SerializeToString,
@@ -151,6 +156,14 @@ class FinetuneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateTask(self, request, context):
+        """A dry run: the type's config and data validators (and, for LM types, token-length stats) run on an agent,
+        where the data lives, without training. Never fails for bad config or data: the report says what is wrong.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSystemHealth(self, request, context):
         """Control plane and agents, for /api/health.
         """
@@ -205,6 +218,11 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
                     servicer.GetTaskMetrics,
                     request_deserializer=protos_dot_control__plane__pb2.GetTaskMetricsRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.GetTaskMetricsResponse.SerializeToString,
+            ),
+            'ValidateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateTask,
+                    request_deserializer=protos_dot_common__pb2.ValidateTaskRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.ValidationReport.SerializeToString,
             ),
             'GetSystemHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSystemHealth,
@@ -455,6 +473,33 @@ class FinetuneService:
             '/bugagaric.finetune.v1.FinetuneService/GetTaskMetrics',
             protos_dot_control__plane__pb2.GetTaskMetricsRequest.SerializeToString,
             protos_dot_control__plane__pb2.GetTaskMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ValidateTask',
+            protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
+            protos_dot_common__pb2.ValidationReport.FromString,
             options,
             channel_credentials,
             insecure,

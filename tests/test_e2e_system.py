@@ -197,18 +197,74 @@ def test_stop_running_task_kills_its_process_group_then_delete(api, stack):
     assert task["id"] not in [t["id"] for t in api.get("/api/finetune/tasks", params={"limit": 500}).json()["tasks"]]
 
 
-def test_stop_queued_task(api):
-    # Fill the agent's three slots with long tasks so the fourth waits in the queue.
+def test_queued_tasks_can_be_stopped_and_data_are_checked_again_when_they_run(api, stack):
+    # Fill the agent's three slots with long tasks so the next ones wait in the queue.
     blockers = [start(api, sft_config(num_train_epochs=1000, output_dir=f"output/block-{i}")) for i in range(3)]
-    queued = start(api, sft_config(output_dir="output/never"))
+    to_stop = start(api, sft_config(output_dir="output/never"))
+    data = stack.workspace / "data" / "changing.jsonl"
+    shutil.copy(stack.workspace / "data" / "train.jsonl", data)
+    to_break = start(api, sft_config(train_data_path="data/changing.jsonl", output_dir="output/broken"))
     time.sleep(1.5)
-    assert api.get(f"/api/finetune/tasks/{queued['id']}").json()["status"] == "queued"
-    stopped = api.delete(f"/api/finetune/tasks/{queued['id']}").json()
+    assert api.get(f"/api/finetune/tasks/{to_stop['id']}").json()["status"] == "queued"
+    assert api.get(f"/api/finetune/tasks/{to_break['id']}").json()["status"] == "queued"
+
+    stopped = api.delete(f"/api/finetune/tasks/{to_stop['id']}").json()
     assert stopped["status"] == "stopped" and stopped["events"][-1]["reason"] == "user_stop"
+
+    # The data change after submit; the trainer checks them again on the agent before loading any model.
+    lines = data.read_text().splitlines()
+    lines[4] = json.dumps({"query": "no answer here"})
+    data.write_text("\n".join(lines) + "\n")
     for blocker in blockers:
         api.delete(f"/api/finetune/tasks/{blocker['id']}")
+    failed = wait_for(api, to_break["id"], {"failed"}, timeout=120)
+    assert failed["error_reason"] == "invalid_data" and failed["exit_code"] == 3
+    assert "line 5" in failed["error"] and "chosen" in failed["error"]
     for blocker in blockers:
         wait_for(api, blocker["id"], TERMINAL, timeout=60)
+
+
+def test_gpu_vis_reaches_the_trainer_as_cuda_visible_devices(api):
+    task = start(api, sft_config(gpu_vis="0,1", max_steps=1, output_dir="output/devices"))
+    done = wait_for(api, task["id"], TERMINAL)
+    assert done["status"] == "succeeded", done["error"]
+    first = api.get(f"/api/finetune/tasks/{task['id']}/logs", params={"after_seq": 0, "limit": 1}).json()["lines"][0]
+    assert "CUDA_VISIBLE_DEVICES=0,1" in first["text"]
+
+
+# --- dry run ----------------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_reports_rows_and_token_lengths(api):
+    report = api.post("/api/finetune/validate", json={"type": "sft", "config": sft_config(max_length=40)}, timeout=120)
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["ok"] and body["rows"] == 48 and body["problems"] == [] and body["agent_id"]
+    tokens = body["stats"]["tokens"]
+    assert 0 < tokens["p50"] <= tokens["p95"] <= tokens["max"]
+    assert tokens["max_length"] == 40 and 0 < tokens["truncated_rows"] < 48  # the tiny rows straddle 40 tokens
+    roomy = api.post("/api/finetune/validate", json={"type": "sft", "config": sft_config(max_length=4096)}, timeout=120)
+    assert roomy.json()["stats"]["tokens"]["truncated_rows"] == 0
+
+
+def test_dry_run_lists_bad_rows_with_lines_and_fields(api, stack):
+    path = stack.workspace / "data" / "dry-bad.jsonl"
+    rows = (stack.workspace / "data" / "train.jsonl").read_text().splitlines()[:8]
+    rows[1] = json.dumps({"query": "q", "chosen": {"text": 5}})
+    rows[3] = "not json"
+    rows[5] = json.dumps({"query": "q", "retrieval_result": 7, "chosen": {"text": "a"}})
+    path.write_text("\n".join(rows) + "\n")
+    body = api.post("/api/finetune/validate", json={"type": "sft", "config": sft_config(train_data_path="data/dry-bad.jsonl")}, timeout=120).json()
+    assert body["ok"] is False and body["rows"] == 8 and body["error"]["field"] == "train_data_path"
+    found = {(p["line"], p["field"].split(".")[0]) for p in body["problems"]}
+    assert {(2, "chosen"), (4, ""), (6, "retrieval_result")} <= found, body["problems"]
+
+
+def test_dry_run_reports_config_errors_without_failing(api):
+    body = api.post("/api/finetune/validate", json={"type": "sft", "config": sft_config(learning_rate=-1)}, timeout=120).json()
+    assert body["ok"] is False and body["error"]["field"] == "learning_rate"
+    body = api.post("/api/finetune/validate", json={"type": "nope", "config": {}}, timeout=120).json()
+    assert body["ok"] is False and body["error"]["field"] == "type"
 
 
 # --- gRPC log streaming -------------------------------------------------------------------------------------------

@@ -52,9 +52,9 @@ def rpc_calls(app, monkeypatch):
     cp_client = app.state.control_plane
     original = cp_client.unary
 
-    async def spy(rpc, request, authorization=None):
+    async def spy(rpc, request, authorization=None, timeout=None):
         calls.append(rpc)
-        return await original(rpc, request, authorization)
+        return await original(rpc, request, authorization, timeout)
 
     monkeypatch.setattr(cp_client, "unary", spy)
     return calls

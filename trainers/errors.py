@@ -42,6 +42,10 @@ class UnknownTaskType(ConfigError):
 class DataError(ConfigError):
     """The data a config points at is missing or has bad rows; the message names the file and the first bad line."""
 
+    def __init__(self, field: str, message: str, problems: list[DataProblem] | None = None, rows: int = 0):
+        super().__init__(field, message, problems)
+        self.rows = rows  # rows read, good and bad (0 when the file could not be read at all)
+
 
 class TrainerError(RuntimeError):
     """A training run failed for a reason the user can act on; its message is printed as the last stderr line."""

@@ -96,7 +96,8 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
     out = getattr(config, "output_dir", None)
     output_dir = paths.resolve(out, workspace) if out else default_output_dir(task_type_name, workspace, task_id)
     context = RunContext(task_type_name, workspace, output_dir, task_id, report)
-    print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}", flush=True)
+    print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}; "
+          f"devices: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<all>')}", flush=True)
     try:
         if isinstance(getattr(config, "model_name_or_path", None), str):
             from trainers.common.model_loading import preflight

@@ -67,7 +67,7 @@ def load_rows(path: Path, parse_row: RowParser | type[BaseModel], *, field: str)
     if first_bad is not None:
         what = f"{first_bad.field}: {first_bad.message}" if first_bad.field else first_bad.message
         more = f" ({bad_rows} bad {unit}s in all)" if bad_rows > 1 else ""
-        raise DataError(field, f"{field}: {path} {unit} {first_bad.line}: {what}{more}", problems)
+        raise DataError(field, f"{field}: {path} {unit} {first_bad.line}: {what}{more}", problems, rows=len(rows) + bad_rows)
     if not rows:
         raise DataError(field, f"{field}: {path} is empty (no rows)")
     return rows, DataReport(path=str(path), rows=len(rows))

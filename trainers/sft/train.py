@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from datasets import Dataset
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from trainers.common.cli import RunContext
-from trainers.common.hf_callback import MetricsCallback, install as install_callback
+from trainers.common.hf_callback import MetricsCallback
 from trainers.common.lora import lora_config
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import load_causal_lm
 from trainers.common.eval_split import split_eval
+from trainers.common.sft_training import train_sft_records
 from trainers.common.training_args import build_args
 from trainers.sft.data import to_records
 from trainers.sft.spec import SftConfig, load_sft_rows
@@ -27,20 +27,15 @@ def train(config: SftConfig, ctx: RunContext) -> dict:
     args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, has_eval=bool(eval_rows), max_length=config.max_length)
     dtype = "bfloat16" if args.bf16 else "float32"
     model, tokenizer = load_causal_lm(config.model_name_or_path, ctx.workspace, dtype=dtype)
-    dataset = Dataset.from_list(to_records(rows))
 
     callback = MetricsCallback(MetricsEmitter(task_id=ctx.task_id), num_rows=len(rows),
                                model_name_or_path=config.model_name_or_path, use_lora=config.use_lora)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=Dataset.from_list(to_records(eval_rows)) if eval_rows else None,
-        processing_class=tokenizer,
+    trainer, result = train_sft_records(
+        model, tokenizer, args, to_records(rows),
+        eval_records=to_records(eval_rows) if eval_rows else None,
         peft_config=lora_config(config, model) if config.use_lora else None,
+        callback=callback,
     )
-    install_callback(trainer, callback)
-    result = trainer.train()
 
     out = Path(args.output_dir)
     trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise

@@ -1,0 +1,6 @@
+"""`python -m trainers.dpo --config FILE`: checks config and data, then trains (see trainers.common.cli)."""
+
+from trainers.common.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main("dpo", "trainers.dpo.train:train"))

@@ -1,0 +1,152 @@
+"""DPO's config model, preference-row model and validator, registered as task type "dpo". Cheap to import: no torch.
+
+Rows are the seed's format (the same as SFT's RAG rows), except that `rejected` is required and must differ from
+`chosen`: a pair with nothing to prefer teaches nothing and only dilutes the loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from trainers.common.config import LMConfig, load_extra_args
+from trainers.common.jsonl import load_rows
+from trainers.common.rag_prompt import passages_of
+from trainers.paths import resolve
+from trainers.registry import DataReport, TaskType, register
+from trainers.sft.spec import SeedRow, TextField
+
+# trl DPOTrainer loss types offered in the form; the sigmoid loss is the DPO paper's.
+LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
+
+
+class DpoConfig(LMConfig):
+    schema_order = ("model_name_or_path", "train_data_path", "output_dir", "config_file", "use_lora",
+                    "learning_rate", "num_train_epochs", "per_device_train_batch_size", "beta", "loss_type")
+
+    train_data_path: str = Field(
+        min_length=1,
+        description="JSONL preference data (relative to the workspace): rows {query, retrieval_result, "
+        "chosen: {text}, rejected: {text}}.",
+    )
+    beta: float = Field(
+        default=0.1, gt=0,
+        description="DPO temperature: how far the model may move from the reference model (higher = stays closer).",
+    )
+    loss_type: LossType = Field(
+        default="sigmoid",
+        description="Preference loss (trl): sigmoid is the original DPO loss; ipo, hinge, robust, ... are variants.",
+        json_schema_extra={"advanced": True},
+    )
+
+
+class PreferenceRow(SeedRow):
+    """The seed's row with `rejected` required: the model learns to prefer `chosen.text` over `rejected.text`."""
+
+    rejected: TextField
+
+    @field_validator("retrieval_result", mode="before")
+    @classmethod
+    def _passages_shape(cls, value: Any) -> Any:
+        # Checked up front so a wrong type is reported at `retrieval_result` (pydantic's union error would name
+        # `retrieval_result.str` / `retrieval_result.list[str]`).
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError("passages_type", "must be a string or a list of strings, got {kind}",
+                                      {"kind": type(value).__name__})
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise PydanticCustomError("passages_type", "item {index} must be a string, got {kind}",
+                                          {"index": index, "kind": type(item).__name__})
+        return value
+
+
+def parse_row(raw: Any) -> PreferenceRow:
+    if not isinstance(raw, dict):
+        raise ValueError(f"row must be a JSON object, got {type(raw).__name__}")
+    row = PreferenceRow.model_validate(raw)
+    if row.chosen.text.strip() == row.rejected.text.strip():
+        # A ValidationError located at rejected.text, so the line's problem names that field.
+        raise ValidationError.from_exception_data(
+            "PreferenceRow",
+            [{
+                "type": PydanticCustomError(
+                    "identical_answers", "is identical to chosen.text; a preference pair needs two different answers"
+                ),
+                "loc": ("rejected", "text"),
+                "input": row.rejected.text,
+            }],
+        )
+    return row
+
+
+def load_dpo_rows(
+    config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path"
+) -> tuple[list[PreferenceRow], DataReport]:
+    """The rows of the file named by `field` (train_data_path, or eval_data_path)."""
+    rows, report = load_rows(resolve(getattr(config, field), workspace), parse_row, field=field)
+    stats = {"pairs": len(rows), "rows_with_passages": sum(1 for r in rows if passages_of(r.retrieval_result))}
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
+
+
+def validate_data(config: DpoConfig, workspace: Path) -> DataReport:
+    load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
+    if config.eval_data_path:
+        load_dpo_rows(config, workspace, field="eval_data_path")
+    return load_dpo_rows(config, workspace)[1]
+
+
+def preflight(config: DpoConfig, workspace: Path) -> dict[str, Any]:
+    """Dry-run extras: token lengths of prompt+chosen and prompt+rejected as the trainer renders them. `tokens` is the
+    longer of the two per pair (what `max_length` cuts)."""
+    from trainers.common.model_loading import load_tokenizer
+    from trainers.common.token_stats import conversation_lengths, length_stats
+    from trainers.dpo.data import to_records
+
+    rows, _ = load_dpo_rows(config, workspace)
+    records = to_records(rows)
+    tokenizer = load_tokenizer(config.model_name_or_path, workspace)
+    chosen = conversation_lengths(tokenizer, (r["prompt"] + r["chosen"] for r in records))
+    rejected = conversation_lengths(tokenizer, (r["prompt"] + r["rejected"] for r in records))
+    return {
+        "tokens": length_stats([max(c, r) for c, r in zip(chosen, rejected)], config.max_length),
+        "tokens_chosen": length_stats(chosen, config.max_length),
+        "tokens_rejected": length_stats(rejected, config.max_length),
+    }
+
+
+DEFAULT_CONFIG = {
+    "model_name_or_path": "microsoft/DialoGPT-medium",
+    "train_data_path": "data/train.jsonl",
+    "output_dir": "output/dpo",
+    "use_lora": True,
+    "learning_rate": 5e-5,
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 4,
+    "beta": 0.1,
+}
+
+DATA_EXAMPLE = {
+    "query": "What is the capital of France?",
+    "retrieval_result": ["Paris is the capital and largest city of France."],
+    "chosen": {"text": "The capital of France is Paris."},
+    "rejected": {"text": "The capital of France is Lyon."},
+}
+
+TASK_TYPE = register(
+    TaskType(
+        name="dpo",
+        description="Direct preference optimisation (DPO) of a causal language model on RAG preference pairs "
+        "(query + retrieved passages -> chosen answer preferred over rejected), with LoRA or full weights.",
+        config_model=DpoConfig,
+        entry_module="trainers.dpo",
+        validate_data=validate_data,
+        default_config=DEFAULT_CONFIG,
+        data_example=DATA_EXAMPLE,
+        preflight=preflight,
+    )
+)

@@ -1,0 +1,184 @@
+"""Reads a KBAlign input and cuts it into chunks. Cheap to import (no torch): the control plane validates with it.
+
+Input forms (`input_path`, relative to the workspace):
+- a JSONL file of chunks `{"text": ..., "title"?: ..., "id"?: ...}` (a bare JSON string per line is a text too);
+- a `.json` file holding a list of strings (or of `{"text": ...}` objects);
+- a folder of `.txt` / `.md` files, read recursively in sorted path order (one document per file);
+- a single `.txt` / `.md` file (one document);
+- a JSONL file of already annotated chat rows `{"messages": [...]}`: the annotation stage is skipped.
+
+Long documents are cut into chunks of at most `chunk_size` characters, with `chunk_overlap` characters repeated
+between neighbours; a cut prefers a paragraph, line, sentence or word boundary in the chunk's second half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from trainers.common.jsonl import load_rows
+from trainers.errors import DataError
+from trainers.paths import resolve
+
+FIELD = "input_path"
+TEXT_SUFFIXES = (".txt", ".md")
+
+InputKind = Literal["jsonl", "json", "folder", "text_file", "chat"]
+
+
+@dataclass
+class Chunk:
+    id: str
+    text: str
+    source: str  # the file it came from
+    title: str | None = None
+
+
+@dataclass
+class KnowledgeBase:
+    kind: InputKind
+    path: str
+    documents: int
+    chunks: list[Chunk] = field(default_factory=list)
+    chat_rows: list[Any] = field(default_factory=list)  # trainers.sft.spec.ChatRow when kind == "chat"
+
+    @property
+    def annotated(self) -> bool:
+        return self.kind == "chat"
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_kind": self.kind, "documents": self.documents}
+        if self.annotated:
+            out["chat_rows"] = len(self.chat_rows)
+        else:
+            out["chunks"] = len(self.chunks)
+        return out
+
+
+class KBRow(BaseModel):
+    """One knowledge-base chunk/document. Extra keys are the user's business and ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    text: str = Field(min_length=1)
+    title: str | None = None
+    id: str | int | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty (only whitespace)")
+        return value
+
+
+# --- chunking ------------------------------------------------------------------------------------------------------
+
+_BOUNDARIES = ("\n\n", "\n", ". ", "。", "! ", "? ", "！", "？", "; ", "；", " ")
+
+
+def chunk_text(text: str, size: int, overlap: int = 0) -> list[str]:
+    """Cuts `text` into pieces of at most `size` characters; neighbours share about `overlap` characters."""
+    text = text.strip()
+    if not text:
+        return []
+    if len(text) <= size:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            window = text[start:end]
+            for sep in _BOUNDARIES:
+                pos = window.rfind(sep)
+                if pos >= size // 2:
+                    end = start + pos + len(sep)
+                    break
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        if end >= len(text):
+            break
+        nxt = end - overlap
+        if overlap and start < nxt < end:
+            space = text.find(" ", nxt, end)  # start the overlap at a word, not inside one
+            if space != -1:
+                nxt = space + 1
+        start = max(nxt, start + 1)
+    return pieces
+
+
+def _chunks_of(doc_id: str, text: str, source: str, title: str | None, size: int, overlap: int) -> list[Chunk]:
+    pieces = chunk_text(text, size, overlap)
+    if len(pieces) == 1:
+        return [Chunk(doc_id, pieces[0], source, title)]
+    return [Chunk(f"{doc_id}#{i}", piece, source, title) for i, piece in enumerate(pieces, start=1)]
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+def _row_parser():
+    """Parses KB rows or chat rows; one kind per file (the first row decides)."""
+    from trainers.sft.spec import ChatRow
+
+    state: dict[str, str] = {}
+
+    def parse(raw: Any):
+        if isinstance(raw, str):
+            raw = {"text": raw}
+        if not isinstance(raw, dict):
+            raise ValueError(f"row must be a JSON object with a \"text\" (or a string), got {type(raw).__name__}")
+        kind = "chat" if "messages" in raw else "text"
+        first = state.setdefault("kind", kind)
+        if kind != first:
+            raise ValueError("mixes chat rows ({\"messages\": ...}) and knowledge-base rows ({\"text\": ...}); "
+                             "use one kind per file")
+        return ChatRow.model_validate(raw) if kind == "chat" else KBRow.model_validate(raw)
+
+    return parse
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(FIELD, f"{FIELD}: {path} line {line}: not valid UTF-8 ({exc.reason})") from None
+    if not text.strip():
+        raise DataError(FIELD, f"{FIELD}: {path} is empty (no text)")
+    return text
+
+
+def load_kb(path_value: str, chunk_size: int, chunk_overlap: int, workspace: Path | None = None) -> KnowledgeBase:
+    """Reads and chunks the knowledge base; raises DataError naming the file (and line) that is wrong."""
+    path = resolve(path_value, workspace).resolve()
+    if not path.exists():
+        raise DataError(FIELD, f"{FIELD}: not found: {path}")
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise DataError(FIELD, f"{FIELD}: folder {path} holds no .txt or .md files")
+        chunks: list[Chunk] = []
+        for file in files:
+            rel = file.relative_to(path).as_posix()
+            chunks += _chunks_of(rel, _read_text_file(file), str(file), file.stem, chunk_size, chunk_overlap)
+        return KnowledgeBase("folder", str(path), len(files), chunks)
+
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        chunks = _chunks_of(path.name, _read_text_file(path), str(path), path.stem, chunk_size, chunk_overlap)
+        return KnowledgeBase("text_file", str(path), 1, chunks)
+
+    rows, report = load_rows(path, _row_parser(), field=FIELD)
+    if isinstance(rows[0], KBRow):
+        chunks = []
+        for number, row in enumerate(rows, start=1):
+            doc_id = str(row.id) if row.id is not None else f"{path.name}:{number}"
+            chunks += _chunks_of(doc_id, row.text, str(path), row.title, chunk_size, chunk_overlap)
+        kind: InputKind = "json" if path.suffix.lower() == ".json" else "jsonl"
+        return KnowledgeBase(kind, report.path, len(rows), chunks)
+    return KnowledgeBase("chat", report.path, len(rows), chat_rows=rows)

@@ -1,0 +1,98 @@
+"""The dry run: `python -m trainers.preflight --type TYPE --config FILE` prints a JSON report on stdout.
+
+It checks a task exactly as its trainer would before loading a model — the config against the type's model, the data
+against its row validator (row count, the first 20 problems with line numbers and field paths) — and then runs the
+type's optional deeper checks (token-length statistics for LM types, which load the tokenizer). It runs as a
+subprocess of the agent so that a service never imports the training libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from trainers import paths, registry
+from trainers.errors import ConfigError, DataError
+
+PREFLIGHT_TIMEOUT_SECONDS = 300
+
+
+def failed_report(type_name: str, field: str = "", message: str = "") -> dict[str, Any]:
+    return {
+        "ok": False, "type": type_name, "rows": 0, "problems": [], "stats": {},
+        "error": {"field": field, "message": message} if message else None, "warnings": [],
+    }
+
+
+def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True) -> dict[str, Any]:
+    """The report for one task; never raises for the user's mistakes."""
+    report = failed_report(type_name)
+    try:
+        task_type = registry.get(type_name)
+        config = task_type.parse_config(raw_config)
+        data = task_type.validate_data(config, workspace)
+    except DataError as exc:
+        report.update(rows=exc.rows, problems=[asdict(p) for p in exc.problems], error={"field": exc.field, "message": exc.message})
+        return report
+    except ConfigError as exc:
+        report["error"] = {"field": exc.field, "message": exc.message}
+        return report
+    report.update(ok=True, rows=data.rows, stats=dict(data.stats))
+    if deep and task_type.preflight is not None:
+        try:
+            report["stats"].update(task_type.preflight(config, workspace))
+        except Exception as exc:  # noqa: BLE001 - e.g. the model is not there: the data are still fine, say so
+            report["warnings"].append(f"deeper checks skipped: {exc}")
+    return report
+
+
+async def run_in_subprocess(type_name: str, config_json: str, workspace: Path, scratch_dir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs the dry run in a child process (cwd = workspace) and returns its report."""
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    config_file = scratch_dir / f"preflight-{os.getpid()}-{id(config_json)}.json"
+    config_file.write_text(config_json or "{}", encoding="utf-8")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trainers.preflight", "--type", type_name, "--config", str(config_file),
+            cwd=workspace, env={**os.environ, **(env or {}), "BUGAGARIC_WORKSPACE": str(workspace)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), PREFLIGHT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"the dry run took longer than {PREFLIGHT_TIMEOUT_SECONDS}s") from None
+    finally:
+        config_file.unlink(missing_ok=True)
+    try:
+        return json.loads(stdout.decode().strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"the dry run crashed (exit {process.returncode}): {' | '.join(tail)}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.preflight", description=__doc__)
+    parser.add_argument("--type", required=True)
+    parser.add_argument("--config", required=True, help="JSON file holding the task's config object")
+    parser.add_argument("--shallow", action="store_true", help="skip the deeper checks (no tokenizer)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    text = Path(args.config).read_text(encoding="utf-8")
+    try:
+        report = check(args.type, json.loads(text), paths.workspace(), deep=not args.shallow)
+    except json.JSONDecodeError as exc:
+        report = failed_report(args.type, "config", f"config is not valid JSON: {exc}")
+    print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
