@@ -50,6 +50,7 @@ def task_to_proto(task: Task, events: list[TaskEvent] | None = None) -> control_
         last_log_seq=task.last_log_seq,
         exit_code=task.exit_code,
         pid=task.pid,
+        owner=task.owner,
         events=[event_to_proto(event) for event in events or []],
     )
     for name in ("created_at", "updated_at", "started_at", "finished_at"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel, create_engine
 
@@ -21,7 +21,30 @@ def make_engine(database_url: str) -> Engine:
     else:
         engine = create_engine(database_url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    _check_schema(engine)
     return engine
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def _check_schema(engine: Engine) -> None:
+    """create_all adds missing tables but never columns: say clearly when a store predates this version's schema
+    (there are no migrations before 1.0) instead of failing later on the first query."""
+    inspector = inspect(engine)
+    missing = [
+        f"{table.name}.{column.name}"
+        for table in SQLModel.metadata.sorted_tables
+        for column in table.columns
+        if column.name not in {c["name"] for c in inspector.get_columns(table.name)}
+    ]
+    if missing:
+        raise SchemaOutOfDate(
+            f"the database {engine.url.render_as_string(hide_password=True)} was made by an older version: missing "
+            f"column(s) {', '.join(missing)}. Back it up and remove it (or point BUGAGARIC_DATABASE_URL elsewhere); "
+            "schema migrations arrive with 1.0."
+        )
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -12,12 +12,14 @@ import grpc
 from sqlalchemy import text
 
 from control_plane.agent_clients import AgentClients
+from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound, TaskStillActive, TaskStore
+from control_plane.template_store import TemplateStore
 from protos import agent_pb2, control_plane_pb2, control_plane_pb2_grpc
 from trainers import registry
 from trainers.errors import ConfigError
@@ -34,8 +36,12 @@ VALIDATE_TIMEOUT_SECONDS = 330.0  # the agent's own limit on a dry run is 300 s
 
 
 class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
-    def __init__(self, store: TaskStore, scheduler: Scheduler, clients: AgentClients, notifier: TaskChangeNotifier, workspace: Path):
+    def __init__(
+        self, store: TaskStore, templates: TemplateStore, scheduler: Scheduler, clients: AgentClients,
+        notifier: TaskChangeNotifier, workspace: Path,
+    ):
         self._store = store
+        self._templates = templates
         self._scheduler = scheduler
         self._clients = clients
         self._notifier = notifier
@@ -55,7 +61,8 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             config = config.model_copy(update={"output_dir": f"output/{task_type.name}/{task_id}"})
         output_dir = getattr(config, "output_dir", "") or ""
         task = self._store.create_task(
-            task_id, task_type.name, config.model_dump_json(), str(resolve(output_dir, self._workspace)) if output_dir else ""
+            task_id, task_type.name, config.model_dump_json(),
+            str(resolve(output_dir, self._workspace)) if output_dir else "", owner=caller().username,
         )
         log.info("task %s (%s) queued", task_id, task_type.name)
         self._scheduler.wake()
@@ -79,7 +86,11 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
                 registry.get(request.type)
             except ConfigError as exc:
                 await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, "type")
-        tasks, total = self._store.list_tasks(status=request.status, task_type=request.type, limit=limit, offset=request.offset)
+        principal = caller()
+        tasks, total = self._store.list_tasks(
+            status=request.status, task_type=request.type, limit=limit, offset=request.offset,
+            owner="" if principal.is_admin else principal.username,
+        )
         return control_plane_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], total=total)
 
     async def StopTask(self, request, context):
@@ -111,6 +122,7 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             log.warning("task %s: stop on agent %s: %s %s", task_id, agent_id, exc.code().name, exc.details())
 
     async def DeleteTask(self, request, context):
+        await self._task_or_404(request.task_id, context)
         try:
             self._store.delete_task(request.task_id)
         except TaskNotFound as exc:
@@ -121,19 +133,35 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return control_plane_pb2.DeleteTaskResponse(task_id=request.task_id)
 
     async def ListTemplates(self, request, context):
-        return control_plane_pb2.ListTemplatesResponse(
-            templates=[
-                control_plane_pb2.Template(
-                    type=t.name,
-                    name=t.name,
-                    description=t.description,
-                    default_config_json=json.dumps(t.default_config),
-                    json_schema=json.dumps(t.json_schema()),
-                    data_example_json=json.dumps(t.data_example, ensure_ascii=False),
-                )
-                for t in registry.all_types()
-            ]
-        )
+        builtin = [_template(t, name=t.name, config_json=json.dumps(t.default_config), builtin=True) for t in registry.all_types()]
+        saved = []
+        for row in self._templates.owned_by(caller().username):
+            try:
+                task_type = registry.get(row.type)
+            except ConfigError:
+                continue  # its type is no longer installed
+            saved.append(_template(task_type, name=row.name, config_json=row.config_json, builtin=False, id=row.id, owner=row.owner))
+        return control_plane_pb2.ListTemplatesResponse(templates=builtin + saved)
+
+    async def SaveTemplate(self, request, context):
+        if not request.name.strip():
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a template needs a name", "name")
+        try:
+            task_type = registry.get(request.type)
+            # Saved as given (a form may be half filled in), but it must at least be a JSON object of known keys.
+            raw = _parse_config_json(request.config_json)
+            unknown = sorted(set(raw) - set(task_type.config_model.model_fields))
+            if unknown:
+                raise ConfigError(unknown[0], f"unknown config key {unknown[0]!r}")
+        except ConfigError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
+        row = self._templates.save(caller().username, request.name.strip(), task_type.name, json.dumps(raw))
+        return _template(task_type, name=row.name, config_json=row.config_json, builtin=False, id=row.id, owner=row.owner)
+
+    async def DeleteTemplate(self, request, context):
+        if not self._templates.delete(request.template_id, caller().username):
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"template {request.template_id!r} not found", "template_id")
+        return control_plane_pb2.DeleteTemplateResponse(template_id=request.template_id)
 
     async def GetTaskLogs(self, request, context):
         task = await self._task_or_404(request.task_id, context)
@@ -211,10 +239,29 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         )
 
     async def _task_or_404(self, task_id: str, context):
+        """The task, if the caller may see it: their own, or any for an admin. Others' tasks do not exist for them."""
+        principal = caller()
         try:
-            return self._store.get_task(task_id)
+            task = self._store.get_task(task_id)
+            if task.owner != principal.username and not principal.is_admin:
+                raise TaskNotFound(task_id)
+            return task
         except TaskNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+
+
+def _template(task_type, *, name: str, config_json: str, builtin: bool, id: str = "", owner: str = "") -> control_plane_pb2.Template:
+    return control_plane_pb2.Template(
+        type=task_type.name,
+        name=name,
+        description=task_type.description,
+        default_config_json=config_json,
+        json_schema=json.dumps(task_type.json_schema()),
+        data_example_json=json.dumps(task_type.data_example, ensure_ascii=False),
+        id=id,
+        builtin=builtin,
+        owner=owner,
+    )
 
 
 def _parse_config_json(config_json: str) -> dict:

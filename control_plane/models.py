@@ -17,6 +17,7 @@ class Task(SQLModel, table=True):
     id: str = Field(primary_key=True)
     type: str = Field(index=True)
     status: str = Field(index=True)
+    owner: str = Field(default="", index=True)  # the username that submitted it
     config_json: str = Field(sa_column=Column(Text, nullable=False))
     output_dir: str = ""
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -80,3 +81,33 @@ class Agent(SQLModel, table=True):
     slots: int = 1
     registered_at: datetime = Field(default_factory=utcnow)
     last_heartbeat: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"  # "user" is reserved in PostgreSQL
+
+    username: str = Field(primary_key=True)
+    password_hash: str
+    role: str = "user"  # "admin" or "user"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuthToken(SQLModel, table=True):
+    __tablename__ = "auth_token"
+
+    # Only the SHA-256 of a bearer token is stored: a leaked database does not leak sessions.
+    token_hash: str = Field(primary_key=True)
+    username: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class SavedTemplate(SQLModel, table=True):
+    __tablename__ = "saved_template"
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    name: str
+    type: str
+    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

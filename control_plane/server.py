@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from control_plane.accounts import AccountStore, LoginRateLimiter
 from control_plane.agent_clients import AgentClients
+from control_plane.auth_service import PUBLIC_METHODS, AuthService, make_token_check
+from control_plane.bootstrap import ensure_admin
 from control_plane.db import make_engine
 from control_plane.finetune_service import FinetuneService
 from control_plane.ingestion import Ingestion
@@ -19,14 +23,13 @@ from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
 from control_plane.settings import ControlPlaneSettings
 from control_plane.task_store import TaskStore
+from control_plane.template_store import TemplateStore
 from protos import control_plane_pb2, control_plane_pb2_grpc
+from protos.auth import BearerTokenInterceptor
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    control_plane_pb2.DESCRIPTOR.services_by_name["FinetuneService"].full_name,
-    control_plane_pb2.DESCRIPTOR.services_by_name["AgentRegistry"].full_name,
-)
+SERVICE_NAMES = tuple(service.full_name for service in control_plane_pb2.DESCRIPTOR.services_by_name.values())
 
 
 @dataclass
@@ -48,8 +51,18 @@ class RunningControlPlane:
 
 
 async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlPlane:
-    store = TaskStore(make_engine(settings.database_url))
-    clients = AgentClients()
+    if not settings.cluster_token:
+        raise SystemExit("BUGAGARIC_CLUSTER_TOKEN is not set: the control plane and its agents share it to trust each other")
+    engine = make_engine(settings.database_url)
+    store = TaskStore(engine)
+    accounts = AccountStore(
+        engine, timedelta(hours=settings.token_ttl_hours), LoginRateLimiter(settings.login_attempts_per_minute, 60.0)
+    )
+    admin_password_file = settings.admin_password_file
+    if not admin_password_file.is_absolute():
+        admin_password_file = settings.workspace / admin_password_file
+    ensure_admin(accounts, settings.admin_user, settings.admin_password, admin_password_file)
+    clients = AgentClients(settings.cluster_token)
     notifier = TaskChangeNotifier()
     scheduler_ref: list[Scheduler] = []
     ingestion = Ingestion(store, clients, notifier, on_task_ended=lambda: scheduler_ref[0].wake())
@@ -60,10 +73,13 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     )
     scheduler_ref.append(scheduler)
 
-    server = grpc.aio.server()
-    control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
-        FinetuneService(store, scheduler, clients, notifier, settings.workspace.resolve()), server
+    server = grpc.aio.server(
+        interceptors=[BearerTokenInterceptor(make_token_check(accounts, settings.cluster_token), PUBLIC_METHODS)]
     )
+    control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
+        FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, settings.workspace.resolve()), server
+    )
+    control_plane_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
     control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
         AgentRegistryService(store, scheduler, ingestion, settings.heartbeat_seconds), server
     )

@@ -21,3 +21,12 @@ class ControlPlaneSettings(BaseSettings):
     heartbeat_seconds: int = 2
     # The scheduler also wakes on every submit, stop and agent registration; this is its fallback tick.
     scheduler_interval_seconds: float = 1.0
+    # Accounts. On first start (no users yet) an admin is created with this password, or a generated one written to
+    # admin_password_file (owner-only) for ./start_finetune_system.sh to print once.
+    admin_user: str = "admin"
+    admin_password: str = ""
+    admin_password_file: Path = Path("var/admin_password")
+    token_ttl_hours: float = 24.0
+    login_attempts_per_minute: int = 5
+    # Shared secret between the control plane and its agents (required).
+    cluster_token: str = ""

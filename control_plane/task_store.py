@@ -55,8 +55,10 @@ class TaskStore:
 
     # --- tasks -------------------------------------------------------------------------------------------------
 
-    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str) -> Task:
-        task = Task(id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir)
+    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "") -> Task:
+        task = Task(
+            id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir, owner=owner
+        )
         with self.session() as session:
             session.add(task)
             session.add(TaskEvent(task_id=task_id, to_status=TaskStatus.QUEUED, reason="submitted", time=task.created_at))
@@ -70,9 +72,13 @@ class TaskStore:
             raise TaskNotFound(task_id)
         return task
 
-    def list_tasks(self, *, status: str = "", task_type: str = "", limit: int = 50, offset: int = 0) -> tuple[list[Task], int]:
-        """Newest first, with the count of all matching tasks."""
+    def list_tasks(
+        self, *, status: str = "", task_type: str = "", owner: str = "", limit: int = 50, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        """Newest first, with the count of all matching tasks. `owner` "" means everybody's."""
         query = select(Task)
+        if owner:
+            query = query.where(Task.owner == owner)
         if status:
             query = query.where(Task.status == status)
         if task_type:

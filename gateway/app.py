@@ -9,7 +9,9 @@ from fastapi import FastAPI
 
 from gateway.client import ControlPlaneClient
 from gateway.handlers import install_error_handlers
+from gateway.auth_routes import router as auth_router
 from gateway.routes import router
+from gateway.stream_routes import router as stream_router
 from gateway.settings import GatewaySettings
 
 
@@ -37,5 +39,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.control_plane = client
     install_error_handlers(app)
     app.include_router(router)
-    # Live streams (SSE for logs/metrics) arrive in a later issue as a second router included here.
+    app.include_router(auth_router)
+    app.include_router(stream_router)
     return app

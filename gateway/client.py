@@ -28,16 +28,18 @@ class ControlPlaneClient:
         self.timeout_seconds = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
         self._stub: control_plane_pb2_grpc.FinetuneServiceStub | None = None
+        self._auth_stub: control_plane_pb2_grpc.AuthServiceStub | None = None
 
     async def open(self) -> None:
         if self._channel is None:
             # Created inside the running event loop: grpc.aio channels are bound to it.
             self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
             self._stub = control_plane_pb2_grpc.FinetuneServiceStub(self._channel)
+            self._auth_stub = control_plane_pb2_grpc.AuthServiceStub(self._channel)
 
     async def close(self) -> None:
         if self._channel is not None:
-            channel, self._channel, self._stub = self._channel, None, None
+            channel, self._channel, self._stub, self._auth_stub = self._channel, None, None, None
             await channel.close()
 
     @property
@@ -48,9 +50,11 @@ class ControlPlaneClient:
         return self._stub
 
     async def unary(self, rpc: str, request: Any, authorization: str | None = None, timeout: float | None = None) -> Any:
-        """Call one unary FinetuneService method with the gateway's deadline (or `timeout`). AioRpcError propagates."""
+        """Call one unary method with the gateway's deadline (or `timeout`). `rpc` is a FinetuneService method name,
+        or "AuthService.<method>". AioRpcError propagates."""
         await self.open()
-        method = getattr(self.stub, rpc)
+        service, _, name = rpc.rpartition(".")
+        method = getattr(self._auth_stub if service == "AuthService" else self.stub, name)
         return await method(request, timeout=timeout or self.timeout_seconds, metadata=call_metadata(authorization))
 
 
@@ -69,7 +73,16 @@ class ControlPlane:
     async def __call__(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
         return await self.client.unary(rpc, request, self.authorization, timeout)
 
+    async def stream(self, rpc: str, request: Any) -> Any:
+        """A server-streaming FinetuneService call (no deadline: it lives as long as its reader)."""
+        await self.client.open()
+        return getattr(self.client.stub, rpc)(request, metadata=call_metadata(self.authorization))
+
 
 def control_plane(request: Request) -> ControlPlane:
-    """FastAPI dependency."""
-    return ControlPlane(request.app.state.control_plane, request.headers.get("authorization"))
+    """FastAPI dependency. The token comes from the Authorization header, or from `access_token` in the query for
+    the SSE routes (a browser's EventSource cannot set headers)."""
+    authorization = request.headers.get("authorization")
+    if not authorization and request.query_params.get("access_token"):
+        authorization = f"Bearer {request.query_params['access_token']}"
+    return ControlPlane(request.app.state.control_plane, authorization)

@@ -10,8 +10,6 @@ from pydantic import BaseModel, Field
 
 from gateway.errors import bad_request
 
-_ALLOWED_KEYS = ("type", "config")
-
 
 class StartTaskBody(BaseModel):
     """Documents the body in OpenAPI only; parse_start_body is what enforces it."""
@@ -28,8 +26,9 @@ def _json_kind(value: Any) -> str:
     )
 
 
-def parse_start_body(raw: bytes) -> tuple[str, dict[str, Any]]:
-    """Return (type, config) or raise ApiError(400)."""
+def parse_object_body(raw: bytes, fields: dict[str, type], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object body with exactly these keys (those in `optional` may be missing); else ApiError(400) naming
+    the field. Strings must be non-empty."""
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -39,18 +38,27 @@ def parse_start_body(raw: bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(body, dict):
         raise bad_request(f"request body must be a JSON object, got {_json_kind(body)}")
 
-    unknown = sorted(k for k in body if k not in _ALLOWED_KEYS)
+    unknown = sorted(k for k in body if k not in fields)
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
-        raise bad_request(f"unknown top-level field(s) {names}; allowed: type, config", field=unknown[0])
+        raise bad_request(f"unknown top-level field(s) {names}; allowed: {', '.join(fields)}", field=unknown[0])
 
-    task_type = body.get("type")
-    if not isinstance(task_type, str) or not task_type.strip():
-        got = "missing" if "type" not in body else f"got {_json_kind(task_type)} {json.dumps(task_type)}"
-        raise bad_request(f"'type' must be a non-empty string ({got})", field="type")
+    for name, kind in fields.items():
+        if name not in body and name in optional:
+            continue
+        value = body.get(name)
+        if kind is str:
+            if not isinstance(value, str) or not value.strip():
+                got = "missing" if name not in body else f"got {_json_kind(value)} {json.dumps(value)}"
+                raise bad_request(f"'{name}' must be a non-empty string ({got})", field=name)
+            body[name] = value.strip()
+        elif not isinstance(value, kind):
+            got = "missing" if name not in body else f"got {_json_kind(value)}"
+            raise bad_request(f"'{name}' must be a JSON {_json_kind(kind())} ({got})", field=name)
+    return body
 
-    config = body.get("config")
-    if not isinstance(config, dict):
-        got = "missing" if "config" not in body else f"got {_json_kind(config)}"
-        raise bad_request(f"'config' must be a JSON object ({got})", field="config")
-    return task_type.strip(), config
+
+def parse_start_body(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Return (type, config) or raise ApiError(400)."""
+    body = parse_object_body(raw, {"type": str, "config": dict})
+    return body["type"], body["config"]

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from gateway import serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import ApiError, api_error_from_rpc, bad_request
-from gateway.inputs import StartTaskBody, parse_start_body
+from gateway.inputs import StartTaskBody, parse_object_body, parse_start_body
 from protos import common_pb2, control_plane_pb2 as cp
 
 router = APIRouter(prefix="/api")
@@ -173,3 +173,28 @@ async def delete_task(task_id: str, call: CP) -> dict[str, Any]:
 async def list_templates(call: CP) -> dict[str, Any]:
     reply = await call("ListTemplates", cp.ListTemplatesRequest())
     return {"templates": [ser.template_to_dict(t) for t in reply.templates]}
+
+
+@router.post(
+    "/finetune/templates",
+    status_code=201,
+    tags=["templates"],
+    summary="Save a named config template of your own",
+    responses=_ERROR_RESPONSES,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["name", "type", "config"],
+        "properties": {"name": {"type": "string"}, "type": {"type": "string"}, "config": {"type": "object"}}}}}}},
+)
+async def save_template(request: Request, call: CP) -> dict[str, Any]:
+    body = parse_object_body(await request.body(), {"name": str, "type": str, "config": dict})
+    reply = await call(
+        "SaveTemplate", cp.SaveTemplateRequest(name=body["name"], type=body["type"], config_json=json.dumps(body["config"]))
+    )
+    return ser.template_to_dict(reply)
+
+
+@router.delete("/finetune/templates/{template_id}", tags=["templates"], summary="Delete one of your saved templates",
+               responses=_ERROR_RESPONSES)
+async def delete_template(template_id: str, call: CP) -> dict[str, Any]:
+    reply = await call("DeleteTemplate", cp.DeleteTemplateRequest(template_id=template_id))
+    return {"deleted": reply.template_id}

@@ -94,6 +94,7 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         "error_reason": _or_none(t.error_reason),
         "exit_code": t.exit_code,
         "pid": t.pid or None,
+        "owner": _or_none(t.owner),
         "progress": progress_to_dict(t.progress),
         "latest_metrics": json_value(t.latest_metrics_json),
         "output_dir": _or_none(t.output_dir),
@@ -117,6 +118,9 @@ def metric_point_to_dict(point: common_pb2.MetricPoint) -> dict[str, Any]:
 
 def template_to_dict(t: cp.Template) -> dict[str, Any]:
     return {
+        "id": _or_none(t.id),
+        "builtin": t.builtin,
+        "owner": _or_none(t.owner),
         "type": t.type,
         "name": t.name,
         "description": t.description,
@@ -137,6 +141,10 @@ def validation_report_to_dict(r: common_pb2.ValidationReport) -> dict[str, Any]:
         "warnings": list(r.warnings),
         "agent_id": r.agent_id or None,
     }
+
+
+def user_to_dict(u: cp.User) -> dict[str, Any]:
+    return {"username": u.username, "role": u.role, "created_at": timestamp(u, "created_at")}
 
 
 def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:

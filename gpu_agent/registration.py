@@ -12,6 +12,8 @@ from typing import Callable
 
 import grpc
 
+from protos.auth import bearer_channel
+
 from protos import control_plane_pb2, control_plane_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ _CHANNEL_OPTIONS = [
 
 class Registrar:
     def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str, slots: int,
-                 running_task_ids: Callable[[], list[str]], heartbeat_seconds: float):
+                 running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = ""):
         self.control_plane_address = control_plane_address
         self.agent_id = agent_id
         self.address = address
@@ -37,6 +39,7 @@ class Registrar:
         self.slots = slots
         self.running_task_ids = running_task_ids
         self.heartbeat_seconds = heartbeat_seconds
+        self.cluster_token = cluster_token
         self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
         self._task: asyncio.Task[None] | None = None
 
@@ -54,7 +57,7 @@ class Registrar:
     async def _run(self) -> None:
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.control_plane_address, options=_CHANNEL_OPTIONS) as channel:
+                async with bearer_channel(self.control_plane_address, self.cluster_token, _CHANNEL_OPTIONS) as channel:
                     stub = control_plane_pb2_grpc.AgentRegistryStub(channel)
                     while True:
                         interval = await self._register(stub)

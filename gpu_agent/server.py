@@ -7,6 +7,8 @@ import logging
 import signal
 
 import grpc
+
+from protos.auth import BearerTokenInterceptor, tokens_equal
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -21,12 +23,23 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["GpuAgent"].full_name  # bugagaric.finetune.v1.GpuAgent
 
 
+def _cluster_check(cluster_token: str):
+    """Only the control plane, holding the cluster token, may drive this agent."""
+
+    async def check(method: str, token: str) -> str | None:
+        return "control-plane" if tokens_equal(token, cluster_token) else None
+
+    return check
+
+
 async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.Server, int, Agent]:
     """Starts the agent in this event loop; returns (server, bound port, agent). Stop it with stop_agent()."""
     settings = settings or AgentSettings()
+    if not settings.cluster_token:
+        raise SystemExit("BUGAGARIC_CLUSTER_TOKEN is not set: the agent accepts calls only from the control plane holding it")
     agent = Agent(settings)
     agent.agent_dir.mkdir(parents=True, exist_ok=True)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(_cluster_check(settings.cluster_token))])
     agent_pb2_grpc.add_GpuAgentServicer_to_server(GpuAgentServicer(agent), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -47,7 +60,7 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
         registrar = Registrar(
             control_plane_address=settings.control_plane_address, agent_id=agent.agent_id, address=address,
             hostname=agent.hostname, slots=agent.slots, running_task_ids=agent.running_task_ids,
-            heartbeat_seconds=settings.heartbeat_seconds)
+            heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token)
         registrar.start()
         agent.registrar = registrar
     return server, port, agent

@@ -23,6 +23,8 @@ class AgentSettings(BaseSettings):
     stop_grace_seconds: float = 30.0
     control_plane_address: str = "127.0.0.1:50051"  # "": don't register (unit tests)
     heartbeat_seconds: float = 2.0
+    # Shared secret with the control plane: sent on registration and heartbeats, required on every GpuAgent call.
+    cluster_token: str = ""
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()

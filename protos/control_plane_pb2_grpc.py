@@ -65,6 +65,16 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.ListTemplatesRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.ListTemplatesResponse.FromString,
                 _registered_method=True)
+        self.SaveTemplate = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/SaveTemplate',
+                request_serializer=protos_dot_control__plane__pb2.SaveTemplateRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Template.FromString,
+                _registered_method=True)
+        self.DeleteTemplate = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/DeleteTemplate',
+                request_serializer=protos_dot_control__plane__pb2.DeleteTemplateRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.DeleteTemplateResponse.FromString,
+                _registered_method=True)
         self.GetTaskLogs = channel.unary_unary(
                 '/bugagaric.finetune.v1.FinetuneService/GetTaskLogs',
                 request_serializer=protos_dot_control__plane__pb2.GetTaskLogsRequest.SerializeToString,
@@ -130,6 +140,20 @@ class FinetuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTemplates(self, request, context):
+        """The built-in template of every type, then the caller's saved templates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveTemplate(self, request, context):
+        """Saves a named config of the caller's (the type and config are validated like a submit, without the data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTemplate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +227,16 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
                     servicer.ListTemplates,
                     request_deserializer=protos_dot_control__plane__pb2.ListTemplatesRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'SaveTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveTemplate,
+                    request_deserializer=protos_dot_control__plane__pb2.SaveTemplateRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Template.SerializeToString,
+            ),
+            'DeleteTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTemplate,
+                    request_deserializer=protos_dot_control__plane__pb2.DeleteTemplateRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.DeleteTemplateResponse.SerializeToString,
             ),
             'GetTaskLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskLogs,
@@ -403,6 +437,60 @@ class FinetuneService:
             _registered_method=True)
 
     @staticmethod
+    def SaveTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/SaveTemplate',
+            protos_dot_control__plane__pb2.SaveTemplateRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Template.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/DeleteTemplate',
+            protos_dot_control__plane__pb2.DeleteTemplateRequest.SerializeToString,
+            protos_dot_control__plane__pb2.DeleteTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetTaskLogs(request,
             target,
             options=(),
@@ -538,8 +626,300 @@ class FinetuneService:
             _registered_method=True)
 
 
+class AuthServiceStub:
+    """Accounts. Login is the only method callable without a token.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Login = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/Login',
+                request_serializer=protos_dot_control__plane__pb2.LoginRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.LoginResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/Logout',
+                request_serializer=protos_dot_control__plane__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.LogoutResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/WhoAmI',
+                request_serializer=protos_dot_control__plane__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/ListUsers',
+                request_serializer=protos_dot_control__plane__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.CreateUser = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/CreateUser',
+                request_serializer=protos_dot_control__plane__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.User.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/DeleteUser',
+                request_serializer=protos_dot_control__plane__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+
+
+class AuthServiceServicer:
+    """Accounts. Login is the only method callable without a token.
+    """
+
+    def Login(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=protos_dot_control__plane__pb2.LoginRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.LoginResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=protos_dot_control__plane__pb2.LogoutRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.LogoutResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=protos_dot_control__plane__pb2.WhoAmIRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=protos_dot_control__plane__pb2.ListUsersRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=protos_dot_control__plane__pb2.CreateUserRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.User.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=protos_dot_control__plane__pb2.DeleteUserRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.DeleteUserResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'bugagaric.finetune.v1.AuthService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('bugagaric.finetune.v1.AuthService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuthService:
+    """Accounts. Login is the only method callable without a token.
+    """
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/Login',
+            protos_dot_control__plane__pb2.LoginRequest.SerializeToString,
+            protos_dot_control__plane__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/Logout',
+            protos_dot_control__plane__pb2.LogoutRequest.SerializeToString,
+            protos_dot_control__plane__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/WhoAmI',
+            protos_dot_control__plane__pb2.WhoAmIRequest.SerializeToString,
+            protos_dot_control__plane__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/ListUsers',
+            protos_dot_control__plane__pb2.ListUsersRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/CreateUser',
+            protos_dot_control__plane__pb2.CreateUserRequest.SerializeToString,
+            protos_dot_control__plane__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/DeleteUser',
+            protos_dot_control__plane__pb2.DeleteUserRequest.SerializeToString,
+            protos_dot_control__plane__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AgentRegistryStub:
-    """Missing associated documentation comment in .proto file."""
+    """Called by agents with the cluster token.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -560,7 +940,8 @@ class AgentRegistryStub:
 
 
 class AgentRegistryServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Called by agents with the cluster token.
+    """
 
     def RegisterAgent(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -596,7 +977,8 @@ def add_AgentRegistryServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentRegistry:
-    """Missing associated documentation comment in .proto file."""
+    """Called by agents with the cluster token.
+    """
 
     @staticmethod
     def RegisterAgent(request,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,7 +40,11 @@ def pid_of(name: str) -> int | None:
 def start() -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT))}
+    env = {
+        **os.environ,
+        "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT)),
+        "BUGAGARIC_CLUSTER_TOKEN": os.environ.get("BUGAGARIC_CLUSTER_TOKEN") or cluster_token(),
+    }
     started: dict[str, subprocess.Popen] = {}
     for name in SERVICES:
         if pid_of(name):
@@ -62,8 +67,34 @@ def start() -> int:
     print(f"  REST API:  {GATEWAY_URL}/api/health")
     print(f"  API docs:  {GATEWAY_URL}/docs")
     print(f"  gRPC:      127.0.0.1:{os.environ.get('BUGAGARIC_CONTROL_PLANE_PORT', '50051')} (FinetuneService)")
+    show_admin_password_once()
     print("Stop everything with ./start_finetune_system.sh stop")
     return 0
+
+
+def owner_only_file(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+
+
+def cluster_token() -> str:
+    """The secret the local control plane and agent share: made once, kept in an owner-only file."""
+    path = ROOT / "var" / "cluster_token"
+    if not path.exists():
+        owner_only_file(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def show_admin_password_once() -> None:
+    """The control plane wrote the generated admin password to var/admin_password on its first start."""
+    password_file, shown = ROOT / "var" / "admin_password", RUN_DIR / "admin_password.shown"
+    if password_file.exists() and not shown.exists():
+        username, password = password_file.read_text().split()
+        print(f"\n  Admin login: {username} / {password}")
+        print(f"  (shown once; it stays in {password_file.relative_to(ROOT)}, readable by you only)")
+        shown.touch()
 
 
 def wait_healthy(started: dict[str, subprocess.Popen], timeout: float) -> dict | None:

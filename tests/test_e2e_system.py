@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from protos import control_plane_pb2, control_plane_pb2_grpc
+from protos.auth import bearer_metadata
 from tests.helpers.stack import start_stack
 from tests.helpers.tiny_models import write_sft_rows
 
@@ -32,7 +33,8 @@ def stack(tmp_path_factory, tiny_llama_dir):
 
 @pytest.fixture(scope="module")
 def api(stack):
-    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+    """The REST API as the admin."""
+    with httpx.Client(base_url=stack.base_url, timeout=30, headers={"authorization": f"Bearer {stack.admin_token}"}) as client:
         yield client
 
 
@@ -270,26 +272,26 @@ def test_dry_run_reports_config_errors_without_failing(api):
 # --- gRPC log streaming -------------------------------------------------------------------------------------------
 
 
-def _stream(address: str, task_id: str, after_seq: int, follow: bool) -> list:
-    with grpc.insecure_channel(address) as channel:
+def _stream(stack, task_id: str, after_seq: int, follow: bool) -> list:
+    with grpc.insecure_channel(stack.control_plane_address) as channel:
         stub = control_plane_pb2_grpc.FinetuneServiceStub(channel)
         request = control_plane_pb2.StreamTaskLogsRequest(task_id=task_id, after_seq=after_seq, follow=follow)
-        return list(stub.StreamTaskLogs(request, timeout=240))
+        return list(stub.StreamTaskLogs(request, timeout=240, metadata=bearer_metadata(stack.admin_token)))
 
 
 def test_stream_logs_from_start_and_from_middle_exactly_once(api, stack, finished_sft):
     task_id = finished_sft["id"]
     stored = api.get(f"/api/finetune/tasks/{task_id}/logs", params={"limit": 10000}).json()["lines"]
-    whole = _stream(stack.control_plane_address, task_id, 0, follow=True)
+    whole = _stream(stack, task_id, 0, follow=True)
     assert [(l.seq, l.text) for l in whole] == [(l["seq"], l["text"]) for l in stored]
     middle = len(stored) // 2
-    rest = _stream(stack.control_plane_address, task_id, middle, follow=False)
+    rest = _stream(stack, task_id, middle, follow=False)
     assert [l.seq for l in rest] == list(range(middle + 1, len(stored) + 1))
 
 
 def test_follow_stream_tails_a_live_task_to_its_end(api, stack):
     task = start(api, sft_config(num_train_epochs=2, output_dir="output/sft-follow"))
-    lines = _stream(stack.control_plane_address, task["id"], 0, follow=True)  # returns when the task ends
+    lines = _stream(stack, task["id"], 0, follow=True)  # returns when the task ends
     done = api.get(f"/api/finetune/tasks/{task['id']}").json()
     assert done["status"] == "succeeded"
     assert done["last_log_seq"] > 0
@@ -298,7 +300,7 @@ def test_follow_stream_tails_a_live_task_to_its_end(api, stack):
 
 def test_stream_unknown_task_is_not_found(stack):
     with pytest.raises(grpc.RpcError) as info:
-        _stream(stack.control_plane_address, "no-such-task", 0, follow=False)
+        _stream(stack, "no-such-task", 0, follow=False)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -202,7 +202,7 @@ def test_unknown_route_and_method_use_error_json(client):
 
 
 def test_unexpected_exception_is_500_json(app, client, monkeypatch):
-    async def boom(rpc, request, authorization=None):
+    async def boom(rpc, request, authorization=None, timeout=None):
         raise RuntimeError("kaput")
 
     monkeypatch.setattr(app.state.control_plane, "unary", boom)
@@ -213,13 +213,22 @@ def test_unexpected_exception_is_500_json(app, client, monkeypatch):
 
 ROUTES = {
     "/api/health": {"get"},
+    "/api/auth/login": {"post"},
+    "/api/auth/logout": {"post"},
+    "/api/auth/me": {"get"},
+    "/api/users": {"get", "post"},
+    "/api/users/{username}": {"delete"},
     "/api/finetune/start": {"post"},
+    "/api/finetune/validate": {"post"},
     "/api/finetune/tasks": {"get"},
     "/api/finetune/tasks/{task_id}": {"get", "delete"},
     "/api/finetune/tasks/{task_id}/logs": {"get"},
+    "/api/finetune/tasks/{task_id}/logs/stream": {"get"},
+    "/api/finetune/tasks/{task_id}/events/stream": {"get"},
     "/api/finetune/tasks/{task_id}/metrics": {"get"},
     "/api/finetune/tasks/{task_id}/delete": {"delete"},
-    "/api/finetune/templates": {"get"},
+    "/api/finetune/templates": {"get", "post"},
+    "/api/finetune/templates/{template_id}": {"delete"},
 }
 
 
@@ -328,7 +337,7 @@ def test_task_to_dict_full():
     )
     d = task_to_dict(task)
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
-                       "agent_id", "error", "error_reason", "exit_code", "pid", "progress", "latest_metrics", "output_dir",
+                       "agent_id", "error", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
                        "last_log_seq", "events"]
     assert d["status"] == "running"
     assert d["config"] == {"epochs": 3, "learning_rate": 2e-05, "warmup_ratio": 1.0, "model": "m"}
@@ -366,5 +375,6 @@ def test_log_line_and_metric_point():
 def test_template_to_dict():
     t = cp.Template(type="sft", name="SFT", description="d", default_config_json='{"epochs": 1}',
                     json_schema='{"type": "object"}', data_example_json='{"query": "q"}')
-    assert template_to_dict(t) == {"type": "sft", "name": "SFT", "description": "d", "default_config": {"epochs": 1},
+    assert template_to_dict(t) == {"id": None, "builtin": False, "owner": None,
+                                   "type": "sft", "name": "SFT", "description": "d", "default_config": {"epochs": 1},
                                    "json_schema": {"type": "object"}, "data_example": {"query": "q"}}

@@ -24,11 +24,13 @@ from gpu_agent.log_spool import SpoolWriter, read_spool
 from gpu_agent.server import SERVICE_NAME, start_agent, stop_agent
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, agent_pb2_grpc, common_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos.auth import bearer_channel, token_from_metadata
 from trainers import registry
 from trainers.registry import DataReport, TaskType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_TYPE = "line-test"
+CLUSTER_TOKEN = "test-cluster-token"
 S = common_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,9 +61,9 @@ async def env(tmp_path):
         entry_module="tests.helpers.line_trainer", validate_data=lambda c, w: DataReport(path="", rows=0),
         default_config={}, data_example={}))
     settings = AgentSettings(agent_host="127.0.0.1", agent_port=0, workspace=str(tmp_path), agent_slots=8,
-                             control_plane_address="", stop_grace_seconds=5.0)
+                             control_plane_address="", stop_grace_seconds=5.0, cluster_token=CLUSTER_TOKEN)
     server, port, agent = await start_agent(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = bearer_channel(f"127.0.0.1:{port}", CLUSTER_TOKEN)
     yield SimpleNamespace(stub=agent_pb2_grpc.GpuAgentStub(channel), channel=channel, agent=agent, port=port,
                           workspace=tmp_path)
     for run in agent.tasks.values():
@@ -251,7 +253,7 @@ async def test_agent_shutdown_leaves_trainers_running(tmp_path):
     registry.register(TaskType(
         name=TEST_TYPE, description="", config_model=LineConfig, entry_module="tests.helpers.line_trainer",
         validate_data=lambda c, w: DataReport(path="", rows=0), default_config={}, data_example={}))
-    settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address="")
+    settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address="", cluster_token=CLUSTER_TOKEN)
     server, _, agent = await start_agent(settings)
     try:
         run = agent.launch("survivor", TEST_TYPE, json.dumps({"hold": 60}), {"PYTHONPATH": str(REPO_ROOT)})
@@ -334,10 +336,12 @@ class FakeRegistry(control_plane_pb2_grpc.AgentRegistryServicer):
         self.forget = {2}
 
     async def RegisterAgent(self, request, context):
+        assert token_from_metadata(context.invocation_metadata()) == CLUSTER_TOKEN
         self.registers.append(request)
         return control_plane_pb2.RegisterAgentResponse(heartbeat_interval_seconds=0)
 
     async def Heartbeat(self, request, context):
+        assert token_from_metadata(context.invocation_metadata()) == CLUSTER_TOKEN
         self.heartbeats.append(request)
         return control_plane_pb2.HeartbeatResponse(known=len(self.heartbeats) not in self.forget)
 
@@ -347,7 +351,8 @@ async def test_registers_retries_and_heartbeats(tmp_path):
         probe.bind(("127.0.0.1", 0))
         cp_port = probe.getsockname()[1]
     settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address=f"127.0.0.1:{cp_port}",
-                             heartbeat_seconds=0.1, agent_id="agent-under-test", agent_slots=2)
+                             heartbeat_seconds=0.1, agent_id="agent-under-test", agent_slots=2,
+                             cluster_token=CLUSTER_TOKEN)
     server, port, agent = await start_agent(settings)
     cp = grpc.aio.server()
     fake = FakeRegistry()
@@ -371,7 +376,7 @@ async def test_registers_retries_and_heartbeats(tmp_path):
 
 def test_module_entry_point_serves_and_stops_on_sigterm(tmp_path):
     env = {**os.environ, "BUGAGARIC_AGENT_PORT": "0", "BUGAGARIC_WORKSPACE": str(tmp_path),
-           "BUGAGARIC_CONTROL_PLANE_ADDRESS": ""}
+           "BUGAGARIC_CONTROL_PLANE_ADDRESS": "", "BUGAGARIC_CLUSTER_TOKEN": CLUSTER_TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "gpu_agent"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         port = None
@@ -391,3 +396,23 @@ def test_module_entry_point_serves_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token"])
+async def test_every_agent_method_refuses_calls_without_the_cluster_token(env, token):
+    channel = bearer_channel(f"127.0.0.1:{env.port}", token)
+    stub = agent_pb2_grpc.GpuAgentStub(channel)
+    service = agent_pb2.DESCRIPTOR.services_by_name["GpuAgent"]
+    try:
+        for method in service.methods:
+            request_class = getattr(agent_pb2, method.input_type.name, None) or getattr(common_pb2, method.input_type.name)
+            call = getattr(stub, method.name)(request_class(task_id="x") if "task_id" in request_class.DESCRIPTOR.fields_by_name else request_class())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                if method.server_streaming:
+                    async for _ in call:
+                        pass
+                else:
+                    await call
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, method.name
+    finally:
+        await channel.close()

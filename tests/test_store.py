@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from control_plane.db import make_engine
 from control_plane.state_machine import TRANSITIONS, IllegalTransition, TaskStatus
@@ -24,7 +24,7 @@ def store(request, tmp_path):
         return
     # A schema of its own per test, so runs never see each other's rows.
     schema = f"bugagaric_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
+    admin = create_engine(POSTGRES_URL)  # plain: the tables belong in the test's schema only
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
@@ -160,3 +160,17 @@ def test_agents_register_and_heartbeat(store):
     task = _new_task(store)
     store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a1")
     assert store.active_counts_by_agent() == {"a1": 1}
+
+
+def test_a_store_from_an_older_schema_is_refused_with_a_clear_message(tmp_path):
+    from control_plane.db import SchemaOutOfDate
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    make_engine(url).dispose()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_task_owner"))
+        conn.execute(text("ALTER TABLE task DROP COLUMN owner"))
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match=r"missing column\(s\) task.owner"):
+        make_engine(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,36 @@ class Stack:
     agent_port: int
     env: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    admin_user: str = "admin"
+    _admin_token: str = ""
+
+    @property
+    def admin_password(self) -> str:
+        return self.env["BUGAGARIC_ADMIN_PASSWORD"]
+
+    @property
+    def cluster_token(self) -> str:
+        return self.env["BUGAGARIC_CLUSTER_TOKEN"]
+
+    def login(self, username: str, password: str) -> str:
+        response = httpx.post(f"{self.base_url}/api/auth/login", json={"username": username, "password": password}, timeout=30)
+        response.raise_for_status()
+        return response.json()["token"]
+
+    @property
+    def admin_token(self) -> str:
+        if not self._admin_token:
+            self._admin_token = self.login(self.admin_user, self.admin_password)
+        return self._admin_token
+
+    def create_user(self, username: str, password: str) -> str:
+        """Creates a plain user (as admin) and returns a token of theirs."""
+        response = httpx.post(
+            f"{self.base_url}/api/users", json={"username": username, "password": password},
+            headers={"authorization": f"Bearer {self.admin_token}"}, timeout=30,
+        )
+        response.raise_for_status()
+        return self.login(username, password)
 
     @property
     def control_plane_address(self) -> str:
@@ -107,6 +138,8 @@ def start_stack(workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 
         "BUGAGARIC_AGENT_DIR": str(workspace / "var" / "agent"),
         "BUGAGARIC_STOP_GRACE_SECONDS": str(stop_grace_seconds),
         "BUGAGARIC_HEARTBEAT_SECONDS": "1",
+        "BUGAGARIC_CLUSTER_TOKEN": secrets.token_urlsafe(24),
+        "BUGAGARIC_ADMIN_PASSWORD": secrets.token_urlsafe(12),
     }
     stack = Stack(workspace, free_port(), free_port(), free_port(), env)
     env["BUGAGARIC_CONTROL_PLANE_PORT"] = str(stack.control_plane_port)

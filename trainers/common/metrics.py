@@ -5,6 +5,7 @@ Events (all carry "event", "time" and, when known, "task_id"):
   {"event": "start", "total_steps", "num_rows", ...}
   {"event": "step", "step", "total_steps", "epoch", "loss", "learning_rate", "eta_seconds", <other numbers>}
   {"event": "end", "step", "total_steps", "train_runtime", "final_loss", "train_loss", ...}
+  {"event": "stage", "stage", "done", "total", ...}   progress of a non-training stage (e.g. kbalign's annotation)
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def human_line(record: dict[str, Any]) -> str:
     parts: list[str] = []
     if event == "step":
         parts.append(f"step {record.get('step')}/{record.get('total_steps')}")
+    elif event == "stage":  # a multi-stage trainer's progress, e.g. `stage annotate_short 12/200`
+        parts.append(f"stage {record.get('stage')} {record.get('done')}/{record.get('total')}")
     else:
-        parts.append(str(event))
+        parts.append(str(event) + (f" {record['phase']}" if isinstance(record.get("phase"), str) else ""))
     for key, label, fmt in (("loss", "loss", ".4f"), ("learning_rate", "lr", ".2g"), ("final_loss", "final_loss", ".4f"),
                             ("train_runtime", "runtime", ".1f"), ("total_steps", "total_steps", "d"),
                             ("num_rows", "rows", "d")):
@@ -82,6 +85,9 @@ def human_line(record: dict[str, Any]) -> str:
                 parts.append(f"{label}={value:{fmt}}")
             except ValueError:
                 parts.append(f"{label}={value}")
+    # Retrieval metrics of "eval" events (recall@1, mrr@10, ndcg@10, ...).
+    parts.extend(f"{key}={value:.4f}" for key, value in record.items()
+                 if "@" in key and isinstance(value, (int, float)) and not isinstance(value, bool))
     eta = record.get("eta_seconds")
     if isinstance(eta, (int, float)):
         parts.append(f"eta={eta:.0f}s")

@@ -6,15 +6,23 @@ and data checked out."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from sentence_transformers.base.sampler import BatchSamplers
-from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-from sentence_transformers.sentence_transformer.losses import (
+# sentence-transformers' model-card code draws an unconditional tqdm bar ("Computing widget examples"): noise in a log.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from datasets import Dataset  # noqa: E402
+from sentence_transformers import (  # noqa: E402
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.base.sampler import BatchSamplers  # noqa: E402
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
+from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
@@ -68,10 +76,7 @@ def evaluate(model: SentenceTransformer, data: RetrievalEval, batch_size: int) -
 
 
 def _emit_eval(emitter: MetricsEmitter, phase: str, metrics: dict[str, Any], step: int) -> None:
-    emitter.emit("eval", phase=phase, step=step, **metrics)
-    shown = " ".join(f"{name}={metrics[name]:.4f}" for name in EVAL_METRICS)
-    print(f"eval {phase} training ({metrics['queries']} queries, {metrics['corpus_size']} passages): {shown}",
-          flush=True)
+    emitter.emit("eval", phase=phase, step=step, **{k: v for k, v in metrics.items() if k != "eval_seconds"})
 
 
 def train(config: EmbeddingConfig, ctx: RunContext) -> dict:

@@ -79,7 +79,7 @@ _CJK_INTERROGATIVES = ("什么", "谁", "哪", "何", "几", "多少", "怎么",
 class QAFilter:
     require_question_mark: bool = True
     require_question_word: bool = False
-    min_question_chars: int = 8
+    min_question_chars: int = 4
     max_question_chars: int = 300
     min_answer_chars: int = 2
     max_answer_chars: int = 1500

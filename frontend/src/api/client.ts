@@ -1,0 +1,160 @@
+// fetch wrapper for the gateway's /api: bearer token on every call, error JSON -> ApiError, 401 -> login page.
+
+import type {
+  LoginReply,
+  LogLine,
+  MetricPoint,
+  SavedTemplate,
+  Task,
+  TaskList,
+  TemplateEntry,
+  User,
+  ValidationReport,
+} from "./types";
+
+const TOKEN_KEY = "bugagaric.token";
+
+export class ApiError extends Error {
+  status: number;
+  code: string;
+  field: string | null;
+
+  constructor(status: number, code: string, message: string, field: string | null = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+export function getToken(): string | null {
+  try {
+    return localStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+export function setToken(token: string | null): void {
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+}
+
+type UnauthorizedHandler = () => void;
+let onUnauthorized: UnauthorizedHandler | null = null;
+
+/** The app registers what a 401 does (clear the session, go to the login page). */
+export function setUnauthorizedHandler(handler: UnauthorizedHandler | null): void {
+  onUnauthorized = handler;
+}
+
+interface RequestOptions {
+  method?: string;
+  body?: unknown;
+  query?: Record<string, string | number | undefined | null>;
+  /** The login call's own 401 is "wrong password", not "session expired". */
+  skipUnauthorizedHandler?: boolean;
+  signal?: AbortSignal;
+}
+
+export function apiUrl(path: string, query?: RequestOptions["query"]): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  }
+  const qs = params.toString();
+  return `/api${path}${qs ? `?${qs}` : ""}`;
+}
+
+export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (options.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(options.body);
+  }
+  let response: Response;
+  try {
+    response = await fetch(apiUrl(path, options.query), {
+      method: options.method ?? "GET",
+      headers,
+      body,
+      signal: options.signal,
+    });
+  } catch (err) {
+    if ((err as Error)?.name === "AbortError") throw err;
+    throw new ApiError(0, "network_error", `network error: ${(err as Error)?.message ?? err}`);
+  }
+  const text = await response.text();
+  let data: unknown = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const err = (data as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
+    // FastAPI's own errors ({"detail": ...}) are mapped too, so the UI always has a message.
+    const detail = (data as { detail?: unknown } | null)?.detail;
+    const message =
+      err?.message ??
+      (typeof detail === "string" ? detail : detail ? JSON.stringify(detail) : "") ??
+      "";
+    const apiError = new ApiError(
+      response.status,
+      err?.code ?? `http_${response.status}`,
+      message || `${response.status} ${response.statusText}`,
+      err?.field ?? null,
+    );
+    if (response.status === 401 && !options.skipUnauthorizedHandler && onUnauthorized) onUnauthorized();
+    throw apiError;
+  }
+  return data as T;
+}
+
+export const api = {
+  login: (username: string, password: string) =>
+    request<LoginReply>("/auth/login", {
+      method: "POST",
+      body: { username, password },
+      skipUnauthorizedHandler: true,
+    }),
+  logout: () => request<unknown>("/auth/logout", { method: "POST", skipUnauthorizedHandler: true }),
+  me: () => request<User>("/auth/me"),
+  templates: () => request<{ templates: TemplateEntry[] }>("/finetune/templates"),
+  saveTemplate: (name: string, type: string, config: Record<string, unknown>) =>
+    request<SavedTemplate>("/finetune/templates", { method: "POST", body: { name, type, config } }),
+  deleteTemplate: (id: string) =>
+    request<unknown>(`/finetune/templates/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  validate: (type: string, config: Record<string, unknown>) =>
+    request<ValidationReport>("/finetune/validate", { method: "POST", body: { type, config } }),
+  start: (type: string, config: Record<string, unknown>) =>
+    request<Task>("/finetune/start", { method: "POST", body: { type, config } }),
+  tasks: (query: { status?: string; type?: string; limit?: number; offset?: number }, signal?: AbortSignal) =>
+    request<TaskList>("/finetune/tasks", { query, signal }),
+  task: (id: string, signal?: AbortSignal) =>
+    request<Task>(`/finetune/tasks/${encodeURIComponent(id)}`, { signal }),
+  logs: (id: string, query: { after_seq?: number; before_seq?: number; limit?: number }, signal?: AbortSignal) =>
+    request<{ task_id: string; lines: LogLine[]; last_seq: number }>(
+      `/finetune/tasks/${encodeURIComponent(id)}/logs`,
+      { query, signal },
+    ),
+  metrics: (id: string, query: { after_seq?: number; limit?: number }, signal?: AbortSignal) =>
+    request<{ task_id: string; points: MetricPoint[] }>(`/finetune/tasks/${encodeURIComponent(id)}/metrics`, {
+      query,
+      signal,
+    }),
+  stop: (id: string) => request<Task>(`/finetune/tasks/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  remove: (id: string) =>
+    request<{ deleted: string }>(`/finetune/tasks/${encodeURIComponent(id)}/delete`, { method: "DELETE" }),
+};
+
+/** EventSource URL: EventSource cannot set headers, so the token travels as `access_token`. */
+export function streamUrl(path: string, query: Record<string, string | number | undefined> = {}): string {
+  const token = getToken();
+  return apiUrl(path, { ...query, access_token: token ?? undefined });
+}

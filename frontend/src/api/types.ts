@@ -1,0 +1,166 @@
+// JSON shapes of the gateway (gateway/serializers.py) the console reads.
+
+export type TaskStatus =
+  | "queued"
+  | "starting"
+  | "running"
+  | "stopping"
+  | "succeeded"
+  | "failed"
+  | "stopped"
+  | "unknown";
+
+export const TASK_STATUSES: TaskStatus[] = [
+  "queued",
+  "starting",
+  "running",
+  "stopping",
+  "succeeded",
+  "failed",
+  "stopped",
+];
+export const ACTIVE_STATUSES: TaskStatus[] = ["queued", "starting", "running", "stopping"];
+export const FINISHED_STATUSES: TaskStatus[] = ["succeeded", "failed", "stopped"];
+
+export interface Progress {
+  step: number;
+  total_steps: number;
+  percent: number;
+  eta_seconds: number | null;
+  epoch: number | null;
+  loss: number | null;
+  learning_rate: number | null;
+}
+
+export interface TaskEvent {
+  time: string | null;
+  from_status: string;
+  to_status: string;
+  reason: string;
+  message: string;
+}
+
+export interface Task {
+  id: string;
+  type: string;
+  status: TaskStatus;
+  config: Record<string, unknown>;
+  created_at: string | null;
+  updated_at: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  agent_id: string | null;
+  error: string | null;
+  error_reason: string | null;
+  exit_code: number;
+  pid: number | null;
+  progress: Progress;
+  latest_metrics: Record<string, unknown>;
+  output_dir: string | null;
+  last_log_seq: number;
+  events: TaskEvent[];
+}
+
+export interface TaskList {
+  tasks: Task[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface LogLine {
+  seq: number;
+  time: string | null;
+  stream: string;
+  text: string;
+}
+
+export interface MetricPoint {
+  seq: number;
+  time: string | null;
+  step?: number;
+  event?: string;
+  [key: string]: unknown;
+}
+
+export interface JsonSchema {
+  type?: string | string[];
+  title?: string;
+  description?: string;
+  default?: unknown;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  anyOf?: JsonSchema[];
+  oneOf?: JsonSchema[];
+  allOf?: JsonSchema[];
+  enum?: unknown[];
+  const?: unknown;
+  items?: JsonSchema;
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
+  minLength?: number;
+  maxLength?: number;
+  pattern?: string;
+  advanced?: boolean;
+  $ref?: string;
+  $defs?: Record<string, JsonSchema>;
+  [key: string]: unknown;
+}
+
+/** A built-in task type: GET /api/finetune/templates entries without `builtin: false`. */
+export interface TypeTemplate {
+  type: string;
+  name: string;
+  description: string;
+  default_config: Record<string, unknown>;
+  json_schema: JsonSchema;
+  data_example: unknown;
+  builtin?: boolean;
+}
+
+/** A template a user saved (`builtin: false`). */
+export interface SavedTemplate {
+  id: string;
+  name: string;
+  type: string;
+  config: Record<string, unknown>;
+  builtin: false;
+  created_at?: string | null;
+  owner?: string | null;
+}
+
+export type TemplateEntry = TypeTemplate | SavedTemplate;
+
+export function isSavedTemplate(t: TemplateEntry): t is SavedTemplate {
+  return (t as SavedTemplate).builtin === false || ("id" in t && !("json_schema" in t));
+}
+
+export interface ValidationProblem {
+  line: number;
+  field: string;
+  message: string;
+}
+
+export interface ValidationReport {
+  ok: boolean;
+  type: string;
+  rows: number;
+  problems: ValidationProblem[];
+  stats: Record<string, unknown>;
+  error: { field: string | null; message: string } | null;
+  warnings: string[];
+  agent_id: string | null;
+}
+
+export interface User {
+  username: string;
+  role: string;
+}
+
+export interface LoginReply {
+  token: string;
+  expires_at: string | null;
+  user: User;
+}
