@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LaunchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "type", "config_json", "env")
+    __slots__ = ("task_id", "type", "config_json", "env", "devices", "attempt", "log_seq_base", "metric_seq_base", "resume_from_checkpoint")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,11 +20,21 @@ class LaunchTaskRequest(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LOG_SEQ_BASE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_SEQ_BASE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     type: str
     config_json: str
     env: _containers.ScalarMap[str, str]
-    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    attempt: int
+    log_seq_base: int
+    metric_seq_base: int
+    resume_from_checkpoint: str
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ...) -> None: ...
 
 class LaunchTaskResponse(_message.Message):
     __slots__ = ("pid", "task_dir")
@@ -75,29 +85,37 @@ class DescribeAgentRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentTask(_message.Message):
-    __slots__ = ("task_id", "status", "pid", "last_log_seq", "last_metric_seq")
+    __slots__ = ("task_id", "status", "pid", "last_log_seq", "last_metric_seq", "attempt", "devices", "adopted")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     LAST_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_METRIC_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: _common_pb2.TaskStatus
     pid: int
     last_log_seq: int
     last_metric_seq: int
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., pid: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., last_metric_seq: _Optional[int] = ...) -> None: ...
+    attempt: int
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    adopted: bool
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., pid: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., last_metric_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., adopted: _Optional[bool] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks")
+    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks", "devices")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     slots: int
     free_slots: int
     tasks: _containers.RepeatedCompositeFieldContainer[AgentTask]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...

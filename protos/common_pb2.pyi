@@ -106,3 +106,21 @@ class ValidationReport(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     agent_id: str
     def __init__(self, ok: _Optional[bool] = ..., type: _Optional[str] = ..., rows: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[DataProblem, _Mapping]]] = ..., stats_json: _Optional[str] = ..., error_field: _Optional[str] = ..., error_message: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("index", "kind", "uuid", "name", "memory_total_bytes", "memory_free_bytes", "utilization_percent")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    kind: str
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    utilization_percent: float
+    def __init__(self, index: _Optional[int] = ..., kind: _Optional[str] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ...) -> None: ...

@@ -43,7 +43,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,13 @@ class Task(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -82,7 +89,54 @@ class Task(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
     pid: int
     owner: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    priority: int
+    queue_position: int
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    attempt: int
+    max_retries: int
+    checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
+    attempts: _containers.RepeatedCompositeFieldContainer[TaskAttempt]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("path", "step", "time", "attempt")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    step: int
+    time: _timestamp_pb2.Timestamp
+    attempt: int
+    def __init__(self, path: _Optional[str] = ..., step: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class TaskAttempt(_message.Message):
+    __slots__ = ("number", "agent_id", "devices", "started_at", "ended_at", "status", "reason", "resumed_from")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    agent_id: str
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    status: _common_pb2.TaskStatus
+    reason: str
+    resumed_from: str
+    def __init__(self, number: _Optional[int] = ..., agent_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., resumed_from: _Optional[str] = ...) -> None: ...
+
+class ResumeTaskRequest(_message.Message):
+    __slots__ = ("task_id", "checkpoint")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    checkpoint: str
+    def __init__(self, task_id: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("type", "config_json")
@@ -313,7 +367,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +375,7 @@ class AgentInfo(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
@@ -328,7 +383,8 @@ class AgentInfo(_message.Message):
     free_slots: int
     alive: bool
     last_heartbeat: _timestamp_pb2.Timestamp
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
 
 class SystemHealth(_message.Message):
     __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks")
@@ -345,18 +401,20 @@ class SystemHealth(_message.Message):
     def __init__(self, status: _Optional[str] = ..., database: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., queued_tasks: _Optional[int] = ..., running_tasks: _Optional[int] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "running_task_ids")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "running_task_ids", "devices")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
     slots: int
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
     __slots__ = ("heartbeat_interval_seconds",)
@@ -365,12 +423,14 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "running_task_ids")
+    __slots__ = ("agent_id", "running_task_ids", "devices")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)

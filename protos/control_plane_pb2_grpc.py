@@ -55,6 +55,11 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.StopTaskRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
                 _registered_method=True)
+        self.ResumeTask = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ResumeTask',
+                request_serializer=protos_dot_control__plane__pb2.ResumeTaskRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
+                _registered_method=True)
         self.DeleteTask = channel.unary_unary(
                 '/bugagaric.finetune.v1.FinetuneService/DeleteTask',
                 request_serializer=protos_dot_control__plane__pb2.DeleteTaskRequest.SerializeToString,
@@ -127,6 +132,14 @@ class FinetuneServiceServicer:
 
     def StopTask(self, request, context):
         """Stops a queued or running task. FAILED_PRECONDITION when it has already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTask(self, request, context):
+        """A new attempt of a stopped or failed task from its latest checkpoint (or the one named). FAILED_PRECONDITION
+        when it is still active or succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +229,11 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
             'StopTask': grpc.unary_unary_rpc_method_handler(
                     servicer.StopTask,
                     request_deserializer=protos_dot_control__plane__pb2.StopTaskRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
+            ),
+            'ResumeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTask,
+                    request_deserializer=protos_dot_control__plane__pb2.ResumeTaskRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
             ),
             'DeleteTask': grpc.unary_unary_rpc_method_handler(
@@ -371,6 +389,33 @@ class FinetuneService:
             target,
             '/bugagaric.finetune.v1.FinetuneService/StopTask',
             protos_dot_control__plane__pb2.StopTaskRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ResumeTask',
+            protos_dot_control__plane__pb2.ResumeTaskRequest.SerializeToString,
             protos_dot_control__plane__pb2.Task.FromString,
             options,
             channel_credentials,
