@@ -166,7 +166,8 @@ def test_annotated_chat_rows_are_recognised(kbalign, tmp_path):
 
 def test_preflight_reports_chunk_token_lengths(kbalign, tiny_llama_dir, tmp_path):
     write_kb(tmp_path / "kb.jsonl")
-    stats = kbalign.preflight(cfg(kbalign, "kb.jsonl", model_name_or_path=str(tiny_llama_dir), max_length=16), tmp_path)
+    config = cfg(kbalign, "kb.jsonl", model_name_or_path=str(tiny_llama_dir), max_length=16)
+    stats = kbalign.preflight(config, tmp_path)
     assert stats["chunks"] > stats["documents"] == len(DOCUMENTS) + 1
     tokens = stats["chunk_tokens"]
     assert 0 < tokens["p50"] <= tokens["max"] and tokens["max_length"] == 16 and tokens["truncated_rows"] >= 1
@@ -175,7 +176,8 @@ def test_preflight_reports_chunk_token_lengths(kbalign, tiny_llama_dir, tmp_path
 # --- annotation text handling --------------------------------------------------------------------------------------
 
 def test_parse_qa():
-    assert parse_qa(" What colour is the sky?\nAnswer: Blue.\nQuestion: another?") == ("What colour is the sky?", "Blue.")
+    reply = " What colour is the sky?\nAnswer: Blue.\nQuestion: another?"
+    assert parse_qa(reply) == ("What colour is the sky?", "Blue.")
     assert parse_qa("Question: Who?  Answer:  Ann ") == ("Who?", "Ann")
     assert parse_qa(" 天空是什么颜色？\n答案：蓝色。") == ("天空是什么颜色？", "蓝色。")
     assert parse_qa(" Where is it?\nsomething else") == ("Where is it?", None)  # answer asked for separately

@@ -36,7 +36,8 @@ def write_kb(path_or_dir: Path | str, kind: str = "jsonl", documents: list[dict[
         for i, doc in enumerate(docs):
             sub = path / ("notes" if i % 2 else "")
             sub.mkdir(parents=True, exist_ok=True)
-            (sub / f"{i:02d}-{doc.get('id', i)}{'.md' if i % 3 == 0 else '.txt'}").write_text(doc["text"], encoding="utf-8")
+            name = f"{i:02d}-{doc.get('id', i)}{'.md' if i % 3 == 0 else '.txt'}"
+            (sub / name).write_text(doc["text"], encoding="utf-8")
     else:
         raise ValueError(f"unknown knowledge-base kind {kind!r}")
     return path

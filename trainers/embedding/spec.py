@@ -116,7 +116,8 @@ class EmbeddingConfig(TaskConfig):
         default="auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp16; fp32 on CPU.",
         json_schema_extra={"advanced": True},
     )
-    seed: int = Field(default=42, description="Random seed for reproducible runs.", json_schema_extra={"advanced": True})
+    seed: int = Field(default=42, description="Random seed for reproducible runs.",
+                      json_schema_extra={"advanced": True})
 
     @field_validator("train_data")
     @classmethod

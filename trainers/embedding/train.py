@@ -53,7 +53,8 @@ def load_sentence_transformer(name_or_path: str, workspace: Path | None = None, 
 
 def build_loss(config: EmbeddingConfig, model: SentenceTransformer):
     if config.loss == "cached_mnrl":
-        return CachedMultipleNegativesRankingLoss(model, scale=config.loss_scale, mini_batch_size=config.mini_batch_size)
+        return CachedMultipleNegativesRankingLoss(model, scale=config.loss_scale,
+                                                  mini_batch_size=config.mini_batch_size)
     return MultipleNegativesRankingLoss(model, scale=config.loss_scale)
 
 
@@ -81,7 +82,8 @@ def _emit_eval(emitter: MetricsEmitter, phase: str, metrics: dict[str, Any], ste
 
 def train(config: EmbeddingConfig, ctx: RunContext) -> dict:
     rows, report = load_embedding_rows(config, ctx.workspace)
-    load_eval = (lambda: load_embedding_rows(config, ctx.workspace, eval_file=True)[0]) if config.eval_data_path else None
+    load_eval = ((lambda: load_embedding_rows(config, ctx.workspace, eval_file=True)[0])
+                 if config.eval_data_path else None)
     rows, eval_rows = split_eval(rows, eval_ratio=config.eval_ratio, seed=config.seed, load_eval=load_eval)
     examples = to_examples(rows, num_hard_negatives=config.num_hard_negatives,
                            query_instruction=config.query_instruction, seed=config.seed)

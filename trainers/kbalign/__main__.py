@@ -1,4 +1,5 @@
-"""`python -m trainers.kbalign --config FILE`: checks config and knowledge base, then runs KBAlign (trainers.common.cli)."""
+"""`python -m trainers.kbalign --config FILE`: checks config and knowledge base, then runs KBAlign (see
+trainers.common.cli)."""
 
 from trainers.common.cli import main
 

@@ -64,7 +64,8 @@ class KbalignConfig(LMConfig):
                                         "a question word (what, who, how, ...; or holds a Chinese interrogative).",
                                         json_schema_extra={"advanced": True})
     min_question_chars: int = Field(default=4, ge=0, json_schema_extra={"advanced": True},
-                                    description="Shortest question kept, in characters (low by default: Chinese questions are short).")
+                                    description="Shortest question kept, in characters (low by default: Chinese "
+                                    "questions are short).")
     max_question_chars: int = Field(default=300, ge=1, json_schema_extra={"advanced": True},
                                     description="Longest question kept, in characters.")
     min_answer_chars: int = Field(default=2, ge=0, json_schema_extra={"advanced": True},

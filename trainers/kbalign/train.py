@@ -42,8 +42,8 @@ from trainers.kbalign.pairs import (
     verification_record,
 )
 from trainers.kbalign.prompts import (
-    ANSWER_LABEL, JUDGE_PROMPT, LONG_PROMPT, QUESTION_PREFILL, SHORT_PROMPT, VERDICT_PREFILL, QAFilter, cut_answer,
-    judge, numbered, parse_qa, question_key,
+    ANSWER_LABEL, CHECK_REQUEST, JUDGE_PROMPT, LONG_PROMPT, QUESTION_PREFILL, SHORT_PROMPT, VERDICT_PREFILL, QAFilter,
+    cut_answer, feedback_completion, judge, numbered, parse_qa, question_key,
 )
 from trainers.kbalign.spec import KbalignConfig, _load_eval_rows, load_knowledge_base
 
@@ -131,7 +131,7 @@ class KBAlignRun:
     def fitted_prompt(self, pair: Pair, reserve_tokens: int) -> list[dict[str, str]]:
         """The pair's prompt, its passages cut so that prompt + `reserve_tokens` fit in max_length."""
         def fit(p: Pair) -> list[str]:
-            skeleton = prompt_messages(p, True, fit=lambda q: [""] * len(q.passages))
+            skeleton = prompt_messages(p, True, fit=lambda q: ["."] * len(q.passages))
             budget = self.config.max_length - reserve_tokens - self.chat_tokens(skeleton) - 4
             return lm.fit_passages(self.tokenizer, p.passages, budget)
 
@@ -175,8 +175,8 @@ class KBAlignRun:
                 # No "Answer:" in the reply (the model stopped, or wrote something else): ask for the answer alone.
                 missing = [i for i, (q, a) in enumerate(parsed) if q and a is None]
                 if missing:
-                    follow = self.generate([conversations[i] for i in missing],
-                                           prefills=[f"{QUESTION_PREFILL} {parsed[i][0]}\n{ANSWER_LABEL}" for i in missing],
+                    prefills = [f"{QUESTION_PREFILL} {parsed[i][0]}\n{ANSWER_LABEL}" for i in missing]
+                    follow = self.generate([conversations[i] for i in missing], prefills=prefills,
                                            do_sample=c.do_sample, temperature=c.temperature, top_p=c.top_p)
                     for i, text in zip(missing, follow):
                         parsed[i] = (parsed[i][0], cut_answer(text))
@@ -256,7 +256,9 @@ class KBAlignRun:
             correct_count += correct
             log.append({**pair.to_json(), "draft": draft, "verdict_raw": VERDICT_PREFILL + verdict,
                         "verdict_source": source, "overlap_f1": overlap, "correct": correct})
-            records.append(verification_record(prompt, draft, correct, pair.answer))
+            # The training example holds the draft and the feedback too: its passages get a smaller budget.
+            reserve = sum(map(self.n_tokens, (draft, CHECK_REQUEST, feedback_completion(correct, pair.answer)))) + 24
+            records.append(verification_record(self.fitted_prompt(pair, reserve), draft, correct, pair.answer))
         self.write_jsonl(f"round_{round_no}_verification.jsonl", log)
         stats = {"checked": n, "correct": correct_count, "verdict_from_model": sources["model"],
                  "verdict_from_overlap": sources["overlap"]}
@@ -317,14 +319,16 @@ class KBAlignRun:
             pairs, eval_pairs = split_eval(pairs, eval_ratio=c.eval_ratio, seed=c.seed)
         parts = split_parts(pairs, c.iter_num, c.seed)
         if len(parts) < c.iter_num:
-            print(f"only {len(pairs)} pair(s): running {len(parts)} round(s) instead of iter_num={c.iter_num}", flush=True)
+            print(f"only {len(pairs)} pair(s): running {len(parts)} round(s) instead of iter_num={c.iter_num}",
+                  flush=True)
 
         qa_reserve = lambda p: self.n_tokens(p.answer) + 8  # noqa: E731
         train_messages = []
         for k, part in enumerate(parts, start=1):
             for p in part:
                 record = qa_record(self.fitted_prompt(p, qa_reserve(p)), p.answer)
-                train_messages.append({"messages": record["prompt"] + record["completion"], "round": k, "grain": p.grain})
+                train_messages.append({"messages": record["prompt"] + record["completion"], "round": k,
+                                       "grain": p.grain})
         self.write_jsonl("train_messages.jsonl", train_messages)
         eval_records = [qa_record(self.fitted_prompt(p, qa_reserve(p)), p.answer) for p in eval_pairs]
 
