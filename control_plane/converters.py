@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control_plane.models import Agent, LogLine, MetricPoint, Task, TaskEvent
+from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent
 from protos import common_pb2, control_plane_pb2
 
 
@@ -30,7 +32,14 @@ def datetime_from(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def task_to_proto(task: Task, events: list[TaskEvent] | None = None) -> control_plane_pb2.Task:
+def task_to_proto(
+    task: Task,
+    events: list[TaskEvent] | None = None,
+    *,
+    queue_position: int = 0,
+    attempts: list[TaskAttempt] | None = None,
+    checkpoints: list[Checkpoint] | None = None,
+) -> control_plane_pb2.Task:
     progress = control_plane_pb2.Progress(step=task.step, total_steps=task.total_steps, percent=task.percent)
     for name in ("eta_seconds", "epoch", "loss", "learning_rate"):
         value = getattr(task, name)
@@ -51,6 +60,16 @@ def task_to_proto(task: Task, events: list[TaskEvent] | None = None) -> control_
         exit_code=task.exit_code,
         pid=task.pid,
         owner=task.owner,
+        priority=task.priority,
+        queue_position=queue_position,
+        devices=_indices(task.devices),
+        attempt=task.attempt,
+        max_retries=task.max_retries,
+        attempts=[attempt_to_proto(a) for a in attempts or []],
+        checkpoints=[
+            control_plane_pb2.Checkpoint(path=c.path, step=c.step, time=timestamp(c.time), attempt=c.attempt)
+            for c in checkpoints or []
+        ],
         events=[event_to_proto(event) for event in events or []],
     )
     for name in ("created_at", "updated_at", "started_at", "finished_at"):
@@ -58,6 +77,23 @@ def task_to_proto(task: Task, events: list[TaskEvent] | None = None) -> control_
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message
+
+
+def _indices(devices: str) -> list[int]:
+    return [int(part) for part in devices.split(",") if part]
+
+
+def attempt_to_proto(attempt: TaskAttempt) -> control_plane_pb2.TaskAttempt:
+    return control_plane_pb2.TaskAttempt(
+        number=attempt.number,
+        agent_id=attempt.agent_id,
+        devices=_indices(attempt.devices),
+        started_at=timestamp(attempt.started_at),
+        ended_at=timestamp(attempt.ended_at),
+        status=status_to_proto(attempt.status),
+        reason=attempt.reason,
+        resumed_from=attempt.resumed_from,
+    )
 
 
 def event_to_proto(event: TaskEvent) -> control_plane_pb2.TaskEvent:
@@ -87,4 +123,5 @@ def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int) -> control_pla
         free_slots=free_slots,
         alive=alive,
         last_heartbeat=timestamp(agent.last_heartbeat),
+        devices=[ParseDict(device, common_pb2.Device()) for device in json.loads(agent.devices_json or "[]")],
     )

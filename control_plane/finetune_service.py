@@ -15,7 +15,9 @@ from control_plane.agent_clients import AgentClients
 from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
+from control_plane.models import Task
 from control_plane.notifier import TaskChangeNotifier
+from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound, TaskStillActive, TaskStore
@@ -56,21 +58,70 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             await asyncio.to_thread(task_type.validate_data, config, self._workspace)
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
+        gpu_vis = ",".join(part.strip() for part in (getattr(config, "gpu_vis", None) or "").split(",") if part.strip())
+        scheduling = {
+            "priority": getattr(config, "priority", 0), "max_retries": getattr(config, "max_retries", 0),
+            "gpus": getattr(config, "gpus", None) or 1, "gpu_vis": gpu_vis,
+        }
+        await self._refuse_unplaceable(Task(**scheduling), context)
         task_id = uuid.uuid4().hex
         if getattr(config, "output_dir", "") is None:
             config = config.model_copy(update={"output_dir": f"output/{task_type.name}/{task_id}"})
         output_dir = getattr(config, "output_dir", "") or ""
         task = self._store.create_task(
             task_id, task_type.name, config.model_dump_json(),
-            str(resolve(output_dir, self._workspace)) if output_dir else "", owner=caller().username,
+            str(resolve(output_dir, self._workspace)) if output_dir else "", owner=caller().username, **scheduling,
         )
         log.info("task %s (%s) queued", task_id, task_type.name)
         self._scheduler.wake()
-        return task_to_proto(task, self._store.events(task_id))
+        return self._full_task(task)
+
+    async def _refuse_unplaceable(self, wanted: Task, context) -> None:
+        """A task needing more devices than any registered agent has could never run: refuse it now."""
+        agents = self._store.agents()
+        agent, size = largest_agent(agents)
+        needed = devices_needed(wanted)
+        field = "gpu_vis" if wanted.gpu_vis else "gpus"
+        if agent is not None and needed > size:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{field}: the task needs {needed} device(s) but the largest agent ({agent.id}) has {size}", field)
+        pinned = pinned_devices(wanted)
+        if agent is not None and pinned and not any(set(pinned) <= set(device_indices(a)) for a in agents):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"gpu_vis: no agent has device(s) {wanted.gpu_vis}", field)
+
+    def _full_task(self, task: Task) -> control_plane_pb2.Task:
+        return task_to_proto(
+            task, self._store.events(task.id), queue_position=self._store.queue_positions().get(task.id, 0),
+            attempts=self._store.attempts(task.id), checkpoints=self._store.checkpoints(task.id),
+        )
 
     async def GetTask(self, request, context):
         task = await self._task_or_404(request.task_id, context)
-        return task_to_proto(task, self._store.events(task.id))
+        return self._full_task(task)
+
+    async def ResumeTask(self, request, context):
+        task = await self._task_or_404(request.task_id, context)
+        if task.status not in (TaskStatus.STOPPED, TaskStatus.FAILED):
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"task {task.id} is {task.status}; only a stopped or failed task can be resumed", "task_id")
+        checkpoints = [c.path for c in self._store.checkpoints(task.id)]
+        if request.checkpoint and request.checkpoint not in checkpoints:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"checkpoint {request.checkpoint!r} is not one of the task's: {', '.join(checkpoints) or 'none'}", "checkpoint")
+        if not checkpoints:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"task {task.id} saved no checkpoint to resume from (set save_steps, or stop it while it runs)", "task_id")
+        checkpoint = request.checkpoint or checkpoints[-1]
+        try:
+            task = self._store.transition(
+                task.id, TaskStatus.QUEUED, "resume", f"resume from {checkpoint}",
+                resume_from=checkpoint, error="", error_reason="", exit_code=0, agent_id="", devices="", pid=0,
+            )
+        except IllegalTransition as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
+        self._scheduler.wake()
+        return self._full_task(task)
 
     async def ListTasks(self, request, context):
         limit = request.limit or 50
@@ -91,7 +142,10 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             status=request.status, task_type=request.type, limit=limit, offset=request.offset,
             owner="" if principal.is_admin else principal.username,
         )
-        return control_plane_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], total=total)
+        positions = self._store.queue_positions()
+        return control_plane_pb2.ListTasksResponse(
+            tasks=[task_to_proto(t, queue_position=positions.get(t.id, 0)) for t in tasks], total=total
+        )
 
     async def StopTask(self, request, context):
         task = await self._task_or_404(request.task_id, context)
@@ -109,7 +163,7 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
         self._notifier.notify(task.id)
         self._scheduler.wake()
-        return task_to_proto(self._store.get_task(task.id), self._store.events(task.id))
+        return self._full_task(self._store.get_task(task.id))
 
     async def _stop_on_agent(self, task_id: str, agent_id: str) -> None:
         agent = self._store.get_agent(agent_id)
@@ -226,9 +280,9 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             database = "ok"
         except Exception as exc:  # report, don't fail: health is how a user finds this out
             database = f"error: {exc}"
-        used = self._store.active_counts_by_agent()
+        held = self._store.held_devices()
         agents = [
-            agent_to_proto(a, alive=self._scheduler.is_alive(a), free_slots=max(0, a.slots - used.get(a.id, 0)))
+            agent_to_proto(a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())))
             for a in self._store.agents()
         ]
         _, queued = self._store.list_tasks(status=TaskStatus.QUEUED, limit=1)

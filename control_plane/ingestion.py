@@ -16,6 +16,7 @@ import grpc
 from control_plane.agent_clients import AgentClients
 from control_plane.converters import datetime_from, status_from_proto
 from control_plane.notifier import TaskChangeNotifier
+from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, TERMINAL, IllegalTransition, TaskStatus
 from control_plane.task_store import NewLine, NewMetric, TaskNotFound, TaskStore
 from protos import agent_pb2, common_pb2
@@ -73,7 +74,7 @@ class Ingestion:
                 return
             agent = self._store.get_agent(task.agent_id)
             if agent is None:
-                self._end(task_id, TaskStatus.FAILED, "agent_lost", f"agent {task.agent_id!r} is not registered")
+                self._lost(task_id, f"agent {task.agent_id!r} is not registered")
                 return
             try:
                 if await self._stream_once(task_id, agent.address, task.last_log_seq, task.last_metric_seq):
@@ -81,7 +82,7 @@ class Ingestion:
                 delay = 0.2  # the stream ended without a final status (agent shutting down): reconnect
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    self._end(task_id, TaskStatus.FAILED, "agent_lost", f"agent {agent.id} no longer knows this task")
+                    self._lost(task_id, f"agent {agent.id} no longer knows this task")
                     return
                 log.warning("task %s: stream from agent %s broke (%s); retrying in %.1fs", task_id, agent.id, exc.code().name, delay)
             await asyncio.sleep(delay)
@@ -142,6 +143,11 @@ class Ingestion:
             self._end(task_id, status, update.reason, update.error, exit_code=update.exit_code)
             return True
         return False
+
+    def _lost(self, task_id: str, message: str) -> None:
+        requeue_or_fail(self._store, task_id, "agent_lost", message)
+        self._notifier.notify(task_id)
+        self._on_task_ended()
 
     def _end(self, task_id: str, status: TaskStatus, reason: str, error: str, *, exit_code: int = 0) -> None:
         fields: dict = {"exit_code": exit_code}

@@ -38,6 +38,15 @@ class Task(SQLModel, table=True):
     loss: Optional[float] = None
     learning_rate: Optional[float] = None
     latest_metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    # Scheduling: what the task asked for, and where it was placed.
+    priority: int = Field(default=0, index=True)
+    gpus: int = 1  # devices wanted (ignored when gpu_vis pins them)
+    gpu_vis: str = ""  # pinned device indices, "0,1"
+    devices: str = ""  # the devices placed on, "0,1"
+    attempt: int = 0  # 1 once first placed; each retry or resume adds one
+    max_retries: int = 0  # requeues allowed when its agent is lost
+    retries: int = 0  # requeues used
+    resume_from: str = ""  # the checkpoint the next attempt starts from
     # The newest seqs persisted: ingestion resumes after them.
     last_log_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     last_metric_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
@@ -74,11 +83,35 @@ class MetricPoint(SQLModel, table=True):
     values_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class TaskAttempt(SQLModel, table=True):
+    __tablename__ = "task_attempt"
+
+    task_id: str = Field(primary_key=True)
+    number: int = Field(primary_key=True)
+    agent_id: str = ""
+    devices: str = ""
+    resumed_from: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: Optional[datetime] = None
+    status: str = ""  # how it ended ("" while it runs)
+    reason: str = ""
+
+
+class Checkpoint(SQLModel, table=True):
+    task_id: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    step: int = 0
+    attempt: int = 0
+    time: datetime = Field(default_factory=utcnow)
+
+
 class Agent(SQLModel, table=True):
     id: str = Field(primary_key=True)
     address: str
     hostname: str = ""
     slots: int = 1
+    # The inventory the agent reported (a JSON list of devices: index, kind, name, memory, utilization).
+    devices_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     registered_at: datetime = Field(default_factory=utcnow)
     last_heartbeat: datetime = Field(default_factory=utcnow)
 

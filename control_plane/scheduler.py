@@ -1,4 +1,4 @@
-"""Places queued tasks on live agents with a free slot (first fit, oldest task first) and launches them."""
+"""Places queued tasks on live agents (best fit, queue order), launches them, and recovers tasks of lost agents."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import grpc
 from control_plane.agent_clients import AgentClients
 from control_plane.ingestion import Ingestion
 from control_plane.models import Agent, Task, utcnow
-from control_plane.state_machine import IllegalTransition, TaskStatus
+from control_plane.placement import Placement, choose
+from control_plane.recovery import requeue_or_fail
+from control_plane.state_machine import ACTIVE, IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound, TaskStore
 from protos import agent_pb2
 
@@ -53,24 +55,48 @@ class Scheduler:
                 log.exception("scheduling round failed")
 
     async def place_queued(self) -> None:
-        queued = self._store.tasks_with_status([TaskStatus.QUEUED])
-        if not queued:
+        """Places queued tasks in queue order; stops at the first that cannot be placed now, so that a big or pinned
+        task is not overtaken forever by smaller ones behind it."""
+        self.recover_lost_agents()
+        queue = self._store.queue()
+        if not queue:
             return
         agents = self.live_agents()
-        used = self._store.active_counts_by_agent()
-        for task in queued:
-            agent = next((a for a in agents if a.slots - used.get(a.id, 0) > 0), None)
-            if agent is None:
+        held = self._store.held_devices()
+        for task in queue:
+            placement = choose(task, agents, held)
+            if placement is None:
                 return
-            used[agent.id] = used.get(agent.id, 0) + 1
-            await self._launch(task, agent)
+            held.setdefault(placement.agent.id, set()).update(placement.devices)
+            await self._launch(task, placement)
 
-    async def _launch(self, task: Task, agent: Agent) -> None:
+    def recover_lost_agents(self) -> None:
+        """Tasks on an agent that missed its heartbeats are requeued (retries left) or failed with agent_lost."""
+        for agent in self._store.agents():
+            if self.is_alive(agent):
+                continue
+            for task in self._store.tasks_with_status(ACTIVE):
+                if task.agent_id == agent.id:
+                    silent = (utcnow() - agent.last_heartbeat).total_seconds()
+                    message = f"agent {agent.id} lost: no heartbeat for {silent:.0f}s"
+                    if requeue_or_fail(self._store, task.id, "agent_lost", message) is not None:
+                        log.warning("task %s: %s", task.id, message)
+
+    async def _launch(self, task: Task, placement: Placement) -> None:
+        agent, devices = placement.agent, placement.devices
+        attempt = task.attempt + 1
+        where = f"agent {agent.id}, device(s) {','.join(map(str, devices))}"
         try:
-            self._store.transition(task.id, TaskStatus.STARTING, "placed", f"placed on agent {agent.id}", agent_id=agent.id)
+            self._store.transition(
+                task.id, TaskStatus.STARTING, "placed", f"attempt {attempt} placed on {where}",
+                agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt,
+            )
         except (IllegalTransition, TaskNotFound):
             return  # stopped or deleted since it was read
-        request = agent_pb2.LaunchTaskRequest(task_id=task.id, type=task.type, config_json=task.config_json)
+        request = agent_pb2.LaunchTaskRequest(
+            task_id=task.id, type=task.type, config_json=task.config_json, devices=devices, attempt=attempt,
+            log_seq_base=task.last_log_seq, metric_seq_base=task.last_metric_seq, resume_from_checkpoint=task.resume_from,
+        )
         try:
             response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
@@ -94,8 +120,9 @@ class Scheduler:
             target, reason = TaskStatus.FAILED, "launch_failed"
         fields = {"error": message, "error_reason": reason} if target == TaskStatus.FAILED else {}
         if target == TaskStatus.QUEUED:
-            fields["agent_id"] = ""
+            fields.update(agent_id="", devices="")
         try:
             self._store.transition(task_id, target, reason, message, **fields)
         except IllegalTransition as error:
             log.info("task %s: %s", task_id, error)
+

@@ -81,7 +81,7 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     )
     control_plane_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
     control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
-        AgentRegistryService(store, scheduler, ingestion, settings.heartbeat_seconds), server
+        AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -22,13 +22,14 @@ ACTIVE = frozenset({S.STARTING, S.RUNNING, S.STOPPING})  # holding a slot on an 
 # from -> the statuses it may move to.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.QUEUED: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
-    # starting -> queued: the agent refused the launch (e.g. no free slot after all); the task waits again.
+    # starting/running -> queued: the launch was refused, or the agent was lost and a retry is allowed.
     S.STARTING: frozenset({S.RUNNING, S.QUEUED, S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED}),
-    S.RUNNING: frozenset({S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.QUEUED, S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED}),
     S.STOPPING: frozenset({S.SUCCEEDED, S.FAILED, S.STOPPED}),
     S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset(),
-    S.STOPPED: frozenset(),
+    # A stopped or failed task can be resumed from a checkpoint: a new attempt, queued again.
+    S.FAILED: frozenset({S.QUEUED}),
+    S.STOPPED: frozenset({S.QUEUED}),
 }
 
 

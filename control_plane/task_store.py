@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from control_plane import state_machine
-from control_plane.models import Agent, LogLine, MetricPoint, Task, TaskEvent, utcnow
+from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, utcnow
 from control_plane.progress import progress_fields
 from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
 
@@ -55,9 +55,11 @@ class TaskStore:
 
     # --- tasks -------------------------------------------------------------------------------------------------
 
-    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "") -> Task:
+    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "", **scheduling: Any) -> Task:
+        """`scheduling`: priority, gpus, gpu_vis, max_retries."""
         task = Task(
-            id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir, owner=owner
+            id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir,
+            owner=owner, **scheduling,
         )
         with self.session() as session:
             session.add(task)
@@ -90,22 +92,34 @@ class TaskStore:
             ).all()
         return list(rows), int(total)
 
+    def queue(self) -> list[Task]:
+        """Queued tasks in the order they will be placed: higher priority first, then older first."""
+        with self.session() as session:
+            rows = session.exec(
+                select(Task)
+                .where(Task.status == TaskStatus.QUEUED)
+                .order_by(col(Task.priority).desc(), col(Task.created_at), col(Task.id))
+            ).all()
+        return list(rows)
+
+    def queue_positions(self) -> dict[str, int]:
+        return {task.id: position for position, task in enumerate(self.queue(), start=1)}
+
     def tasks_with_status(self, statuses: Iterable[str]) -> list[Task]:
-        """Oldest first: the scheduler's queue order."""
+        """Oldest first."""
         with self.session() as session:
             rows = session.exec(
                 select(Task).where(col(Task.status).in_(list(statuses))).order_by(col(Task.created_at), col(Task.id))
             ).all()
         return list(rows)
 
-    def active_counts_by_agent(self) -> dict[str, int]:
-        with self.session() as session:
-            rows = session.exec(
-                select(Task.agent_id, func.count())
-                .where(col(Task.status).in_(list(ACTIVE)))
-                .group_by(Task.agent_id)
-            ).all()
-        return {agent_id: int(count) for agent_id, count in rows}
+    def held_devices(self) -> dict[str, set[int]]:
+        """agent id -> the device indices its active tasks hold."""
+        held: dict[str, set[int]] = {}
+        for task in self.tasks_with_status(ACTIVE):
+            if task.agent_id:
+                held.setdefault(task.agent_id, set()).update(int(i) for i in task.devices.split(",") if i)
+        return held
 
     def transition(
         self,
@@ -126,23 +140,57 @@ class TaskStore:
                 if task is None:
                     raise TaskNotFound(task_id)
                 state_machine.check(task_id, task.status, target)
+                # The UPDATE below refreshes `task` in the session: keep what it was.
+                before = {"status": task.status, "attempt": task.attempt, "agent_id": task.agent_id,
+                          "devices": task.devices, "resume_from": task.resume_from}
                 now = utcnow()
                 values: dict[str, Any] = {"status": target.value, "updated_at": now, **fields}
                 if target == TaskStatus.RUNNING and task.started_at is None:
                     values["started_at"] = now
                 if target in TERMINAL:
                     values["finished_at"] = now
+                if target == TaskStatus.QUEUED:
+                    values["finished_at"] = None
                 result = session.execute(
                     update(Task).where(col(Task.id) == task_id, col(Task.status) == task.status).values(**values)
                 )
                 if result.rowcount == 1:
                     session.add(
-                        TaskEvent(task_id=task_id, time=now, from_status=task.status, to_status=target, reason=reason, message=message)
+                        TaskEvent(task_id=task_id, time=now, from_status=before["status"], to_status=target, reason=reason, message=message)
                     )
+                    self._record_attempt(session, task_id, before, target, reason, values, now)
                     session.commit()
                     return session.get(Task, task_id, populate_existing=True)
                 session.rollback()  # somebody else moved it first: re-read and re-check
             raise RuntimeError(f"task {task_id}: status kept changing under a transition to {target}")
+
+    @staticmethod
+    def _record_attempt(
+        session: Session, task_id: str, before: dict[str, Any], target: TaskStatus, reason: str, values: dict[str, Any], now
+    ) -> None:
+        """Placement opens an attempt; leaving the active statuses (ended, or requeued) closes it."""
+        if target == TaskStatus.STARTING:
+            session.add(TaskAttempt(
+                task_id=task_id, number=values.get("attempt", before["attempt"]),
+                agent_id=values.get("agent_id", before["agent_id"]), devices=values.get("devices", before["devices"]),
+                resumed_from=before["resume_from"], started_at=now,
+            ))
+        elif before["status"] in ACTIVE and target not in ACTIVE:
+            session.execute(
+                update(TaskAttempt)
+                .where(col(TaskAttempt.task_id) == task_id, col(TaskAttempt.number) == before["attempt"])
+                .values(ended_at=now, status=target.value, reason=reason)
+            )
+
+    def attempts(self, task_id: str) -> list[TaskAttempt]:
+        with self.session() as session:
+            return list(session.exec(select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(col(TaskAttempt.number))).all())
+
+    def checkpoints(self, task_id: str) -> list[Checkpoint]:
+        """Oldest first (by step, then time)."""
+        with self.session() as session:
+            query = select(Checkpoint).where(Checkpoint.task_id == task_id).order_by(col(Checkpoint.step), col(Checkpoint.time))
+            return list(session.exec(query).all())
 
     def set_fields(self, task_id: str, **fields: Any) -> None:
         """Non-status fields (e.g. the pid once launched)."""
@@ -163,7 +211,7 @@ class TaskStore:
                 raise TaskNotFound(task_id)
             if task.status not in TERMINAL:
                 raise TaskStillActive(task)
-            for model in (LogLine, MetricPoint, TaskEvent):
+            for model in (LogLine, MetricPoint, TaskEvent, TaskAttempt, Checkpoint):
                 session.execute(delete(model).where(col(model.task_id) == task_id))
             session.execute(delete(Task).where(col(Task.id) == task_id, col(Task.status).in_(list(TERMINAL))))
             session.commit()
@@ -195,6 +243,13 @@ class TaskStore:
                 )
                 values["last_metric_seq"] = max(task.last_metric_seq, max(m.seq for m in metrics))
                 values.update(progress_fields(task.latest_metrics_json, [m.values for m in metrics]))
+                saved = [m for m in metrics if m.values.get("event") == "checkpoint" and m.values.get("path")]
+                if saved:
+                    _insert_ignoring_duplicates(session, Checkpoint, [
+                        {"task_id": task_id, "path": str(m.values["path"]), "step": int(m.values.get("step") or 0),
+                         "attempt": task.attempt, "time": m.time}
+                        for m in saved
+                    ])
             session.execute(update(Task).where(col(Task.id) == task_id).values(**values))
             session.commit()
 
@@ -230,19 +285,22 @@ class TaskStore:
 
     # --- agents ------------------------------------------------------------------------------------------------
 
-    def upsert_agent(self, agent_id: str, address: str, hostname: str, slots: int) -> Agent:
+    def upsert_agent(self, agent_id: str, address: str, hostname: str, slots: int, devices_json: str = "[]") -> Agent:
         with self.session() as session:
             agent = session.get(Agent, agent_id) or Agent(id=agent_id, address=address)
-            agent.address, agent.hostname, agent.slots = address, hostname, slots
+            agent.address, agent.hostname, agent.slots, agent.devices_json = address, hostname, slots, devices_json
             agent.last_heartbeat = utcnow()
             session.add(agent)
             session.commit()
         return agent
 
-    def touch_agent(self, agent_id: str) -> bool:
-        """Records a heartbeat; False when the agent is unknown (it must register again)."""
+    def touch_agent(self, agent_id: str, devices_json: str | None = None) -> bool:
+        """Records a heartbeat (and fresh device readings); False when the agent is unknown (it must register again)."""
+        values: dict[str, Any] = {"last_heartbeat": utcnow()}
+        if devices_json is not None:
+            values["devices_json"] = devices_json
         with self.session() as session:
-            result = session.execute(update(Agent).where(col(Agent.id) == agent_id).values(last_heartbeat=utcnow()))
+            result = session.execute(update(Agent).where(col(Agent.id) == agent_id).values(**values))
             session.commit()
         return result.rowcount == 1
 

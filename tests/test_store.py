@@ -91,9 +91,10 @@ def test_illegal_transition_raises_and_changes_nothing(store, path, illegal):
     assert len(store.events(task.id)) == len(path) + 1
 
 
-def test_terminal_statuses_have_no_way_out():
-    for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.STOPPED):
-        assert TRANSITIONS[status] == frozenset()
+def test_ended_statuses_lead_only_back_to_the_queue():
+    assert TRANSITIONS[TaskStatus.SUCCEEDED] == frozenset()
+    for status in (TaskStatus.FAILED, TaskStatus.STOPPED):  # resume
+        assert TRANSITIONS[status] == frozenset({TaskStatus.QUEUED})
 
 
 def test_list_newest_first_with_filters_and_paging(store):
@@ -158,8 +159,35 @@ def test_agents_register_and_heartbeat(store):
     [agent] = store.agents()
     assert (agent.address, agent.slots) == ("127.0.0.1:2", 3)
     task = _new_task(store)
-    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a1")
-    assert store.active_counts_by_agent() == {"a1": 1}
+    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a1", devices="0,2", attempt=1)
+    assert store.held_devices() == {"a1": {0, 2}}
+    store.transition(task.id, TaskStatus.FAILED, "trainer_error")
+    assert store.held_devices() == {}
+
+
+def test_queue_order_is_priority_then_age(store):
+    low = store.create_task("low", "sft", "{}", "", priority=0)
+    high = store.create_task("high", "sft", "{}", "", priority=5)
+    low2 = store.create_task("low2", "sft", "{}", "", priority=0)
+    assert [t.id for t in store.queue()] == [high.id, low.id, low2.id]
+    assert store.queue_positions() == {"high": 1, "low": 2, "low2": 3}
+
+
+def test_attempts_and_checkpoints_are_recorded(store):
+    task = _new_task(store)
+    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a1", devices="0", attempt=1)
+    store.transition(task.id, TaskStatus.RUNNING, "started")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    checkpoint = {"event": "checkpoint", "path": "/out/checkpoint-4", "step": 4}
+    store.ingest(task.id, [], [NewMetric(1, t0, checkpoint), NewMetric(2, t0, checkpoint)])  # a replay stores it once
+    store.transition(task.id, TaskStatus.QUEUED, "retry", agent_id="", devices="", resume_from="/out/checkpoint-4", retries=1)
+    store.transition(task.id, TaskStatus.STARTING, "placed", agent_id="a2", devices="1", attempt=2)
+    store.transition(task.id, TaskStatus.SUCCEEDED, "exited")
+    first, second = store.attempts(task.id)
+    assert (first.number, first.agent_id, first.status, first.reason) == (1, "a1", "queued", "retry")
+    assert (second.number, second.agent_id, second.devices, second.resumed_from, second.status) == (2, "a2", "1", "/out/checkpoint-4", "succeeded")
+    assert first.ended_at and second.ended_at
+    assert [(c.path, c.step, c.attempt) for c in store.checkpoints(task.id)] == [("/out/checkpoint-4", 4, 1)]
 
 
 def test_a_store_from_an_older_schema_is_refused_with_a_clear_message(tmp_path):

@@ -39,8 +39,17 @@ class TaskConfig(BaseModel):
         json_schema_extra={"advanced": True},
     )
     gpus: int | None = Field(
-        default=None, ge=1, description="How many GPUs the task needs (placed by the scheduler).",
+        default=None, ge=1, description="How many devices the task needs (default 1); more than one trains "
+        "data-parallel (torchrun).", json_schema_extra={"advanced": True},
+    )
+    # Scheduling, for every type (the trainer ignores them).
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="Queue priority: higher runs first, then older first.",
         json_schema_extra={"advanced": True},
+    )
+    max_retries: int = Field(
+        default=0, ge=0, le=10, description="Requeues allowed when the task's agent is lost (it resumes from its "
+        "latest checkpoint; set save_steps).", json_schema_extra={"advanced": True},
     )
 
 
