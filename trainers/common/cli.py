@@ -21,6 +21,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from trainers import paths, registry
+from trainers.common import graceful_stop
 from trainers.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_TRAINER_ERROR, ConfigError, ModelNotFound, TrainerError
 from trainers.registry import DataReport
 
@@ -34,6 +35,8 @@ class RunContext:
     output_dir: Path
     task_id: str | None
     data_report: DataReport | None
+    # A checkpoint directory to continue from (a resumed or retried attempt), for `trainer.train(resume_from_checkpoint=)`.
+    resume_from_checkpoint: str | None = None
 
 
 TrainFn = Callable[[BaseModel, RunContext], Any]
@@ -50,6 +53,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. "Writing model shards" bars from save_pretrained
     # Library-internal deprecation chatter (trl/peft calling renamed transformers APIs) is not the user's concern.
     warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -76,6 +80,7 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)  # the agent tails our output live
     _quiet_env()
+    graceful_stop.install()
 
     workspace = paths.workspace()
     task_id = os.environ.get("BUGAGARIC_TASK_ID") or None
@@ -95,7 +100,9 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
 
     out = getattr(config, "output_dir", None)
     output_dir = paths.resolve(out, workspace) if out else default_output_dir(task_type_name, workspace, task_id)
-    context = RunContext(task_type_name, workspace, output_dir, task_id, report)
+    context = RunContext(task_type_name, workspace, output_dir, task_id, report, graceful_stop.resume_checkpoint())
+    if context.resume_from_checkpoint:
+        print(f"resuming from {context.resume_from_checkpoint}", flush=True)
     print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}; "
           f"devices: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<all>')}", flush=True)
     try:

@@ -3,11 +3,13 @@ code imports this module."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from transformers import TrainerCallback
 
+from trainers.common import graceful_stop
 from trainers.common.metrics import MetricsEmitter
 
 # Keys of the final Trainer log that describe the whole run rather than one step.
@@ -25,6 +27,7 @@ class MetricsCallback(TrainerCallback):
         self.end_record: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        graceful_stop.training_started()
         self.started = time.monotonic()
         self.start_step = state.global_step
         self.emitter.emit("start", step=state.global_step, total_steps=state.max_steps, **self.start_info)
@@ -55,7 +58,17 @@ class MetricsCallback(TrainerCallback):
         values["eta_seconds"] = self._eta(state)
         self.emitter.step(**values)
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if graceful_stop.requested():
+            control.should_save = True  # a checkpoint to resume from, whatever save_steps says
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.emitter.emit("checkpoint", step=state.global_step, total_steps=state.max_steps, path=path)
+
     def on_train_end(self, args, state, control, **kwargs):
+        graceful_stop.training_finished()
         if not self.ended:
             self._end(state, {})
 

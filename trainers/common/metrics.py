@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainers.common.graceful_stop import is_main_process
+
 
 def _clean(value: Any) -> Any:
     # NaN/inf are not JSON; keep the event parseable.
@@ -46,6 +48,8 @@ class MetricsEmitter:
         if self.task_id:
             record["task_id"] = self.task_id
         record.update({k: _clean(v) for k, v in values.items()})
+        if not is_main_process():
+            return record  # in a data-parallel run, rank 0 alone reports progress
         line = json.dumps(record, default=str)
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as handle:

@@ -21,6 +21,7 @@ def train_sft_records(
     eval_records: list[dict[str, Any]] | None = None,
     peft_config=None,
     callback: MetricsCallback | None = None,
+    resume_from_checkpoint: str | None = None,
 ):
     """Trains `model` on `{"prompt": [messages], "completion": [messages]}` records; returns (trainer, result).
 
@@ -36,5 +37,5 @@ def train_sft_records(
     )
     if callback is not None:
         install_callback(trainer, callback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer, result

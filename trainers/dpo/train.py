@@ -66,10 +66,12 @@ def train(config: DpoConfig, ctx: RunContext) -> dict:
                                model_name_or_path=config.model_name_or_path, use_lora=config.use_lora,
                                beta=config.beta, loss_type=config.loss_type)
     install_callback(trainer, callback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from_checkpoint)
 
     out = Path(trainer.args.output_dir)
-    trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise
+    trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise; rank 0 writes in a parallel run
+    if not trainer.is_world_process_zero():
+        return {}
     tokenizer.save_pretrained(str(out))
     history = trainer.state.log_history
     summary = {

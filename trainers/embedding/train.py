@@ -113,7 +113,9 @@ def train(config: EmbeddingConfig, ctx: RunContext) -> dict:
         model=model, args=args, train_dataset=Dataset.from_dict(examples.columns), loss=build_loss(config, model),
     )
     install_callback(trainer, callback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from_checkpoint)
+    if not trainer.is_world_process_zero():
+        return {}  # in a data-parallel run, rank 0 evaluates and saves
 
     if retrieval is not None:
         eval_after = evaluate(model, retrieval, args.per_device_eval_batch_size)

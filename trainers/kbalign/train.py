@@ -32,6 +32,7 @@ from trainers.common.hf_callback import MetricsCallback
 from trainers.common.lora import lora_config
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import load_causal_lm
+from trainers.common import graceful_stop
 from trainers.common.sft_training import train_sft_records
 from trainers.common.training_args import build_args, precision_args
 from trainers.errors import TrainerError
@@ -370,6 +371,9 @@ class KBAlignRun:
                         losses=callback.losses)
             all_losses += callback.losses
             rounds.append(info)
+            if graceful_stop.requested():
+                print(f"stopped after round {k} of {len(parts)}: saving what is trained so far", flush=True)
+                break
 
         assert trainer is not None
         trainer.save_model(str(self.out))  # adapter only when LoRA, full weights otherwise
@@ -402,4 +406,7 @@ class KBAlignRun:
 
 
 def train(config: KbalignConfig, ctx: RunContext) -> dict[str, Any]:
+    if ctx.resume_from_checkpoint:
+        # Its rounds re-annotate with the model as it grows: there is no single trainer state to continue.
+        print("kbalign cannot continue from a checkpoint mid-run: starting over", flush=True)
     return KBAlignRun(config, ctx).run()

@@ -35,10 +35,13 @@ def train(config: SftConfig, ctx: RunContext) -> dict:
         eval_records=to_records(eval_rows) if eval_rows else None,
         peft_config=lora_config(config, model) if config.use_lora else None,
         callback=callback,
+        resume_from_checkpoint=ctx.resume_from_checkpoint,
     )
 
     out = Path(args.output_dir)
-    trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise
+    trainer.save_model(str(out))  # adapter only when LoRA, full weights otherwise; rank 0 writes in a parallel run
+    if not trainer.is_world_process_zero():
+        return {}
     tokenizer.save_pretrained(str(out))
     summary = {
         "task_type": "sft",
