@@ -153,6 +153,20 @@ async def stop_task(task_id: str, call: CP) -> dict[str, Any]:
     return ser.task_to_dict(await call("StopTask", cp.StopTaskRequest(task_id=task_id)))
 
 
+@router.post(
+    "/finetune/tasks/{task_id}/resume",
+    tags=["tasks"],
+    summary="A new attempt of a stopped or failed task from its latest checkpoint",
+    description="Optional body `{\"checkpoint\": \"<path>\"}` picks one of the task's checkpoints.",
+    responses=_ERROR_RESPONSES,
+)
+async def resume_task(task_id: str, request: Request, call: CP) -> dict[str, Any]:
+    raw = await request.body()
+    body = parse_object_body(raw, {"checkpoint": str}, optional=("checkpoint",)) if raw.strip() else {}
+    reply = await call("ResumeTask", cp.ResumeTaskRequest(task_id=task_id, checkpoint=body.get("checkpoint", "")))
+    return ser.task_to_dict(reply)
+
+
 @router.delete(
     "/finetune/tasks/{task_id}/delete",
     tags=["tasks"],

@@ -79,6 +79,23 @@ def event_to_dict(e: cp.TaskEvent) -> dict[str, Any]:
     }
 
 
+def attempt_to_dict(a: cp.TaskAttempt) -> dict[str, Any]:
+    return {
+        "number": a.number,
+        "agent_id": _or_none(a.agent_id),
+        "devices": list(a.devices),
+        "started_at": timestamp(a, "started_at"),
+        "ended_at": timestamp(a, "ended_at"),
+        "status": status_name(a.status) if a.status else None,
+        "reason": _or_none(a.reason),
+        "resumed_from": _or_none(a.resumed_from),
+    }
+
+
+def checkpoint_to_dict(c: cp.Checkpoint) -> dict[str, Any]:
+    return {"path": c.path, "step": c.step, "time": timestamp(c, "time"), "attempt": c.attempt}
+
+
 def task_to_dict(t: cp.Task) -> dict[str, Any]:
     return {
         "id": t.id,
@@ -100,6 +117,13 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         "output_dir": _or_none(t.output_dir),
         "last_log_seq": t.last_log_seq,
         "events": [event_to_dict(e) for e in t.events],
+        "priority": t.priority,
+        "queue_position": t.queue_position or None,
+        "devices": list(t.devices),
+        "attempt": t.attempt,
+        "max_retries": t.max_retries,
+        "checkpoints": [checkpoint_to_dict(c) for c in t.checkpoints],
+        "attempts": [attempt_to_dict(a) for a in t.attempts],
     }
 
 
@@ -156,6 +180,15 @@ def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
         "free_slots": a.free_slots,
         "alive": a.alive,
         "last_heartbeat": timestamp(a, "last_heartbeat"),
+        "devices": [device_to_dict(d) for d in a.devices],
+    }
+
+
+def device_to_dict(d: common_pb2.Device) -> dict[str, Any]:
+    return {
+        "index": d.index, "kind": d.kind, "uuid": d.uuid or None, "name": d.name or None,
+        "memory_total_bytes": d.memory_total_bytes, "memory_free_bytes": d.memory_free_bytes,
+        "utilization_percent": d.utilization_percent,
     }
 
 

@@ -20,3 +20,18 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     from tests.helpers.tiny_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphan_processes(tmp_path_factory):
+    """After the whole suite, no service, supervisor or trainer the tests started may still be running."""
+    yield
+    import time
+
+    from tests.helpers.orphans import leftover_processes
+
+    base = tmp_path_factory.getbasetemp()
+    deadline = time.monotonic() + 10  # a just-killed group may take a moment to be reaped
+    while (left := leftover_processes(base)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, "processes left running after the suite:\n" + "\n".join(left)

@@ -227,6 +227,7 @@ ROUTES = {
     "/api/finetune/tasks/{task_id}/events/stream": {"get"},
     "/api/finetune/tasks/{task_id}/metrics": {"get"},
     "/api/finetune/tasks/{task_id}/delete": {"delete"},
+    "/api/finetune/tasks/{task_id}/resume": {"post"},
     "/api/finetune/templates": {"get", "post"},
     "/api/finetune/templates/{template_id}": {"delete"},
 }
@@ -338,7 +339,8 @@ def test_task_to_dict_full():
     d = task_to_dict(task)
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
                        "agent_id", "error", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
-                       "last_log_seq", "events"]
+                       "last_log_seq", "events", "priority", "queue_position", "devices", "attempt",
+                       "max_retries", "checkpoints", "attempts"]
     assert d["status"] == "running"
     assert d["config"] == {"epochs": 3, "learning_rate": 2e-05, "warmup_ratio": 1.0, "model": "m"}
     assert type(d["config"]["epochs"]) is int and type(d["config"]["warmup_ratio"]) is float

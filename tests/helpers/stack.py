@@ -28,9 +28,10 @@ class Stack:
     workspace: Path
     control_plane_port: int
     gateway_port: int
-    agent_port: int
     env: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # name ("agent", "agent-2", ...) -> its own environment (port, id, directory, slots)
+    agent_envs: dict[str, dict[str, str]] = field(default_factory=dict)
     admin_user: str = "admin"
     _admin_token: str = ""
 
@@ -69,6 +70,33 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    def agent_dir(self, name: str = "agent") -> Path:
+        return Path(self.agent_envs[name]["BUGAGARIC_AGENT_DIR"])
+
+    def add_agent(self, name: str, slots: int) -> None:
+        """Configures (and starts) one more agent, as on another host: its own port, id and directory."""
+        self.agent_envs[name] = {
+            "BUGAGARIC_AGENT_PORT": str(free_port()),
+            "BUGAGARIC_AGENT_ID": name,
+            "BUGAGARIC_AGENT_SLOTS": str(slots),
+            "BUGAGARIC_AGENT_DIR": str(self.workspace / "var" / "agents" / name),
+        }
+        self.start_agent(name)
+
+    def start_agent(self, name: str) -> subprocess.Popen:
+        return self.start_service(name, "gpu_agent", self.agent_envs[name])
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Starts a service again (after a kill), with the same settings."""
+        module = {"control_plane": "control_plane", "gateway": "gateway"}.get(name)
+        return self.start_agent(name) if module is None else self.start_service(name, module)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kills one service process (only it: trainers live in sessions of their own)."""
+        process = self.processes[name]
+        process.send_signal(sig)
+        process.wait(timeout=30)
 
     def start_service(self, name: str, module: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log_dir = self.workspace / "var" / "logs"
@@ -121,10 +149,13 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        kill_leftover_trainers(self.workspace / "var" / "agent")
+        for name in self.agent_envs:
+            kill_leftover_trainers(self.agent_dir(name))
 
 
-def start_stack(workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0) -> Stack:
+def start_stack(
+    workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0, agent_timeout_seconds: float = 10.0
+) -> Stack:
     workspace.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -134,21 +165,19 @@ def start_stack(workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 
         "BUGAGARIC_WORKSPACE": str(workspace),
         "BUGAGARIC_DATABASE_URL": f"sqlite:///{workspace / 'var' / 'bugagaric.db'}",
         "BUGAGARIC_CONTROL_PLANE_ADDRESS": "",
-        "BUGAGARIC_AGENT_SLOTS": str(slots),
-        "BUGAGARIC_AGENT_DIR": str(workspace / "var" / "agent"),
         "BUGAGARIC_STOP_GRACE_SECONDS": str(stop_grace_seconds),
+        "BUGAGARIC_AGENT_TIMEOUT_SECONDS": str(agent_timeout_seconds),
         "BUGAGARIC_HEARTBEAT_SECONDS": "1",
         "BUGAGARIC_CLUSTER_TOKEN": secrets.token_urlsafe(24),
         "BUGAGARIC_ADMIN_PASSWORD": secrets.token_urlsafe(12),
     }
-    stack = Stack(workspace, free_port(), free_port(), free_port(), env)
+    stack = Stack(workspace, free_port(), free_port(), env)
     env["BUGAGARIC_CONTROL_PLANE_PORT"] = str(stack.control_plane_port)
     env["BUGAGARIC_CONTROL_PLANE_ADDRESS"] = stack.control_plane_address
     env["BUGAGARIC_GATEWAY_PORT"] = str(stack.gateway_port)
-    env["BUGAGARIC_AGENT_PORT"] = str(stack.agent_port)
     try:
         stack.start_service("control_plane", "control_plane")
-        stack.start_service("agent", "gpu_agent")
+        stack.add_agent("agent", slots)
         stack.start_service("gateway", "gateway")
         stack.wait_healthy()
     except BaseException:
