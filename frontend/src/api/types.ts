@@ -118,14 +118,20 @@ export interface TypeTemplate {
   json_schema: JsonSchema;
   data_example: unknown;
   builtin?: boolean;
+  id?: string | null;
+  owner?: string | null;
 }
 
-/** A template a user saved (`builtin: false`). */
+/**
+ * A template a user saved (`builtin: false`). The gateway sends it in the template shape, its config as
+ * `default_config`; `config` is accepted too.
+ */
 export interface SavedTemplate {
   id: string;
   name: string;
   type: string;
-  config: Record<string, unknown>;
+  config?: Record<string, unknown>;
+  default_config?: Record<string, unknown>;
   builtin: false;
   created_at?: string | null;
   owner?: string | null;
@@ -134,7 +140,12 @@ export interface SavedTemplate {
 export type TemplateEntry = TypeTemplate | SavedTemplate;
 
 export function isSavedTemplate(t: TemplateEntry): t is SavedTemplate {
-  return (t as SavedTemplate).builtin === false || ("id" in t && !("json_schema" in t));
+  if (t.builtin === true) return false;
+  return t.builtin === false || (!!t.id && !("json_schema" in t));
+}
+
+export function savedConfig(t: SavedTemplate): Record<string, unknown> {
+  return t.config ?? t.default_config ?? {};
 }
 
 export interface ValidationProblem {

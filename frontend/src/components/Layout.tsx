@@ -35,43 +35,45 @@ export function Layout() {
   return (
     <div className="app-shell">
       <aside className="sidebar">
-        <div className="brand">
-          <img src="/favicon.svg" alt="" width={28} height={28} />
-          <div>
-            <div className="brand-name">BugAgaric</div>
-            <div className="brand-sub">{t("app.subtitle")}</div>
+        <div className="sidebar-inner">
+          <div className="brand">
+            <img src="/favicon.svg" alt="" width={28} height={28} />
+            <div>
+              <div className="brand-name">BugAgaric</div>
+              <div className="brand-sub">{t("app.subtitle")}</div>
+            </div>
           </div>
-        </div>
-        <nav className="nav">
-          <NavLink to="/finetune" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
-            <span className="nav-icon" aria-hidden>
-              ⚙
-            </span>
-            {t("nav.finetune")}
-          </NavLink>
-          <NavLink to="/tasks" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
-            <span className="nav-icon" aria-hidden>
-              ☰
-            </span>
-            {t("nav.tasks")}
-          </NavLink>
-        </nav>
-        <div className="sidebar-foot">
-          <LangSwitch />
-          <div className="user-box">
-            <span className="user-name" title={user?.role ?? ""} data-testid="current-user">
-              {user?.username ?? t("auth.unknownUser")}
-            </span>
-            <button
-              type="button"
-              className="link"
-              onClick={async () => {
-                await logout();
-                navigate("/login", { replace: true });
-              }}
-            >
-              {t("auth.logout")}
-            </button>
+          <nav className="nav">
+            <NavLink to="/finetune" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
+              <span className="nav-icon" aria-hidden>
+                ⚙
+              </span>
+              {t("nav.finetune")}
+            </NavLink>
+            <NavLink to="/tasks" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
+              <span className="nav-icon" aria-hidden>
+                ☰
+              </span>
+              {t("nav.tasks")}
+            </NavLink>
+          </nav>
+          <div className="sidebar-foot">
+            <LangSwitch />
+            <div className="user-box">
+              <span className="user-name" title={user?.role ?? ""} data-testid="current-user">
+                {user?.username ?? t("auth.unknownUser")}
+              </span>
+              <button
+                type="button"
+                className="link"
+                onClick={async () => {
+                  await logout();
+                  navigate("/login", { replace: true });
+                }}
+              >
+                {t("auth.logout")}
+              </button>
+            </div>
           </div>
         </div>
       </aside>

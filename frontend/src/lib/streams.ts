@@ -83,7 +83,9 @@ export function useTaskLive(taskId: string) {
 
     const subscribe = () => {
       let opened = false;
-      source = new EventSource(streamUrl(`/finetune/tasks/${encodeURIComponent(taskId)}/events/stream`));
+      source = new EventSource(
+        streamUrl(`/finetune/tasks/${encodeURIComponent(taskId)}/events/stream`, { after_seq: lastSeq.current }),
+      );
       source.onopen = () => {
         opened = true;
         setMode("live");

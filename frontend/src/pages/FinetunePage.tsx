@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useSearchParams } from "react-router-dom";
 import { api, ApiError } from "../api/client";
-import { isSavedTemplate, type SavedTemplate, type TypeTemplate, type ValidationReport } from "../api/types";
+import { isSavedTemplate, savedConfig, type SavedTemplate, type TypeTemplate, type ValidationReport } from "../api/types";
 import { SchemaForm } from "../components/SchemaForm";
 import { ConfirmDialog, ErrorBanner, Spinner } from "../components/ui";
 import { useI18n } from "../i18n";
@@ -322,7 +322,7 @@ export function FinetunePage() {
       return;
     }
     const targetFields = fieldsFromSchema(target.json_schema);
-    drafts.current[target.type] = initialValues(targetFields, entry.config);
+    drafts.current[target.type] = initialValues(targetFields, savedConfig(entry));
     if (target.type === selectedType) {
       setValues(drafts.current[target.type]);
       setServerErrors({});

@@ -1,0 +1,124 @@
+"""Headless Chromium for the console tests: Debian's /usr/bin/chromium driven by Python playwright (browsers cannot be
+downloaded here, so `playwright install` is never used), and the console server (frontend/server/serve.mjs)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FRONTEND = REPO_ROOT / "frontend"
+SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
+
+# Headless as root needs --no-sandbox; the rest keep Chromium from trying to reach the internet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
+]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("BUGAGARIC_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
+                      shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def missing_prerequisites() -> str | None:
+    """Why the browser test cannot run here (a reason to skip), or None."""
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "Python playwright is not installed (pip install playwright)"
+    if not chromium_path():
+        return "no chromium executable (apt-get install chromium)"
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not (FRONTEND / "node_modules").is_dir() and not (FRONTEND / "dist" / "index.html").is_file():
+        return "frontend not installed/built (cd frontend && npm ci && npm run build)"
+    return None
+
+
+@contextlib.contextmanager
+def launch_chromium(*, headless: bool = True) -> Iterator[object]:
+    """Yields a playwright Browser on the system Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=headless, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Saves a full-page screenshot under test-output/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def ensure_console_built() -> None:
+    """`npm run build` via server/ensure-build.mjs: installs (npm ci) and builds only when dist is missing or stale."""
+    subprocess.run(["node", "server/ensure-build.mjs"], cwd=FRONTEND, check=True, timeout=600)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ConsoleServer:
+    """The console (`npm run serve`, i.e. node server/serve.mjs) on a free port, proxying /api to `gateway_url`."""
+
+    def __init__(self, gateway_url: str, log_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")
+        env = {**os.environ, "BUGAGARIC_FRONTEND_PORT": str(self.port), "BUGAGARIC_FRONTEND_HOST": "127.0.0.1",
+               "BUGAGARIC_GATEWAY_URL": gateway_url}
+        self.process = subprocess.Popen(["node", "server/serve.mjs"], cwd=FRONTEND, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait()
+
+    def _wait(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"console server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("console server did not come up")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
