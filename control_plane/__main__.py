@@ -6,12 +6,16 @@ import asyncio
 import logging
 import signal
 
+from control_plane.db import SchemaOutOfDate
 from control_plane.server import start_control_plane
 from control_plane.settings import ControlPlaneSettings
 
 
 async def serve() -> None:
-    running = await start_control_plane(ControlPlaneSettings())
+    try:
+        running = await start_control_plane(ControlPlaneSettings())
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

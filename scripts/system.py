@@ -1,4 +1,4 @@
-"""start | stop | status | restart for the local system: control plane, one GPU agent and the gateway.
+"""start | stop | status | restart for the local system: control plane, one GPU agent, the gateway and the console.
 
 Called by ./start_finetune_system.sh once .venv exists. Each service runs in its own session with its pid in
 var/run/<name>.pid and its log in var/logs/<name>.log. Starting again starts only what is not running.
@@ -7,6 +7,7 @@ var/run/<name>.pid and its log in var/logs/<name>.log. Starting again starts onl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import secrets
 import signal
@@ -20,10 +21,16 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "var" / "run"
 LOG_DIR = ROOT / "var" / "logs"
-# Start order; stop goes in reverse.
-SERVICES = ("control_plane", "gpu_agent", "gateway")
+# Start order; stop goes in reverse. The last argument identifies the process in /proc/<pid>/cmdline.
+SERVICES = {
+    "control_plane": [sys.executable, "-m", "control_plane"],
+    "gpu_agent": [sys.executable, "-m", "gpu_agent"],
+    "gateway": [sys.executable, "-m", "gateway"],
+    "console": ["node", "frontend/server/serve.mjs"],
+}
 GATEWAY_PORT = int(os.environ.get("BUGAGARIC_GATEWAY_PORT", "18080"))
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+CONSOLE_URL = f"http://localhost:{os.environ.get('BUGAGARIC_FRONTEND_PORT', '3000')}"
 ACTIVE_STATUSES = ("queued", "starting", "running", "stopping")
 
 
@@ -34,7 +41,7 @@ def pid_of(name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if name.encode() in cmdline else None
+    return pid if SERVICES[name][-1].encode() in cmdline else None
 
 
 def start() -> int:
@@ -45,14 +52,17 @@ def start() -> int:
         "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT)),
         "BUGAGARIC_CLUSTER_TOKEN": os.environ.get("BUGAGARIC_CLUSTER_TOKEN") or cluster_token(),
     }
+    if not pid_of("console"):
+        # npm ci and `vite build` only when frontend/dist is missing or older than its sources.
+        subprocess.run(["node", "frontend/server/ensure-build.mjs"], cwd=ROOT, check=True)
     started: dict[str, subprocess.Popen] = {}
-    for name in SERVICES:
+    for name, argv in SERVICES.items():
         if pid_of(name):
             print(f"{name}: already running (pid {pid_of(name)})")
             continue
         with open(LOG_DIR / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", name], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         (RUN_DIR / f"{name}.pid").write_text(str(process.pid))
@@ -64,6 +74,7 @@ def start() -> int:
         return 1
     agents = ", ".join(f"{a['agent_id']} ({a['slots']} slot(s))" for a in health["agents"] if a["alive"])
     print(f"\nBugAgaric Finetune is up. Agents: {agents}")
+    print(f"  Console:   {CONSOLE_URL}  (sidebar: 模型微调)")
     print(f"  REST API:  {GATEWAY_URL}/api/health")
     print(f"  API docs:  {GATEWAY_URL}/docs")
     print(f"  gRPC:      127.0.0.1:{os.environ.get('BUGAGARIC_CONTROL_PLANE_PORT', '50051')} (FinetuneService)")
@@ -90,11 +101,15 @@ def cluster_token() -> str:
 def show_admin_password_once() -> None:
     """The control plane wrote the generated admin password to var/admin_password on its first start."""
     password_file, shown = ROOT / "var" / "admin_password", RUN_DIR / "admin_password.shown"
-    if password_file.exists() and not shown.exists():
-        username, password = password_file.read_text().split()
-        print(f"\n  Admin login: {username} / {password}")
-        print(f"  (shown once; it stays in {password_file.relative_to(ROOT)}, readable by you only)")
-        shown.touch()
+    if not password_file.exists():
+        return
+    fingerprint = hashlib.sha256(password_file.read_bytes()).hexdigest()
+    if shown.exists() and shown.read_text() == fingerprint:
+        return
+    username, password = password_file.read_text().split()
+    print(f"\n  Admin login: {username} / {password}")
+    print(f"  (shown once; it stays in {password_file.relative_to(ROOT)}, readable by you only)")
+    shown.write_text(fingerprint)
 
 
 def wait_healthy(started: dict[str, subprocess.Popen], timeout: float) -> dict | None:
@@ -107,7 +122,8 @@ def wait_healthy(started: dict[str, subprocess.Popen], timeout: float) -> dict |
                 return None
         try:
             body = httpx.get(f"{GATEWAY_URL}/api/health", timeout=2).json()
-            if any(agent.get("alive") for agent in body.get("agents", [])):
+            console_up = httpx.get(f"{CONSOLE_URL}/healthz", timeout=2).status_code == 200
+            if console_up and any(agent.get("alive") for agent in body.get("agents", [])):
                 return body
         except (httpx.HTTPError, ValueError):
             pass

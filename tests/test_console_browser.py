@@ -20,9 +20,6 @@ from tests.helpers.browser import (
     screenshot,
 )
 
-_why_not = missing_prerequisites()
-pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
-
 TRAIN_TIMEOUT_MS = 240_000
 
 
@@ -32,6 +29,8 @@ def console(tmp_path_factory):
     from tests.helpers.stack import start_stack
     from tests.helpers.tiny_models import build_tiny_llama, write_sft_rows
 
+    missing = missing_prerequisites()
+    assert missing is None, f"{missing}: ./run_tests.sh installs everything the browser test needs"
     ensure_console_built()
     workspace = tmp_path_factory.mktemp("console")
     stack = start_stack(workspace, slots=2, stop_grace_seconds=3.0)
@@ -39,12 +38,8 @@ def console(tmp_path_factory):
     try:
         model_dir = build_tiny_llama(workspace / "models" / "tiny-llama")
         write_sft_rows(workspace / "data" / "train.jsonl", 64)
-        if hasattr(stack, "start_console"):
-            stack.start_console()
-            url = stack.console_url
-        else:  # until the stack helper grows start_console(): the same server, started here
-            server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
-            url = server.url
+        server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
+        url = server.url
         yield {"stack": stack, "url": url, "model": str(model_dir), "data": "data/train.jsonl"}
     finally:
         if server is not None:

@@ -40,7 +40,7 @@ def chromium_path() -> str | None:
 
 
 def missing_prerequisites() -> str | None:
-    """Why the browser test cannot run here (a reason to skip), or None."""
+    """What the browser test lacks here, or None."""
     try:
         import playwright  # noqa: F401
     except ImportError:
@@ -49,8 +49,6 @@ def missing_prerequisites() -> str | None:
         return "no chromium executable (apt-get install chromium)"
     if not shutil.which("node"):
         return "node is not installed"
-    if not (FRONTEND / "node_modules").is_dir() and not (FRONTEND / "dist" / "index.html").is_file():
-        return "frontend not installed/built (cd frontend && npm ci && npm run build)"
     return None
 
 
