@@ -1,15 +1,18 @@
-"""The agent's task table: launches into free slots, stops, and describes; knows nothing about gRPC."""
+"""The agent's task table: launches onto free devices, stops, adopts after a restart, and describes; knows nothing
+about gRPC."""
 
 from __future__ import annotations
 
 import logging
 import re
 import socket
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from gpu_agent import devices, process_runner
+from gpu_agent import devices as device_claims
+from gpu_agent import process_runner
+from gpu_agent.inventory import Inventory
 from gpu_agent.settings import AgentSettings
-from gpu_agent.task_run import TaskRun
+from gpu_agent.task_run import FINAL_STATUSES, TaskRun
 from trainers import registry
 from trainers.errors import ConfigError
 
@@ -45,60 +48,127 @@ class TaskNotFound(AgentError):
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings):
+    def __init__(self, settings: AgentSettings, inventory: Inventory | None = None):
         self.settings = settings
         self.workspace = settings.workspace_path()
         self.agent_dir = settings.agent_dir_path()
         self.hostname = socket.gethostname()
         self.agent_id = settings.agent_id  # filled in by the server once the port is bound
-        self.slots = settings.agent_slots
-        self.tasks: dict[str, TaskRun] = {}
-        self.devices: dict[str, list[int]] = {}  # task id -> the device indices it was given
+        self.inventory = inventory or Inventory.discover(settings.agent_slots, settings.agent_devices)
+        self.tasks: dict[str, TaskRun] = {}  # task id -> its latest attempt known to this agent
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
 
     @property
+    def slots(self) -> int:
+        return len(self.inventory)
+
+    @property
     def free_slots(self) -> int:
-        return max(0, self.slots - len(self.running_task_ids()))
+        held = self.held_devices()
+        return sum(1 for index in self.inventory.indices if index not in held)
+
+    def held_devices(self) -> set[int]:
+        return {index for run in self.tasks.values() if not run.ended for index in run.devices}
 
     def running_task_ids(self) -> list[str]:
         return [task_id for task_id, run in self.tasks.items() if not run.ended]
 
-    def launch(self, task_id: str, type_name: str, config_json: str, env: Mapping[str, str]) -> TaskRun:
+    def launch(self, task_id: str, type_name: str, config_json: str, env: Mapping[str, str], *,
+               devices: Sequence[int] = (), attempt: int = 0, log_seq_base: int = 0, metric_seq_base: int = 0,
+               resume_from_checkpoint: str = "") -> TaskRun:
         if not _TASK_ID.match(task_id):
             raise InvalidRequest(f"task_id {task_id!r} must be 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+        if attempt < 0:
+            raise InvalidRequest(f"attempt must be >= 1, not {attempt}")
+        attempt = attempt or 1
         try:
             task_type = registry.get(type_name)
-            config = task_type.parse_config(config_json)
+            task_type.parse_config(config_json)
         except ConfigError as exc:
             raise InvalidRequest(exc.message) from None
-        directory = process_runner.task_dir(self.agent_dir, task_id)
-        if task_id in self.tasks or (directory / process_runner.STATE_FILE).exists():
-            raise AlreadyExists(f"task {task_id} was already launched on this agent")
-        if self.free_slots <= 0:
-            raise NoFreeSlot(f"all {self.slots} slot(s) are busy: {', '.join(self.running_task_ids())}")
-        busy = [index for t in self.running_task_ids() for index in self.devices.get(t, [])]
+        current = self.tasks.get(task_id)
+        if current is not None and not current.ended:
+            raise AlreadyExists(f"task {task_id} is already running on this agent (attempt {current.attempt})")
+        directory = process_runner.attempt_dir(self.agent_dir, task_id, attempt)
+        if directory.exists():
+            raise AlreadyExists(f"attempt {attempt} of task {task_id} was already launched on this agent")
         try:
-            chosen = devices.pick_devices(getattr(config, "gpu_vis", None), getattr(config, "gpus", None), busy, self.slots)
-        except devices.DevicesBusy as exc:
+            chosen = device_claims.claim(devices, self.inventory.indices, self.held_devices())
+        except device_claims.BadDevices as exc:
+            raise InvalidRequest(str(exc)) from None
+        except device_claims.DevicesUnavailable as exc:
             raise NoFreeSlot(str(exc)) from None
+        extra_env = {**env, **device_claims.visible_devices_env(chosen, self.inventory.kind),
+                     "BUGAGARIC_ATTEMPT": str(attempt)}
+        if resume_from_checkpoint:
+            extra_env["BUGAGARIC_RESUME_FROM_CHECKPOINT"] = resume_from_checkpoint
         process = process_runner.launch(
             task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
-            workspace=self.workspace, extra_env={**env, **devices.visible_devices_env(chosen)},
+            workspace=self.workspace, extra_env=extra_env, nproc=len(chosen),
         )
-        self.devices[task_id] = chosen
         run = TaskRun(task_id=task_id, task_type=type_name, directory=directory, process=process,
-                      default_grace=self.settings.stop_grace_seconds)
+                      default_grace=self.settings.stop_grace_seconds, attempt=attempt, devices=chosen,
+                      log_seq_base=log_seq_base, metric_seq_base=metric_seq_base,
+                      resume_from_checkpoint=resume_from_checkpoint)
         self.tasks[task_id] = run
         run.start()
+        log.info("task %s attempt %d: running on %s device(s) %s%s", task_id, attempt, self.inventory.kind, chosen,
+                 f" (data-parallel, {len(chosen)} processes)" if len(chosen) > 1 else "")
         return run
 
+    def adopt_leftovers(self) -> list[TaskRun]:
+        """After a restart: watches again every attempt a previous agent launched that had not ended.
+
+        A supervisor still alive (same pid and start time) is followed to its end; one that ended meanwhile has its
+        output drained and its exit status read from exit.json. Either way the final status reaches the spool.
+        """
+        adopted: list[TaskRun] = []
+        for path in process_runner.state_files(self.agent_dir):
+            directory = path.parent
+            if process_runner.attempt_number(directory) is None:
+                continue  # a flat task dir from before attempts: not ours to resume
+            state = process_runner.read_state(directory)
+            if not state or state.get("status") in FINAL_STATUSES or not state.get("task_id"):
+                continue
+            task_id = state["task_id"]
+            current = self.tasks.get(task_id)
+            if current is not None and current.attempt > int(state.get("attempt") or 1):
+                continue
+            try:
+                run = TaskRun.from_state(directory, state, self.settings.stop_grace_seconds)
+                how = run.adopt()
+            except Exception:
+                log.exception("could not adopt %s", directory)
+                continue
+            self.tasks[task_id] = run
+            adopted.append(run)
+            log.info("task %s attempt %d: adopted after an agent restart: %s", task_id, run.attempt, how)
+        return adopted
+
     def get(self, task_id: str) -> TaskRun:
-        try:
-            return self.tasks[task_id]
-        except KeyError:
-            raise TaskNotFound(f"task {task_id} is not known to this agent") from None
+        run = self.tasks.get(task_id)
+        if run is None:
+            run = self._load_ended(task_id)
+        if run is None:
+            raise TaskNotFound(f"task {task_id} is not known to this agent")
+        return run
+
+    def _load_ended(self, task_id: str) -> TaskRun | None:
+        """A task that ended before this agent started: its latest attempt, read back from disk for readers."""
+        if not _TASK_ID.match(task_id):
+            return None
+        for directory in reversed(process_runner.attempt_dirs(self.agent_dir, task_id)):
+            state = process_runner.read_state(directory)
+            if state and state.get("status") in FINAL_STATUSES:
+                run = TaskRun.from_state(directory, state, self.settings.stop_grace_seconds,
+                                         adopted=bool(state.get("adopted")))
+                self.tasks[task_id] = run
+                return run
+            if state:
+                return None  # not ended, yet not adopted: nothing trustworthy to serve
+        return None
 
     def stop(self, task_id: str, grace_seconds: float = 0.0) -> TaskRun:
         run = self.get(task_id)
@@ -113,3 +183,4 @@ class Agent:
         if running:
             log.info("agent stopping; %d trainer(s) keep running in their own sessions: %s", len(running),
                      ", ".join(f"{t} (pid {self.tasks[t].process.pid})" for t in running))
+        self.inventory.close()

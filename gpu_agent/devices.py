@@ -1,7 +1,7 @@
-"""Which devices a task gets on this host, handed to the trainer as CUDA_VISIBLE_DEVICES.
+"""Checks the devices the control plane's scheduler placed a task on, and hands them to the trainer.
 
-`gpu_vis` (the seed's key, e.g. "0,1") pins devices; otherwise `gpus` (default 1) takes that many devices that no
-other running task on this agent holds. Device indices are 0..slots-1 (the scheduling issue brings real inventory).
+Placement is the control plane's job; the agent only refuses what it cannot honour (a device it does not have, or one
+another running task on this agent holds). A request without devices (an older caller) gets the lowest free one.
 """
 
 from __future__ import annotations
@@ -9,19 +9,35 @@ from __future__ import annotations
 from typing import Iterable
 
 
-class DevicesBusy(Exception):
+class DevicesUnavailable(Exception):
     pass
 
 
-def pick_devices(gpu_vis: str | None, gpus: int | None, busy: Iterable[int], total: int) -> list[int]:
-    if gpu_vis:
-        return [int(part) for part in gpu_vis.split(",")]
-    wanted = gpus or 1
-    free = [index for index in range(total) if index not in set(busy)]
-    if len(free) < wanted:
-        raise DevicesBusy(f"the task needs {wanted} device(s); free on this agent: {free or 'none'}")
-    return free[:wanted]
+class BadDevices(Exception):
+    pass
 
 
-def visible_devices_env(devices: list[int]) -> dict[str, str]:
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(index) for index in devices)}
+def claim(requested: Iterable[int], existing: Iterable[int], held: Iterable[int]) -> list[int]:
+    """The devices the task gets: `requested` checked against this host's devices and those held by running tasks."""
+    requested, existing, held = list(requested), sorted(set(existing)), set(held)
+    if len(set(requested)) != len(requested):
+        raise BadDevices(f"devices {requested} name a device twice")
+    free = [index for index in existing if index not in held]
+    if not requested:
+        if not free:
+            raise DevicesUnavailable(f"no free device on this agent (all of {existing or 'none'} are held)")
+        return free[:1]
+    unknown = [index for index in requested if index not in existing]
+    if unknown:
+        raise DevicesUnavailable(f"device(s) {unknown} do not exist on this agent (it has {existing or 'none'})")
+    busy = [index for index in requested if index in held]
+    if busy:
+        raise DevicesUnavailable(f"device(s) {busy} are held by another running task; free: {free or 'none'}")
+    return requested
+
+
+def visible_devices_env(devices: list[int], kind: str = "gpu") -> dict[str, str]:
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(index) for index in devices)}
+    if kind == "gpu":
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the same numbering as NVML's
+    return env

@@ -1,8 +1,11 @@
 """The per-task spool: tails the trainer's stdout.log, stderr.log and metrics.jsonl into one ordered journal.
 
 `spool.jsonl` in the task dir holds, in the order the agent saw them, one JSON object per line:
-  {"kind": "log", "seq", "time", "stream", "text", "offset", "end"}   seq: per task, 1-based, gap-free
-  {"kind": "metric", "seq", "time", "values_json", "offset", "end"}   seq: the line number in metrics.jsonl
+  {"kind": "log", "seq", "time", "stream", "text", "offset", "end"}   seq: per task, gap-free, log_seq_base + 1 first
+  {"kind": "metric", "seq", "time", "values_json", "offset", "end"}   seq: metric_seq_base + the line number in
+                                                                      metrics.jsonl
+Seqs are absolute: an attempt's spool continues where the task's previous attempt ended (the bases come with the
+launch request), so readers resume with the same after_log_seq / after_metric_seq across attempts.
   {"kind": "status", "status", "time", "exit_code", "reason", "error", "pid"}
 A record is appended before anyone is told about it, so every reader (live or a fresh one after a restart) sees the
 same seqs in the same order. offset/end are byte offsets of the line in its source file: a restarted agent resumes
@@ -116,11 +119,11 @@ def read_spool(task_dir: Path) -> list[dict[str, Any]]:
 class SpoolWriter:
     """The one writer of a task's journal. Opening it on an existing journal resumes where that left off."""
 
-    def __init__(self, task_dir: Path):
+    def __init__(self, task_dir: Path, log_seq_base: int = 0, metric_seq_base: int = 0):
         self.task_dir = Path(task_dir)
         self.path = self.task_dir / SPOOL_FILE
-        self.last_log_seq = 0
-        self.last_metric_seq = 0
+        self.last_log_seq = log_seq_base
+        self.last_metric_seq = metric_seq_base
         self.final_status: dict[str, Any] | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         offsets = {"stdout": 0, "stderr": 0, "metric": 0}

@@ -1,5 +1,8 @@
 """Registers the agent with the control plane and keeps it informed by heartbeats.
 
+Registration carries the agent's devices (slots = their number) and the tasks it runs (adopted ones included, so the
+control plane resumes following them); every heartbeat carries the running tasks and fresh device readings.
+
 Runs as a background task: while the control plane is unreachable it retries with backoff, and the agent's own
 server keeps serving meanwhile. A heartbeat answered `known=false` (a restarted control plane) registers again.
 """
@@ -8,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 import grpc
 
 from protos.auth import bearer_channel
 
-from protos import control_plane_pb2, control_plane_pb2_grpc
+from protos import common_pb2, control_plane_pb2, control_plane_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,15 @@ _CHANNEL_OPTIONS = [
 
 
 class Registrar:
-    def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str, slots: int,
-                 running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = ""):
+    def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str,
+                 running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = "",
+                 devices: Callable[[], Sequence[common_pb2.Device]] = list):
         self.control_plane_address = control_plane_address
         self.agent_id = agent_id
         self.address = address
         self.hostname = hostname
-        self.slots = slots
         self.running_task_ids = running_task_ids
+        self.devices = devices  # the inventory with fresh readings, read on every registration and heartbeat
         self.heartbeat_seconds = heartbeat_seconds
         self.cluster_token = cluster_token
         self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
@@ -73,9 +77,10 @@ class Registrar:
         """Registers, retrying with backoff; returns the heartbeat interval to use."""
         delay = _BACKOFF_START
         while True:
+            devices = list(self.devices())
             request = control_plane_pb2.RegisterAgentRequest(
-                agent_id=self.agent_id, address=self.address, hostname=self.hostname, slots=self.slots,
-                running_task_ids=self.running_task_ids())
+                agent_id=self.agent_id, address=self.address, hostname=self.hostname, slots=len(devices),
+                running_task_ids=self.running_task_ids(), devices=devices)
             try:
                 response = await stub.RegisterAgent(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
@@ -97,7 +102,8 @@ class Registrar:
         while True:
             await asyncio.sleep(interval)
             request = control_plane_pb2.HeartbeatRequest(agent_id=self.agent_id,
-                                                         running_task_ids=self.running_task_ids())
+                                                         running_task_ids=self.running_task_ids(),
+                                                         devices=list(self.devices()))
             try:
                 response = await stub.Heartbeat(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:

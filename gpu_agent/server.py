@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gpu_agent.agent import Agent
 from gpu_agent.registration import Registrar
-from gpu_agent.servicer import GpuAgentServicer
+from gpu_agent.servicer import GpuAgentServicer, devices_to_proto
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, agent_pb2_grpc
 
@@ -39,6 +39,8 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
         raise SystemExit("BUGAGARIC_CLUSTER_TOKEN is not set: the agent accepts calls only from the control plane holding it")
     agent = Agent(settings)
     agent.agent_dir.mkdir(parents=True, exist_ok=True)
+    # Before serving and registering: adopted tasks are running tasks, reported at registration.
+    agent.adopt_leftovers()
     server = grpc.aio.server(interceptors=[BearerTokenInterceptor(_cluster_check(settings.cluster_token))])
     agent_pb2_grpc.add_GpuAgentServicer_to_server(GpuAgentServicer(agent), server)
     health_servicer = health.aio.HealthServicer()
@@ -54,13 +56,14 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     agent.agent_id = settings.resolved_agent_id(port)
     agent.health = health_servicer
     address = settings.advertise_address(port)
-    log.info("agent %s serving on %s:%d (advertised as %s), %d slot(s), task dirs under %s", agent.agent_id,
-             settings.agent_host, port, address, agent.slots, agent.agent_dir)
+    log.info("agent %s serving on %s:%d (advertised as %s), %d %s device(s), task dirs under %s", agent.agent_id,
+             settings.agent_host, port, address, agent.slots, agent.inventory.kind, agent.agent_dir)
     if settings.control_plane_address:
         registrar = Registrar(
             control_plane_address=settings.control_plane_address, agent_id=agent.agent_id, address=address,
-            hostname=agent.hostname, slots=agent.slots, running_task_ids=agent.running_task_ids,
-            heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token)
+            hostname=agent.hostname, running_task_ids=agent.running_task_ids,
+            heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token,
+            devices=lambda: devices_to_proto(agent.inventory.refresh()))
         registrar.start()
         agent.registrar = registrar
     return server, port, agent

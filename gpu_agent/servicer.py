@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpu_agent.agent import Agent, AgentError, AlreadyExists, InvalidRequest, NoFreeSlot, TaskNotFound
+from gpu_agent.inventory import DeviceInfo
 from gpu_agent.task_run import TaskRun
 from protos import agent_pb2, agent_pb2_grpc, common_pb2
 from trainers import preflight
@@ -60,7 +61,10 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
 
     async def LaunchTask(self, request, context):
         try:
-            run = self.agent.launch(request.task_id, request.type, request.config_json, dict(request.env))
+            run = self.agent.launch(
+                request.task_id, request.type, request.config_json, dict(request.env), devices=list(request.devices),
+                attempt=request.attempt, log_seq_base=request.log_seq_base, metric_seq_base=request.metric_seq_base,
+                resume_from_checkpoint=request.resume_from_checkpoint)
         except AgentError as exc:
             log.info("LaunchTask %s refused: %s", request.task_id, exc)
             await self._abort(context, exc)
@@ -96,7 +100,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
     async def DescribeAgent(self, request, context):
         return agent_pb2.AgentDescription(
             agent_id=self.agent.agent_id, hostname=self.agent.hostname, slots=self.agent.slots,
-            free_slots=self.agent.free_slots, tasks=[_describe_task(run) for run in self.agent.tasks.values()])
+            free_slots=self.agent.free_slots, tasks=[_describe_task(run) for run in self.agent.tasks.values()],
+            devices=devices_to_proto(self.agent.inventory.refresh()))
 
 
 def report_to_proto(report: dict[str, Any], agent_id: str) -> common_pb2.ValidationReport:
@@ -110,6 +115,13 @@ def report_to_proto(report: dict[str, Any], agent_id: str) -> common_pb2.Validat
     )
 
 
+def devices_to_proto(devices: list[DeviceInfo]) -> list[common_pb2.Device]:
+    return [common_pb2.Device(index=d.index, kind=d.kind, uuid=d.uuid, name=d.name,
+                              memory_total_bytes=d.memory_total_bytes, memory_free_bytes=d.memory_free_bytes,
+                              utilization_percent=d.utilization_percent) for d in devices]
+
+
 def _describe_task(run: TaskRun) -> agent_pb2.AgentTask:
     return agent_pb2.AgentTask(task_id=run.task_id, status=STATUS_ENUM[run.visible_status], pid=run.process.pid,
-                               last_log_seq=run.spool.last_log_seq, last_metric_seq=run.spool.last_metric_seq)
+                               last_log_seq=run.spool.last_log_seq, last_metric_seq=run.spool.last_metric_seq,
+                               attempt=run.attempt, devices=run.devices, adopted=run.adopted)

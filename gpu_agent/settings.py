@@ -17,7 +17,8 @@ class AgentSettings(BaseSettings):
     # What the control plane dials; "" -> host:bound_port, with 0.0.0.0 replaced by 127.0.0.1.
     agent_advertise_address: str = ""
     agent_id: str = ""  # "" -> "<hostname>-<port>"
-    agent_slots: int = 1
+    agent_slots: int = 1  # CPU slots, used where NVML finds no GPU
+    agent_devices: str = "auto"  # "auto": GPUs through NVML if any, else CPU slots; "cpu": CPU slots only
     agent_dir: str = "var/agent"  # relative -> under the workspace
     workspace: str = ""  # "" -> the current directory
     stop_grace_seconds: float = 30.0

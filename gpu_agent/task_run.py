@@ -1,4 +1,8 @@
-"""One launched task: its process, its spool pump, its final status, and the event stream readers follow."""
+"""One attempt of a task: its process, its spool pump, its final status, and the event stream readers follow.
+
+A TaskRun is either launched by this agent (the supervisor is its child) or adopted by an agent that restarted while
+the attempt ran (the supervisor is not its child: its pid is polled, and exit.json tells how the trainer ended).
+"""
 
 from __future__ import annotations
 
@@ -20,27 +24,59 @@ STOPPING = "stopping"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "stopped"})
 POLL_SECONDS = 0.15
 _LEFTOVER_WAIT_SECONDS = 2.0
+ENDED_WHILE_DOWN = "ended while the agent was down; exit status unknown"
 
 
 class TaskRun:
     def __init__(self, *, task_id: str, task_type: str, directory: Path, process: TrainerProcess,
-                 default_grace: float):
+                 default_grace: float, attempt: int = 1, devices: list[int] | None = None, log_seq_base: int = 0,
+                 metric_seq_base: int = 0, resume_from_checkpoint: str = "", adopted: bool = False,
+                 started_at: float | None = None):
         self.task_id = task_id
         self.task_type = task_type
-        self.directory = directory
+        self.directory = directory  # the attempt's directory
         self.process = process
         self.default_grace = default_grace
-        self.spool = SpoolWriter(directory)
+        self.attempt = attempt
+        self.devices = list(devices or [])
+        self.log_seq_base = log_seq_base
+        self.metric_seq_base = metric_seq_base
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.adopted = adopted
+        self.spool = SpoolWriter(directory, log_seq_base, metric_seq_base)
         self.status = RUNNING
         self.exit_code: int | None = None
         self.stop_requested = False
+        self.stop_deadline: float | None = None
         self.killed_after_grace = False
-        self.started_at = time.time()
+        self.ended_while_down = False  # adopted after it had already ended: how it ended comes from exit.json only
+        self.started_at = started_at or time.time()
         self._version = 0  # bumped on every spool append; readers wait for it to change
         self._changed = asyncio.Condition()
         self._exited = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._kill_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_state(cls, directory: Path, state: dict[str, Any], default_grace: float,
+                   adopted: bool = True) -> TaskRun:
+        """The attempt a previous agent left in `directory`, as state.json describes it (not started)."""
+        pid = int(state.get("pid") or 0)
+        process = TrainerProcess(pid=pid, pgid=int(state.get("pgid") or pid), start_time=state.get("start_time"),
+                                 popen=None, directory=directory)
+        run = cls(task_id=state["task_id"], task_type=state.get("type", ""), directory=directory, process=process,
+                  default_grace=default_grace, attempt=int(state.get("attempt") or 1),
+                  devices=[int(i) for i in state.get("devices") or []],
+                  log_seq_base=int(state.get("log_seq_base") or 0),
+                  metric_seq_base=int(state.get("metric_seq_base") or 0),
+                  resume_from_checkpoint=state.get("resume_from_checkpoint") or "", adopted=adopted,
+                  started_at=state.get("started_at"))
+        run.stop_requested = bool(state.get("stop_requested"))
+        run.stop_deadline = state.get("stop_deadline")
+        run.exit_code = state.get("exit_code")
+        if state.get("status") in FINAL_STATUSES:
+            run._finish_from_spool(state["status"])
+        return run
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -48,6 +84,39 @@ class TaskRun:
         self.spool.append_status(RUNNING, reason="started", pid=self.process.pid)
         self._save_state()
         self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.task_id}")
+
+    def adopt(self) -> str:
+        """Starts watching an attempt a previous agent launched; returns how it was found (for the log line)."""
+        final = self.spool.final_status
+        if final is not None:
+            # The previous agent spooled the final status but died before it saved state.json.
+            self._finish_from_spool(final["status"])
+            self._save_state(reason=final.get("reason", ""))
+            return f"had already ended ({final['status']}, {final.get('reason', '')})"
+        alive = self.process.running()  # same pid AND start time, not a zombie
+        if not alive:
+            # Gone, or the pid now belongs to another process (a different start time): never signal or wait on it.
+            self.ended_while_down = True
+        self._save_state()
+        self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.task_id}")
+        if alive and self.stop_requested:
+            # Stopping when the previous agent went down: finish the stop (SIGTERM again, SIGKILL at the old deadline).
+            grace = max(0.0, (self.stop_deadline or time.time()) - time.time())
+            self.process.signal_group(signal.SIGTERM)
+            self._kill_task = asyncio.create_task(self._kill_after(grace), name=f"kill-{self.task_id}")
+        where = f"log seq {self.spool.last_log_seq}, metric seq {self.spool.last_metric_seq}"
+        if alive:
+            stopping = ", stop requested before the restart" if self.stop_requested else ""
+            return f"supervisor pid {self.process.pid} still running{stopping}; resuming the spool after {where}"
+        return f"ended while the agent was down; draining its output after {where}"
+
+    def _finish_from_spool(self, state_status: str) -> None:
+        final = self.spool.final_status
+        self.status = final["status"] if final else state_status
+        if final is not None:
+            self.exit_code = final.get("exit_code")
+        self._exited.set()
+        self.spool.close()
 
     @property
     def ended(self) -> bool:
@@ -59,11 +128,12 @@ class TaskRun:
 
     def request_stop(self, grace_seconds: float = 0.0) -> None:
         """SIGTERM to the group now, SIGKILL after the grace period unless it has exited by then."""
-        if self.ended or self.stop_requested or self.process.poll() is not None:
+        if self.ended or self.stop_requested or not self.process.running():
             return  # already over (the pump reports how it ended) or already stopping
         grace = grace_seconds if grace_seconds > 0 else self.default_grace
         self.stop_requested = True
-        self._save_state(stop_deadline=time.time() + grace)
+        self.stop_deadline = time.time() + grace
+        self._save_state()
         log.info("task %s: stopping (SIGTERM to group %d, SIGKILL after %.1f s)", self.task_id,
                  self.process.pgid, grace)
         self.process.signal_group(signal.SIGTERM)
@@ -91,25 +161,31 @@ class TaskRun:
     async def wait(self) -> None:
         if self._pump_task is not None:
             await asyncio.shield(self._pump_task)
+        else:
+            await self._exited.wait()
 
     # -- the pump: process output -> spool -> readers ----------------------------------------------------------
 
     async def _pump(self) -> None:
-        while (code := self.process.poll()) is None:
+        while not self.ended_while_down and self.process.running():
             more = await self._spool_once(final=False)
             if not more:
                 await asyncio.sleep(POLL_SECONDS)
+        code = self.process.exit_status()
         self.exit_code = code
         self._exited.set()
-        log.info("task %s: pid %d %s", self.task_id, self.process.pid, describe_exit(code))
-        await self._kill_leftovers()
+        log.info("task %s attempt %d: supervisor pid %d ended; the trainer %s", self.task_id, self.attempt,
+                 self.process.pid, describe_exit(code) if code is not None else "left no exit status")
+        if not self.ended_while_down:
+            await self._kill_leftovers()
         # Everything the trainer wrote is on disk now: spool all of it before the final status.
         while await self._spool_once(final=True):
             pass
         status, reason, error = self._outcome(code)
         while True:
             try:
-                self.spool.append_status(status, exit_code=code, reason=reason, error=error, pid=self.process.pid)
+                self.spool.append_status(status, exit_code=code or 0, reason=reason, error=error,
+                                         pid=self.process.pid)
                 break
             except OSError:
                 # Readers wait for this record; keep trying until the disk takes it.
@@ -142,11 +218,21 @@ class TaskRun:
         while self.process.group_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    def _outcome(self, code: int) -> tuple[str, str, str]:
+    def _outcome(self, code: int | None) -> tuple[str, str, str]:
         tail = "\n".join(self.spool.stderr_tail)
         if self.stop_requested:
-            how = "killed after the grace period" if self.killed_after_grace else describe_exit(code)
+            if self.killed_after_grace:
+                how = "killed after the grace period"
+            elif code is None:
+                how = ENDED_WHILE_DOWN if self.ended_while_down else "exit status unknown"
+            else:
+                how = describe_exit(code)
             return "stopped", "user_stop", f"stopped on request ({how})"
+        if code is None:
+            if self.ended_while_down:
+                return "failed", "agent_lost", f"{ENDED_WHILE_DOWN}\n{tail}".strip()
+            return "failed", "trainer_error", (
+                f"the trainer's supervisor ended without recording an exit status\n{tail}").strip()
         if code == 0:
             return "succeeded", "exited", ""
         if code == EXIT_INVALID_DATA:
@@ -161,9 +247,12 @@ class TaskRun:
 
     def _save_state(self, **extra: Any) -> None:
         write_state(self.directory, {
-            "task_id": self.task_id, "type": self.task_type, "pid": self.process.pid, "pgid": self.process.pgid,
-            "start_time": self.process.start_time, "started_at": self.started_at, "status": self.status,
-            "stop_requested": self.stop_requested, "exit_code": self.exit_code, **extra,
+            "task_id": self.task_id, "type": self.task_type, "attempt": self.attempt, "devices": self.devices,
+            "pid": self.process.pid, "pgid": self.process.pgid, "start_time": self.process.start_time,
+            "started_at": self.started_at, "status": self.status, "stop_requested": self.stop_requested,
+            "stop_deadline": self.stop_deadline, "exit_code": self.exit_code, "log_seq_base": self.log_seq_base,
+            "metric_seq_base": self.metric_seq_base, "resume_from_checkpoint": self.resume_from_checkpoint,
+            "adopted": self.adopted, **extra,
         })
 
     # -- readers ---------------------------------------------------------------------------------------------

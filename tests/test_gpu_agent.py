@@ -18,15 +18,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pydantic import BaseModel, ConfigDict
-
+from gpu_agent import process_runner
+from gpu_agent.inventory import Inventory
 from gpu_agent.log_spool import SpoolWriter, read_spool
 from gpu_agent.server import SERVICE_NAME, start_agent, stop_agent
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, agent_pb2_grpc, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from protos.auth import bearer_channel, token_from_metadata
+from tests.helpers import line_trainer
 from trainers import registry
-from trainers.registry import DataReport, TaskType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_TYPE = "line-test"
@@ -36,32 +36,16 @@ S = common_pb2
 pytestmark = pytest.mark.timeout(60)
 
 
-class LineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lines: int = 0
-    stderr_lines: int = 0
-    metrics: int = 0
-    sleep: float = 0.0
-    partial_tail: bool = False
-    hold: float = 0.0
-    exit_code: int = 0
-    self_signal: int = 0
-    ignore_sigterm: bool = False
-    grandchild: bool = False
-
-
 @pytest.fixture
 async def env(tmp_path):
     try:
         registry.all_types()  # loads the built-in types now; tolerated while they are still being written
     except ImportError:
         pass
-    registry.register(TaskType(
-        name=TEST_TYPE, description="prints numbered lines", config_model=LineConfig,
-        entry_module="tests.helpers.line_trainer", validate_data=lambda c, w: DataReport(path="", rows=0),
-        default_config={}, data_example={}))
+    registry.register(line_trainer.task_type())
     settings = AgentSettings(agent_host="127.0.0.1", agent_port=0, workspace=str(tmp_path), agent_slots=8,
-                             control_plane_address="", stop_grace_seconds=5.0, cluster_token=CLUSTER_TOKEN)
+                             agent_devices="cpu", control_plane_address="", stop_grace_seconds=5.0,
+                             cluster_token=CLUSTER_TOKEN)
     server, port, agent = await start_agent(settings)
     channel = bearer_channel(f"127.0.0.1:{port}", CLUSTER_TOKEN)
     yield SimpleNamespace(stub=agent_pb2_grpc.GpuAgentStub(channel), channel=channel, agent=agent, port=port,
@@ -75,10 +59,13 @@ async def env(tmp_path):
     registry.unregister(TEST_TYPE)
 
 
-async def launch(stub, task_id: str, **config) -> agent_pb2.LaunchTaskResponse:
+async def launch(stub, task_id: str, *, devices=(), attempt: int = 0, log_seq_base: int = 0,
+                 metric_seq_base: int = 0, resume_from_checkpoint: str = "", **config) -> agent_pb2.LaunchTaskResponse:
     # The child runs in the workspace (a tmp dir): PYTHONPATH makes `tests.helpers` importable there.
     return await stub.LaunchTask(agent_pb2.LaunchTaskRequest(
-        task_id=task_id, type=TEST_TYPE, config_json=json.dumps(config), env={"PYTHONPATH": str(REPO_ROOT)}))
+        task_id=task_id, type=TEST_TYPE, config_json=json.dumps(config), env={"PYTHONPATH": str(REPO_ROOT)},
+        devices=list(devices), attempt=attempt, log_seq_base=log_seq_base, metric_seq_base=metric_seq_base,
+        resume_from_checkpoint=resume_from_checkpoint))
 
 
 async def events(stub, task_id: str, after_log: int = 0, after_metric: int = 0, follow: bool = True,
@@ -110,7 +97,7 @@ async def wait_group_gone(pgid: int, timeout: float = 8.0) -> None:
 
 async def test_lines_metrics_follow_and_success(env):
     resp = await launch(env.stub, "t-ok", lines=20, stderr_lines=5, metrics=3, sleep=0.02, partial_tail=True)
-    assert resp.pid > 0 and Path(resp.task_dir) == env.workspace / "var/agent/tasks/t-ok"
+    assert resp.pid > 0 and Path(resp.task_dir) == env.workspace / "var/agent/tasks/t-ok/attempt-1"
     evs, ended_at_first_line = [], None
     call = env.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-ok", follow=True), timeout=20)
     async for ev in call:
@@ -227,7 +214,7 @@ async def test_request_errors(env):
     assert await code_of(stub.StopTask(agent_pb2.AgentStopTaskRequest(task_id="nope"))) == grpc.StatusCode.NOT_FOUND
     assert await code_of(events(stub, "nope")) == grpc.StatusCode.NOT_FOUND
 
-    env.agent.slots = 1
+    env.agent.inventory = Inventory.cpu_slots(1)
     await launch(stub, "busy", hold=60)
     assert await code_of(launch(stub, "busy", hold=60)) == grpc.StatusCode.ALREADY_EXISTS
     assert await code_of(launch(stub, "second")) == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -250,9 +237,7 @@ async def test_health_and_reflection(env):
 
 
 async def test_agent_shutdown_leaves_trainers_running(tmp_path):
-    registry.register(TaskType(
-        name=TEST_TYPE, description="", config_model=LineConfig, entry_module="tests.helpers.line_trainer",
-        validate_data=lambda c, w: DataReport(path="", rows=0), default_config={}, data_example={}))
+    registry.register(line_trainer.task_type())
     settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address="", cluster_token=CLUSTER_TOKEN)
     server, _, agent = await start_agent(settings)
     try:
@@ -351,7 +336,7 @@ async def test_registers_retries_and_heartbeats(tmp_path):
         probe.bind(("127.0.0.1", 0))
         cp_port = probe.getsockname()[1]
     settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address=f"127.0.0.1:{cp_port}",
-                             heartbeat_seconds=0.1, agent_id="agent-under-test", agent_slots=2,
+                             heartbeat_seconds=0.1, agent_id="agent-under-test", agent_slots=2, agent_devices="cpu",
                              cluster_token=CLUSTER_TOKEN)
     server, port, agent = await start_agent(settings)
     cp = grpc.aio.server()
@@ -367,6 +352,9 @@ async def test_registers_retries_and_heartbeats(tmp_path):
             await asyncio.sleep(0.05)
         first = fake.registers[0]
         assert (first.agent_id, first.address, first.slots) == ("agent-under-test", f"127.0.0.1:{port}", 2)
+        assert [(d.index, d.kind) for d in first.devices] == [(0, "cpu"), (1, "cpu")]
+        assert len(first.devices) == first.slots and list(first.running_task_ids) == []
+        assert all(len(h.devices) == first.slots for h in fake.heartbeats)  # fresh readings in every heartbeat
         assert len(fake.registers) == 2  # again after the heartbeat answered known=false
         assert fake.heartbeats[0].agent_id == "agent-under-test"
     finally:
@@ -416,3 +404,415 @@ async def test_every_agent_method_refuses_calls_without_the_cluster_token(env, t
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, method.name
     finally:
         await channel.close()
+
+
+# -- devices, attempts, the supervisor, re-adoption ------------------------------------------------------------------
+
+
+async def code_of(coro) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await coro
+    return info.value.code()
+
+
+def env_lines(logs) -> list[dict[str, str]]:
+    """The `env K=V ...` lines line_trainer prints with print_env, as dicts."""
+    return [dict(part.split("=", 1) for part in line.text.split()[1:]) for line in logs if line.text.startswith("env ")]
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return raw[raw.rindex(")") + 2] in "ZX"
+
+
+async def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_inventory_falls_back_to_cpu_slots(monkeypatch, caplog):
+    from gpu_agent import inventory
+
+    cpu = Inventory.discover(3, "cpu")
+    assert [(d.index, d.kind) for d in cpu.devices] == [(0, "cpu"), (1, "cpu"), (2, "cpu")] and len(cpu) == 3
+    assert cpu.refresh() == cpu.devices
+
+    # The NVML path: pynvml is a dependency, but this host has no driver: it must fall back, with one info line.
+    pytest.importorskip("pynvml")
+    with caplog.at_level("INFO", logger="gpu_agent.inventory"):
+        auto = Inventory.discover(2)
+    if auto.kind == "gpu":
+        pytest.skip("this host has NVIDIA GPUs")
+    assert [(d.index, d.kind) for d in auto.devices] == [(0, "cpu"), (1, "cpu")]
+    assert len([r for r in caplog.records if "CPU slots" in r.getMessage()]) == 1
+
+    # No bindings installed at all: the same fallback.
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert Inventory.discover(1).kind == "cpu"
+
+    # A host with GPUs, through a stand-in for pynvml: indices, names, readings, and a reading that fails.
+    class Memory:
+        total, free = 80 << 30, 60 << 30
+
+    class FakeNvml(SimpleNamespace):
+        fail_reading = False
+
+        def nvmlDeviceGetMemoryInfo(self, handle):
+            if self.fail_reading:
+                raise RuntimeError("GPU fell off the bus")
+            return Memory()
+
+    fake = FakeNvml(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i, nvmlDeviceGetUUID=lambda h: f"GPU-{h}",
+        nvmlDeviceGetName=lambda h: b"NVIDIA H100", nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=37))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpus = Inventory.discover(5)
+    assert [(d.index, d.kind, d.uuid, d.name) for d in gpus.devices] == [
+        (0, "gpu", "GPU-0", "NVIDIA H100"), (1, "gpu", "GPU-1", "NVIDIA H100")]
+    assert (gpus.devices[0].memory_total_bytes, gpus.devices[0].memory_free_bytes) == (80 << 30, 60 << 30)
+    assert gpus.devices[1].utilization_percent == 37
+    fake.fail_reading = True
+    assert gpus.refresh()[0].memory_free_bytes == 60 << 30  # the last good reading stays
+    # NVML that fails while listing falls back too.
+    fake.nvmlDeviceGetCount = lambda: (_ for _ in ()).throw(RuntimeError("driver/library version mismatch"))
+    assert Inventory.discover(2).kind == inventory.CPU
+
+
+async def test_devices_become_cuda_visible_devices_and_are_held(env):
+    desc = await env.stub.DescribeAgent(agent_pb2.DescribeAgentRequest())
+    assert [(d.index, d.kind) for d in desc.devices] == [(i, "cpu") for i in range(8)]
+    resp = await launch(env.stub, "t-dev", devices=[3], lines=1, print_env=True, hold=60)
+    # Another task may not take a held device, nor one this agent does not have; it may take a free one.
+    assert await code_of(launch(env.stub, "t-dev2", devices=[3, 4], hold=60)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await code_of(launch(env.stub, "t-dev2", devices=[8], hold=60)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await code_of(launch(env.stub, "t-dev2", devices=[-1], hold=60)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await code_of(launch(env.stub, "t-dev2", devices=[1, 1])) == grpc.StatusCode.INVALID_ARGUMENT
+    await launch(env.stub, "t-old-caller", lines=1, print_env=True)  # no devices: the lowest free one
+    logs, _, _ = split(await events(env.stub, "t-old-caller"))
+    assert env_lines(logs)[0]["CUDA_VISIBLE_DEVICES"] == "0"
+
+    desc = await env.stub.DescribeAgent(agent_pb2.DescribeAgentRequest())
+    assert desc.slots == 8 and desc.free_slots == 7
+    task = next(t for t in desc.tasks if t.task_id == "t-dev")
+    assert (list(task.devices), task.attempt, task.adopted) == ([3], 1, False)
+    first = env.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-dev", follow=True))
+    async for ev in first:
+        if ev.WhichOneof("event") == "log":
+            break
+    first.cancel()
+    assert ev.log.text.startswith("env CUDA_VISIBLE_DEVICES=3 ")
+    state = json.loads((Path(resp.task_dir) / "state.json").read_text())
+    assert state["devices"] == [3] and state["attempt"] == 1
+
+    await env.stub.StopTask(agent_pb2.AgentStopTaskRequest(task_id="t-dev", grace_seconds=2))
+    await events(env.stub, "t-dev")
+    assert (await launch(env.stub, "t-dev2", devices=[3])).pid > 0  # released when the task ended
+
+
+async def test_data_parallel_launch_runs_under_torchrun_and_stop_kills_the_tree(env):
+    resp = await launch(env.stub, "t-ddp", devices=[0, 1], lines=2, print_env=True, pid_file=True, hold=60)
+    task_dir = Path(resp.task_dir)
+    await wait_until(lambda: all((task_dir / f"trainer-{r}.pid").exists() for r in (0, 1)), 40, "both ranks")
+    workers = [int((task_dir / f"trainer-{r}.pid").read_text()) for r in (0, 1)]
+    launcher = [pid for pid in process_runner.descendants(resp.pid) if pid not in workers]
+    cmdline = Path(f"/proc/{launcher[0]}/cmdline").read_bytes().split(b"\0")
+    assert b"torch.distributed.run" in cmdline and b"--nproc_per_node=2" in cmdline
+    assert b"tests.helpers.line_trainer" in cmdline
+
+    def printed():
+        records = [r for r in read_spool(task_dir) if r["kind"] == "log" and r["text"].startswith("env ")]
+        return [dict(p.split("=", 1) for p in r["text"].split()[1:]) for r in records]
+
+    await wait_until(lambda: len(printed()) == 2, 20, "both env lines")
+    ranks = sorted(printed(), key=lambda e: e["RANK"])
+    assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"]) for e in ranks] == [("0", "0", "2"), ("1", "1", "2")]
+    assert {e["CUDA_VISIBLE_DEVICES"] for e in ranks} == {"0,1"}
+
+    await env.stub.StopTask(agent_pb2.AgentStopTaskRequest(task_id="t-ddp", grace_seconds=5))
+    final = (await events(env.stub, "t-ddp", timeout=30))[-1].status
+    assert (final.status, final.reason) == (S.TASK_STATUS_STOPPED, "user_stop")
+    for pid in [*workers, *launcher]:
+        await wait_until(lambda: pid_gone(pid), 10, f"pid {pid} to go")
+    await wait_group_gone(resp.pid)
+
+
+async def test_seqs_continue_from_the_bases_of_a_new_attempt(env):
+    resp = await launch(env.stub, "t-retry", attempt=2, log_seq_base=10, metric_seq_base=4,
+                        resume_from_checkpoint="output/x/checkpoint-20", lines=3, metrics=2, print_env=True)
+    assert Path(resp.task_dir) == env.workspace / "var/agent/tasks/t-retry/attempt-2"
+    logs, metrics, statuses = split(await events(env.stub, "t-retry"))
+    assert [line.seq for line in logs] == [11, 12, 13, 14]
+    assert [line.text for line in logs[1:]] == ["out 1", "out 2", "out 3"]
+    assert [m.seq for m in metrics] == [5, 6]
+    assert statuses[-1].status == S.TASK_STATUS_SUCCEEDED
+    printed = env_lines(logs)[0]
+    assert (printed["BUGAGARIC_ATTEMPT"], printed["BUGAGARIC_RESUME_FROM_CHECKPOINT"]) == (
+        "2", "output/x/checkpoint-20")
+    after, after_metrics, _ = split(await events(env.stub, "t-retry", after_log=12, after_metric=5, follow=False))
+    assert [line.seq for line in after] == [13, 14] and [m.seq for m in after_metrics] == [6]
+
+    # The same attempt again is refused; the next one is welcome, but not while one runs.
+    assert await code_of(launch(env.stub, "t-retry", attempt=2)) == grpc.StatusCode.ALREADY_EXISTS
+    third = await launch(env.stub, "t-retry", attempt=3, log_seq_base=14, metric_seq_base=6, lines=1, hold=60)
+    assert await code_of(launch(env.stub, "t-retry", attempt=4)) == grpc.StatusCode.ALREADY_EXISTS
+    first = env.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-retry", follow=True))
+    async for ev in first:
+        if ev.WhichOneof("event") == "log":
+            break
+    first.cancel()
+    assert (ev.log.seq, ev.log.text) == (15, "out 1")
+    assert Path(third.task_dir).name == "attempt-3"
+    # kill_leftover_trainers looks into attempt directories too.
+    killed = process_runner.kill_leftover_trainers(env.workspace / "var/agent")
+    assert killed == [third.pid]
+    final = (await events(env.stub, "t-retry"))[-1].status
+    assert final.status == S.TASK_STATUS_FAILED and "killed by signal 9" in final.error
+
+
+def _supervise(tmp_path: Path, script: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(tmp_path / "exit.json"), "--",
+         sys.executable, "-c", script], cwd=REPO_ROOT, start_new_session=True, **kwargs)
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_supervisor_records_the_exit_code(tmp_path, code):
+    proc = _supervise(tmp_path, f"import sys; print('hi'); sys.exit({code})", stdout=subprocess.PIPE)
+    assert proc.communicate(timeout=30)[0] == b"hi\n"
+    assert proc.returncode == code
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == code
+    assert not (tmp_path / "exit.json.tmp").exists()
+
+
+def test_supervisor_records_a_killed_trainer_and_ignores_sigterm(tmp_path):
+    sleeper = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    proc = _supervise(tmp_path, sleeper, stdout=subprocess.PIPE)
+    child = int(proc.stdout.readline())
+    assert child != proc.pid and os.getpgid(child) == proc.pid
+    os.kill(child, signal.SIGKILL)  # the trainer only, not the supervisor
+    assert proc.wait(timeout=30) == 128 + 9
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == -9
+
+    # SIGTERM to the whole group: the trainer gets it, the supervisor stays to record it.
+    proc = _supervise(tmp_path, sleeper, stdout=subprocess.PIPE)
+    child = int(proc.stdout.readline())
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + 15
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == -15
+
+
+def test_supervisor_kills_what_the_trainer_left_behind(tmp_path):
+    # A child in a session of its own (as torchrun starts its workers), left running when the trainer exits.
+    leaver = ("import subprocess; p = subprocess.Popen(['sleep', '60'], start_new_session=True); "
+              "print(p.pid, flush=True)")
+    proc = _supervise(tmp_path, leaver, stdout=subprocess.PIPE)
+    orphan = int(proc.stdout.readline())
+    assert proc.wait(timeout=30) == 0
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == 0
+    assert pid_gone(orphan)
+
+
+async def _local_agent(workspace: Path, **overrides):
+    """An in-process agent on workspace (its own channel); 'crash' it with stop_agent, which leaves trainers be."""
+    settings = AgentSettings(agent_port=0, workspace=str(workspace), control_plane_address="", agent_slots=4,
+                             agent_devices="cpu", stop_grace_seconds=5.0, cluster_token=CLUSTER_TOKEN, **overrides)
+    server, port, agent = await start_agent(settings)
+    channel = bearer_channel(f"127.0.0.1:{port}", CLUSTER_TOKEN)
+    return SimpleNamespace(server=server, agent=agent, channel=channel, stub=agent_pb2_grpc.GpuAgentStub(channel))
+
+
+async def _crash(local) -> None:
+    await local.channel.close()
+    await stop_agent(local.server, local.agent, grace=0)
+
+
+@pytest.fixture
+def line_type():
+    registry.register(line_trainer.task_type())
+    yield
+    registry.unregister(TEST_TYPE)
+
+
+@pytest.mark.parametrize("lose_exit_file", [False, True], ids=["exit-file", "no-exit-file"])
+async def test_task_that_ended_while_the_agent_was_down_reports_its_real_status(tmp_path, line_type,
+                                                                                lose_exit_file):
+    first = await _local_agent(tmp_path)
+    resp = await launch(first.stub, "t-down", lines=5, stderr_lines=2, exit_code=3, hold=0.3)
+    popen = first.agent.tasks["t-down"].process.popen
+    await _crash(first)
+    popen.wait(timeout=20)  # it ends while no agent watches (and this test process, its parent, reaps it)
+    task_dir = Path(resp.task_dir)
+    assert json.loads((task_dir / "state.json").read_text())["status"] == "running"
+    if lose_exit_file:
+        (task_dir / "exit.json").unlink()
+    second = await _local_agent(tmp_path)
+    try:
+        logs, _, statuses = split(await events(second.stub, "t-down"))
+        assert [line.seq for line in logs] == list(range(1, 8))
+        assert sorted(line.text for line in logs) == sorted([f"out {i}" for i in range(1, 6)] + ["err 1", "err 2"])
+        assert [s.status for s in statuses] == [S.TASK_STATUS_RUNNING, S.TASK_STATUS_FAILED]
+        final = statuses[-1]
+        if lose_exit_file:
+            assert final.reason == "agent_lost"
+            assert "ended while the agent was down; exit status unknown" in final.error
+        else:
+            assert (final.reason, final.exit_code) == ("invalid_data", 3) and "err 2" in final.error
+        (task,) = (await second.stub.DescribeAgent(agent_pb2.DescribeAgentRequest())).tasks
+        assert task.adopted and task.status == S.TASK_STATUS_FAILED and second.agent.running_task_ids() == []
+        # A new attempt after the restart is fine; its seqs continue.
+        again = await launch(second.stub, "t-down", attempt=2, log_seq_base=7, lines=1)
+        assert [line.seq for line in split(await events(second.stub, "t-down"))[0]] == [8]
+        assert Path(again.task_dir).name == "attempt-2"
+    finally:
+        await _crash(second)
+    # A later agent serves the ended task's latest attempt to readers (read back from disk when asked).
+    third = await _local_agent(tmp_path)
+    try:
+        assert third.agent.tasks == {}
+        logs, _, statuses = split(await events(third.stub, "t-down", follow=False))
+        assert [line.seq for line in logs] == [8] and statuses[-1].status == S.TASK_STATUS_SUCCEEDED
+        (task,) = (await third.stub.DescribeAgent(agent_pb2.DescribeAgentRequest())).tasks
+        assert (task.attempt, task.adopted, task.status) == (2, False, S.TASK_STATUS_SUCCEEDED)
+    finally:
+        await _crash(third)
+
+
+async def test_stop_requested_before_a_restart_is_honoured(tmp_path, line_type):
+    first = await _local_agent(tmp_path)
+    resp = await launch(first.stub, "t-stopping", lines=1, ignore_sigterm=True, hold=60)
+    popen = first.agent.tasks["t-stopping"].process.popen
+    call = first.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-stopping", follow=True))
+    async for ev in call:  # the SIGTERM handler is set once the first line is out
+        if ev.WhichOneof("event") == "log":
+            break
+    call.cancel()
+    started = time.monotonic()
+    await first.stub.StopTask(agent_pb2.AgentStopTaskRequest(task_id="t-stopping", grace_seconds=2))
+    await _crash(first)  # before the grace period ends: nobody would send the SIGKILL
+    second = await _local_agent(tmp_path)
+    try:
+        (task,) = (await second.stub.DescribeAgent(agent_pb2.DescribeAgentRequest())).tasks
+        assert task.adopted and task.status == S.TASK_STATUS_STOPPING
+        final = (await events(second.stub, "t-stopping"))[-1].status
+        assert (final.status, final.reason) == (S.TASK_STATUS_STOPPED, "user_stop")
+        assert "killed after the grace period" in final.error
+        assert time.monotonic() - started < 8
+        assert popen.wait(timeout=10) == -signal.SIGKILL  # still this process's child: reap it here
+        await wait_group_gone(resp.pid)
+    finally:
+        await _crash(second)
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+
+
+async def test_stale_state_whose_pid_is_another_process_is_not_adopted(tmp_path, line_type, caplog):
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        task_dir = tmp_path / "var/agent/tasks/t-stale/attempt-1"
+        task_dir.mkdir(parents=True)
+        (task_dir / "stdout.log").write_text("out 1\n")
+        real_start = process_runner.proc_start_time(victim.pid)
+        process_runner.write_state(task_dir, {
+            "task_id": "t-stale", "type": TEST_TYPE, "attempt": 1, "devices": [0], "pid": victim.pid,
+            "pgid": victim.pid, "start_time": real_start + 12345, "status": "running", "stop_requested": True,
+            "stop_deadline": time.time() - 1})
+        with caplog.at_level("INFO", logger="gpu_agent.agent"):
+            local = await _local_agent(tmp_path)
+        try:
+            final = (await events(local.stub, "t-stale"))[-1].status
+            assert final.status == S.TASK_STATUS_STOPPED
+            assert "ended while the agent was down" in final.error
+            assert local.agent.running_task_ids() == [] and local.agent.free_slots == 4
+            assert any("t-stale" in r.getMessage() and "ended while the agent was down" in r.getMessage()
+                       for r in caplog.records)
+            assert victim.poll() is None  # never signalled: the pid is someone else's now
+        finally:
+            await _crash(local)
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+class AgentProcess:
+    """`python -m gpu_agent` as a real process on workspace, its log in a file; `line-test` comes as a plugin."""
+
+    def __init__(self, workspace: Path, name: str):
+        self.log_path = workspace / f"{name}.log"
+        env = {**os.environ, "BUGAGARIC_AGENT_PORT": "0", "BUGAGARIC_WORKSPACE": str(workspace),
+               "BUGAGARIC_CONTROL_PLANE_ADDRESS": "", "BUGAGARIC_CLUSTER_TOKEN": CLUSTER_TOKEN,
+               "BUGAGARIC_AGENT_SLOTS": "2", "BUGAGARIC_AGENT_DEVICES": "cpu",
+               "BUGAGARIC_TRAINER_PLUGINS": "tests.helpers.line_trainer", "PYTHONPATH": str(REPO_ROOT)}
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gpu_agent"], cwd=REPO_ROOT, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stub(self):
+        await wait_until(lambda: " serving on " in self.log() or self.proc.poll() is not None, 30, "the agent")
+        assert self.proc.poll() is None, self.log()
+        port = int(self.log().split(" serving on ")[1].split()[0].rsplit(":", 1)[1])
+        self.channel = bearer_channel(f"127.0.0.1:{port}", CLUSTER_TOKEN)
+        return agent_pb2_grpc.GpuAgentStub(self.channel)
+
+    async def close(self, sig: int = signal.SIGTERM) -> None:
+        if getattr(self, "channel", None) is not None:
+            await self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(timeout=15)
+
+
+@pytest.mark.parametrize("exit_code, status, reason", [
+    (0, S.TASK_STATUS_SUCCEEDED, "exited"),
+    (3, S.TASK_STATUS_FAILED, "invalid_data"),
+], ids=["succeeded", "invalid-data"])
+async def test_agent_killed_hard_and_restarted_adopts_its_trainer(tmp_path, exit_code, status, reason):
+    first = AgentProcess(tmp_path, "agent-1")
+    second = None
+    try:
+        stub = await first.stub()
+        resp = await launch(stub, "t-adopt", devices=[1], lines=40, metrics=4, sleep=0.1, exit_code=exit_code)
+        seen = []
+        call = stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-adopt", follow=True), timeout=20)
+        async for ev in call:
+            seen.append(ev)
+            if ev.WhichOneof("event") == "log" and ev.log.seq >= 5:
+                break
+        call.cancel()
+        await first.close(signal.SIGKILL)  # no goodbye: state.json still says running
+        assert first.proc.returncode == -signal.SIGKILL
+        assert process_runner.process_alive(resp.pid, process_runner.proc_start_time(resp.pid))
+
+        second = AgentProcess(tmp_path, "agent-2")
+        stub = await second.stub()
+        desc = await stub.DescribeAgent(agent_pb2.DescribeAgentRequest())
+        (task,) = desc.tasks
+        assert (task.task_id, task.adopted, task.pid, list(task.devices)) == ("t-adopt", True, resp.pid, [1])
+        assert "t-adopt attempt 1: adopted after an agent restart: supervisor pid" in second.log()
+        evs = await events(stub, "t-adopt", timeout=40)
+        logs, metrics, statuses = split(evs)
+        # Every line exactly once, in order, no gap across the restart; the same seqs the first agent gave.
+        assert [(line.seq, line.text) for line in logs] == [(i, f"out {i}") for i in range(1, 41)]
+        first_logs, _, _ = split(seen)
+        assert [(line.seq, line.text) for line in first_logs] == [(line.seq, line.text) for line in logs[:5]]
+        assert [m.seq for m in metrics] == [1, 2, 3, 4]
+        assert [s.status for s in statuses] == [S.TASK_STATUS_RUNNING, status]
+        assert (statuses[-1].reason, statuses[-1].exit_code) == (reason, exit_code)
+        state = json.loads((Path(resp.task_dir) / "state.json").read_text())
+        assert state["status"] == ("succeeded" if exit_code == 0 else "failed") and state["adopted"]
+        await wait_group_gone(resp.pid)
+    finally:
+        await first.close(signal.SIGKILL)
+        if second is not None:
+            await second.close()
+        process_runner.kill_leftover_trainers(tmp_path / "var/agent")
