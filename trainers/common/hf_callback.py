@@ -82,6 +82,26 @@ class MetricsCallback(TrainerCallback):
         self.end_record = self.emitter.end(**values)
 
 
+def run_summary(trainer, result, callback: MetricsCallback) -> dict[str, Any]:
+    """The figures every training_summary.json carries, from a finished `trainer.train()`."""
+    return {
+        "global_step": trainer.state.global_step,
+        "first_loss": callback.losses[0] if callback.losses else None,
+        "final_loss": callback.losses[-1] if callback.losses else None,
+        "train_loss": result.training_loss,
+        "train_runtime": result.metrics.get("train_runtime"),
+    }
+
+
+def write_summary(output_dir, summary: dict[str, Any]) -> None:
+    """`training_summary.json` beside the saved model."""
+    import json
+    from pathlib import Path
+
+    path = Path(output_dir) / "training_summary.json"
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def install(trainer, callback: MetricsCallback) -> None:
     """Adds our callback and drops the Trainer's own dict printer (our callback prints a readable line)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -17,7 +17,7 @@ from trainers.common.jsonl import load_rows
 from trainers.common.rag_prompt import passages_of
 from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
-from trainers.sft.spec import SeedRow, TextField
+from trainers.sft.spec import SEED_ROW_EXAMPLE, SeedRow, TextField
 
 # trl DPOTrainer loss types offered in the form; the sigmoid loss is the DPO paper's.
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
@@ -130,12 +130,7 @@ DEFAULT_CONFIG = {
     "beta": 0.1,
 }
 
-DATA_EXAMPLE = {
-    "query": "What is the capital of France?",
-    "retrieval_result": ["Paris is the capital and largest city of France."],
-    "chosen": {"text": "The capital of France is Paris."},
-    "rejected": {"text": "The capital of France is Lyon."},
-}
+DATA_EXAMPLE = SEED_ROW_EXAMPLE  # the seed's row, with its rejected answer
 
 TASK_TYPE = register(
     TaskType(

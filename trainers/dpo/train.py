@@ -6,7 +6,6 @@ of the weights is in memory. With full weights a second, frozen copy is loaded a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from trl import DPOConfig, DPOTrainer
 
 from trainers.common.cli import RunContext
 from trainers.common.eval_split import split_eval
-from trainers.common.hf_callback import MetricsCallback, install as install_callback
+from trainers.common.hf_callback import MetricsCallback, install as install_callback, run_summary, write_summary
 from trainers.common.lora import lora_config
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import load_causal_lm
@@ -82,15 +81,11 @@ def train(config: DpoConfig, ctx: RunContext) -> dict:
         "loss_type": config.loss_type,
         "num_rows": len(rows),
         "data_stats": report.stats,
-        "global_step": trainer.state.global_step,
-        "first_loss": callback.losses[0] if callback.losses else None,
-        "final_loss": callback.losses[-1] if callback.losses else None,
-        "train_loss": result.training_loss,
+        **run_summary(trainer, result, callback),
         "final_reward_accuracy": last_logged(history, "rewards/accuracies"),
         "final_reward_margin": last_logged(history, "rewards/margins"),
-        "train_runtime": result.metrics.get("train_runtime"),
         "output_dir": str(out),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_summary(out, summary)
     print(f"saved {'LoRA adapter' if config.use_lora else 'model'} to {out}", flush=True)
     return summary

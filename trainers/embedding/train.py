@@ -5,7 +5,6 @@ and data checked out."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
 
 from trainers.common.cli import RunContext
 from trainers.common.eval_split import split_eval
-from trainers.common.hf_callback import MetricsCallback, install as install_callback
+from trainers.common.hf_callback import MetricsCallback, install as install_callback, run_summary, write_summary
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import _load_failed, locate_model
 from trainers.common.training_args import build_args
@@ -140,15 +139,11 @@ def train(config: EmbeddingConfig, ctx: RunContext) -> dict:
         "borrowed_negatives": examples.borrowed_negatives,
         "num_eval_queries": len(eval_rows),
         "data_stats": report.stats,
-        "global_step": trainer.state.global_step,
-        "first_loss": callback.losses[0] if callback.losses else None,
-        "final_loss": callback.losses[-1] if callback.losses else None,
-        "train_loss": result.training_loss,
-        "train_runtime": result.metrics.get("train_runtime"),
+        **run_summary(trainer, result, callback),
         "eval_before": eval_before,
         "eval_after": eval_after,
         "output_dir": str(out),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_summary(out, summary)
     print(f"saved sentence-transformers model to {out}", flush=True)
     return summary

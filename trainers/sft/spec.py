@@ -106,7 +106,8 @@ DEFAULT_CONFIG = {
     "per_device_train_batch_size": 4,
 }
 
-DATA_EXAMPLE = {
+# The seed's SFT/DPO row (SFT learns chosen.text; DPO also uses rejected.text).
+SEED_ROW_EXAMPLE = DATA_EXAMPLE = {
     "query": "What is the capital of France?",
     "retrieval_result": ["Paris is the capital and largest city of France."],
     "chosen": {"text": "The capital of France is Paris."},

@@ -3,13 +3,12 @@ default. Heavy imports live here; `python -m trainers.sft` imports this only aft
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from trl import SFTConfig
 
 from trainers.common.cli import RunContext
-from trainers.common.hf_callback import MetricsCallback
+from trainers.common.hf_callback import MetricsCallback, run_summary, write_summary
 from trainers.common.lora import lora_config
 from trainers.common.metrics import MetricsEmitter
 from trainers.common.model_loading import load_causal_lm
@@ -49,13 +48,9 @@ def train(config: SftConfig, ctx: RunContext) -> dict:
         "use_lora": config.use_lora,
         "num_rows": len(rows),
         "data_stats": report.stats,
-        "global_step": trainer.state.global_step,
-        "first_loss": callback.losses[0] if callback.losses else None,
-        "final_loss": callback.losses[-1] if callback.losses else None,
-        "train_loss": result.training_loss,
-        "train_runtime": result.metrics.get("train_runtime"),
+        **run_summary(trainer, result, callback),
         "output_dir": str(out),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_summary(out, summary)
     print(f"saved {'LoRA adapter' if config.use_lora else 'model'} to {out}", flush=True)
     return summary
