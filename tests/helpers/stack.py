@@ -154,7 +154,8 @@ class Stack:
 
 
 def start_stack(
-    workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0, agent_timeout_seconds: float = 10.0
+    workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0, agent_timeout_seconds: float = 10.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Stack:
     workspace.mkdir(parents=True, exist_ok=True)
     env = {
@@ -170,6 +171,7 @@ def start_stack(
         "BUGAGARIC_HEARTBEAT_SECONDS": "1",
         "BUGAGARIC_CLUSTER_TOKEN": secrets.token_urlsafe(24),
         "BUGAGARIC_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+        **(extra_env or {}),
     }
     stack = Stack(workspace, free_port(), free_port(), env)
     env["BUGAGARIC_CONTROL_PLANE_PORT"] = str(stack.control_plane_port)
