@@ -30,6 +30,8 @@ class Scheduler:
         self._clients = clients
         self._ingestion = ingestion
         self._agent_timeout = timedelta(seconds=agent_timeout_seconds)
+        # Heartbeats could not arrive while this control plane was down: every agent gets a full timeout from now.
+        self._started = utcnow()
         self._interval = interval_seconds
         self._wake = asyncio.Event()
 
@@ -37,7 +39,7 @@ class Scheduler:
         self._wake.set()
 
     def is_alive(self, agent: Agent) -> bool:
-        return utcnow() - agent.last_heartbeat <= self._agent_timeout
+        return utcnow() - max(agent.last_heartbeat, self._started) <= self._agent_timeout
 
     def live_agents(self) -> list[Agent]:
         return [agent for agent in self._store.agents() if self.is_alive(agent)]

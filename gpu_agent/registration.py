@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 _CALL_TIMEOUT = 5.0
 _BACKOFF_START = 0.5
-_BACKOFF_MAX = 10.0
+# Below the control plane's default agent timeout (10 s), so that a restarted control plane hears from us in time.
+_BACKOFF_MAX = 5.0
 # gRPC's own reconnect backoff grows to 120 s; keep it near ours so a returning control plane is found soon.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_START * 1000)),
