@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway import serializers as ser
 from gateway.client import ControlPlane, control_plane
-from gateway.inputs import parse_object_body
+from gateway.inputs import object_schema, openapi_json_body, parse_object_body
 from protos import control_plane_pb2 as cp
 
 router = APIRouter(prefix="/api")
@@ -22,8 +22,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _body_schema(**fields: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {name: {"type": kind} for name, kind in fields.items()}, "required": list(fields)}}}}}
+    return openapi_json_body(object_schema(**fields))
 
 
 @router.post("/auth/login", tags=["auth"], summary="Log in; returns a bearer token", responses=_ERRORS,

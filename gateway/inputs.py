@@ -18,6 +18,16 @@ class StartTaskBody(BaseModel):
     config: dict[str, Any] = Field(description="the type's config; omitted keys take the template's defaults")
 
 
+def openapi_json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body that a route parses itself (so FastAPI does not validate it)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def object_schema(**properties: str) -> dict[str, Any]:
+    """A JSON schema of an object whose keys (all required) have these JSON types."""
+    return {"type": "object", "required": list(properties), "properties": {k: {"type": v} for k, v in properties.items()}}
+
+
 def _json_kind(value: Any) -> str:
     if value is None:
         return "null"

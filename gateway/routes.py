@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from gateway import serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import ApiError, api_error_from_rpc, bad_request
-from gateway.inputs import StartTaskBody, parse_object_body, parse_start_body
+from gateway.inputs import StartTaskBody, object_schema, openapi_json_body, parse_object_body, parse_start_body
 from protos import common_pb2, control_plane_pb2 as cp
 
 router = APIRouter(prefix="/api")
@@ -50,12 +50,7 @@ async def health(call: CP) -> dict[str, Any]:
     tags=["tasks"],
     summary="Validate and queue a fine-tune task",
     responses=_ERROR_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": StartTaskBody.model_json_schema()}},
-        }
-    },
+    openapi_extra=openapi_json_body(StartTaskBody.model_json_schema()),
 )
 async def start_task(request: Request, call: CP) -> dict[str, Any]:
     # Raw bytes, not a body model: our own 400s, and config's JSON types reach the control plane untouched.
@@ -71,12 +66,7 @@ async def start_task(request: Request, call: CP) -> dict[str, Any]:
     description="Always 200 for the user's mistakes: `ok`, the row count, the first 20 problems with line numbers "
     "and field paths, and for LM types token-length statistics against `max_length`.",
     responses={503: _ERROR_RESPONSES[503]},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": StartTaskBody.model_json_schema()}},
-        }
-    },
+    openapi_extra=openapi_json_body(StartTaskBody.model_json_schema()),
 )
 async def validate_task(request: Request, call: CP) -> dict[str, Any]:
     task_type, config = parse_start_body(await request.body())
@@ -195,9 +185,7 @@ async def list_templates(call: CP) -> dict[str, Any]:
     tags=["templates"],
     summary="Save a named config template of your own",
     responses=_ERROR_RESPONSES,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["name", "type", "config"],
-        "properties": {"name": {"type": "string"}, "type": {"type": "string"}, "config": {"type": "object"}}}}}}},
+    openapi_extra=openapi_json_body(object_schema(name="string", type="string", config="object")),
 )
 async def save_template(request: Request, call: CP) -> dict[str, Any]:
     body = parse_object_body(await request.body(), {"name": str, "type": str, "config": dict})

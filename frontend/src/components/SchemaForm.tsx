@@ -163,20 +163,23 @@ export function SchemaForm({ fields, values, errors, onChange, onBlur }: SchemaF
     if (advancedHasError) setOpen(true);
   }, [advancedHasError]);
   const blur = onBlur ?? (() => undefined);
+  const grid = (fields: typeof basic, id?: string) => (
+    <div className="form-grid" id={id}>
+      {fields.map((field) => (
+        <FieldInput
+          key={field.name}
+          field={field}
+          value={values[field.name]}
+          error={errors[field.name]}
+          onChange={onChange}
+          onBlur={blur}
+        />
+      ))}
+    </div>
+  );
   return (
     <div className="schema-form">
-      <div className="form-grid">
-        {basic.map((field) => (
-          <FieldInput
-            key={field.name}
-            field={field}
-            value={values[field.name]}
-            error={errors[field.name]}
-            onChange={onChange}
-            onBlur={blur}
-          />
-        ))}
-      </div>
+      {grid(basic)}
       {advanced.length ? (
         <section className={`advanced${open ? " open" : ""}`}>
           <button
@@ -192,20 +195,7 @@ export function SchemaForm({ fields, values, errors, onChange, onBlur }: SchemaF
             {t("form.advanced")} <span className="muted">({advanced.length})</span>
             {advancedHasError ? <span className="dot-error" aria-hidden /> : null}
           </button>
-          {open ? (
-            <div className="form-grid" id="advanced-fields">
-              {advanced.map((field) => (
-                <FieldInput
-                  key={field.name}
-                  field={field}
-                  value={values[field.name]}
-                  error={errors[field.name]}
-                  onChange={onChange}
-                  onBlur={blur}
-                />
-              ))}
-            </div>
-          ) : null}
+          {open ? grid(advanced, "advanced-fields") : null}
         </section>
       ) : null}
     </div>
