@@ -212,6 +212,8 @@ def test_queued_tasks_can_be_stopped_and_data_are_checked_again_when_they_run(ap
 
     stopped = api.delete(f"/api/finetune/tasks/{to_stop['id']}").json()
     assert stopped["status"] == "stopped" and stopped["events"][-1]["reason"] == "user_stop"
+    never_ran = api.post(f"/api/finetune/tasks/{to_stop['id']}/resume")
+    assert never_ran.status_code == 409 and "no checkpoint" in never_ran.json()["error"]["message"]
 
     # The data change after submit; the trainer checks them again on the agent before loading any model.
     lines = data.read_text().splitlines()

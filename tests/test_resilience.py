@@ -311,6 +311,8 @@ def test_stop_then_resume_from_the_checkpoint(tmp_path_factory, tiny_llama_dir, 
         stopped = api.wait(task["id"], TERMINAL, timeout=60)
         assert stopped["status"] == "stopped" and len(stopped["checkpoints"]) == 1
         checkpoint = stopped["checkpoints"][0]
+        unknown = api.client.post(f"/api/finetune/tasks/{task['id']}/resume", json={"checkpoint": "/elsewhere/checkpoint-1"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "checkpoint"
         resumed = api.client.post(f"/api/finetune/tasks/{task['id']}/resume")
         assert resumed.status_code == 200, resumed.text
         done = api.wait(task["id"], {"succeeded", "failed"})
