@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from control_plane.db import SchemaOutOfDate
@@ -26,6 +27,7 @@ async def serve() -> None:
 
 
 def main() -> None:
+    os.umask(0o077)  # the store, logs, spools and outputs it creates: owner-only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve())
 

@@ -1,22 +1,27 @@
-"""Users, passwords (argon2) and bearer tokens (random, stored as SHA-256, with an expiry), and the per-user limit on
-login attempts."""
+"""Users, passwords (argon2) and bearer tokens (random, stored as SHA-256, with an expiry). Failed logins are
+limited by `control_plane.login_throttle`."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from control_plane.models import AuthToken, User, utcnow
+from control_plane.login_throttle import LoginThrottle, TooManyAttempts
+from control_plane.models import AuthToken, Task, User, utcnow
+from control_plane.template_store import delete_templates_of
+
+__all__ = [
+    "AccountError", "AccountStore", "BadCredentials", "Principal", "TooManyAttempts", "hash_token", "tombstone",
+    "valid_username",
+]
 
 ROLES = ("admin", "user")
 _hasher = PasswordHasher()
@@ -33,11 +38,6 @@ class BadCredentials(AccountError):
         super().__init__("wrong username or password")
 
 
-class TooManyAttempts(AccountError):
-    def __init__(self, username: str, retry_after: float):
-        super().__init__(f"too many login attempts for {username!r}; try again in {retry_after:.0f} s")
-
-
 @dataclass(frozen=True)
 class Principal:
     username: str
@@ -52,34 +52,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class LoginRateLimiter:
-    """At most `attempts` failed logins per user per `window_seconds`; a success clears the user's count."""
+def valid_username(username: str) -> bool:
+    return bool(username) and username.replace("-", "").replace("_", "").replace(".", "").isalnum()
 
-    def __init__(self, attempts: int = 5, window_seconds: float = 60.0):
-        self.attempts = attempts
-        self.window = window_seconds
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
 
-    def check(self, username: str) -> None:
-        failures = self._failures[username]
-        now = time.monotonic()
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if len(failures) >= self.attempts:
-            raise TooManyAttempts(username, self.window - (now - failures[0]))
-
-    def failed(self, username: str) -> None:
-        self._failures[username].append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username, None)
+def tombstone(username: str) -> str:
+    """The owner a deleted user's tasks pass to: ':' is in no username, and the random part makes each deletion's
+    tombstone its own."""
+    return f"deleted:{username}:{secrets.token_hex(4)}"
 
 
 class AccountStore:
-    def __init__(self, engine: Engine, token_ttl: timedelta, limiter: LoginRateLimiter | None = None):
+    def __init__(self, engine: Engine, token_ttl: timedelta, throttle: LoginThrottle | None = None):
         self.engine = engine
         self.token_ttl = token_ttl
-        self.limiter = limiter or LoginRateLimiter()
+        self.throttle = throttle or LoginThrottle(engine)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -87,7 +74,7 @@ class AccountStore:
     def create_user(self, username: str, password: str, role: str = "user") -> User:
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}")
-        if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        if not valid_username(username):
             raise AccountError("username must be letters, digits, '-', '_' or '.'")
         if len(password) < 8:
             raise AccountError("password must be at least 8 characters")
@@ -108,30 +95,36 @@ class AccountStore:
             return session.exec(select(User).limit(1)).first() is not None
 
     def delete_user(self, username: str) -> bool:
+        """In one transaction: the user, their tokens, saved templates and login counters go, and their tasks pass
+        to a tombstone owner (admins still see them; a new user of the same name does not inherit them)."""
         with self._session() as session:
             user = session.get(User, username)
             if user is None:
                 return False
             session.execute(delete(AuthToken).where(col(AuthToken.username) == username))
+            delete_templates_of(session, username)
+            session.execute(update(Task).where(col(Task.owner) == username).values(owner=tombstone(username)))
+            self.throttle.forget_user(session, username)
             session.delete(user)
             session.commit()
         return True
 
-    def login(self, username: str, password: str) -> tuple[str, datetime, User]:
-        """Returns (token, expires_at, user); raises BadCredentials or TooManyAttempts."""
-        self.limiter.check(username)
+    def login(self, username: str, password: str, client_address: str = "") -> tuple[str, datetime, User]:
+        """Returns (token, expires_at, user); raises BadCredentials, or TooManyAttempts before looking at the password.
+        `client_address` is who is calling (login_throttle.client_address); "" for a caller inside the process."""
+        reservation = self.throttle.reserve(username, client_address or "local")
+        with self._session() as session:  # no name that could never be a user's reaches the database
+            user = session.get(User, username) if valid_username(username) else None
+        try:
+            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        except VerificationError:
+            user = None
+        if user is None:
+            raise BadCredentials()  # the reservation stands as the failure
+        self.throttle.succeeded(reservation)
+        token = secrets.token_urlsafe(32)
+        expires_at = utcnow() + self.token_ttl
         with self._session() as session:
-            user = session.get(User, username)
-            try:
-                _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-            except VerificationError:
-                user = None
-            if user is None:
-                self.limiter.failed(username)
-                raise BadCredentials()
-            self.limiter.succeeded(username)
-            token = secrets.token_urlsafe(32)
-            expires_at = utcnow() + self.token_ttl
             session.add(AuthToken(token_hash=hash_token(token), username=username, expires_at=expires_at))
             session.commit()
         return token, expires_at, user

@@ -1,14 +1,23 @@
-"""AuthService: login/logout, who am I, and admin user management; and the token check every other call passes."""
+"""AuthService: login/logout, who am I, and admin user management; and the token check every other call passes.
+
+Password hashing (argon2: slow and memory-hungry on purpose) runs in a small pool of its own, and token checks in
+another: a flood of logins, or anything else queued on asyncio's default executor, cannot make authenticated calls
+wait behind it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import grpc
 
 from control_plane.accounts import AccountError, AccountStore, BadCredentials, Principal, TooManyAttempts
 from control_plane.converters import timestamp
-from control_plane.grpc_errors import abort
+from control_plane.grpc_errors import ERROR_FIELD_KEY, abort
+from control_plane.login_throttle import TrustedProxies, client_address
 from protos import control_plane_pb2, control_plane_pb2_grpc
 from protos.auth import current_principal, token_from_metadata, tokens_equal
 
@@ -18,17 +27,63 @@ LOGIN_METHOD = f"/{FULL_NAME}.AuthService/Login"
 PUBLIC_METHODS = (LOGIN_METHOD, f"/{FULL_NAME}.FinetuneService/GetSystemHealth")
 AGENT_METHOD_PREFIX = f"/{FULL_NAME}.AgentRegistry/"
 CLUSTER = Principal("cluster", "agent")
+# Trailing metadata of a refused login: whole seconds until the next attempt may be made (the gateway's Retry-After).
+RETRY_AFTER_KEY = "retry-after"
 
 
-def make_token_check(accounts: AccountStore, cluster_token: str):
-    """Agents' calls (AgentRegistry) take the cluster token; every other call a user's token."""
+class _Pool:
+    """A bounded thread pool that coroutines await."""
 
-    async def check(method: str, token: str) -> Principal | None:
+    def __init__(self, threads: int, name: str):
+        self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=name)
+
+    async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        job = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether a trivial job gets a thread within `timeout` seconds (a job still queued then is dropped)."""
+        try:
+            await asyncio.wait_for(self.run(_nothing), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _nothing() -> None:
+    return None
+
+
+class TokenCheck:
+    """The interceptor's check(method, token): agents' calls (AgentRegistry) take the cluster token, every other call
+    a user's token, looked up on a thread pool of its own."""
+
+    def __init__(self, accounts: AccountStore, cluster_token: str, threads: int = 4):
+        self._accounts = accounts
+        self._cluster_token = cluster_token
+        self._pool = _Pool(threads, "token-check")
+
+    async def __call__(self, method: str, token: str) -> Principal | None:
         if method.startswith(AGENT_METHOD_PREFIX):
-            return CLUSTER if tokens_equal(token, cluster_token) else None
-        return await asyncio.to_thread(accounts.authenticate, token)
+            return CLUSTER if tokens_equal(token, self._cluster_token) else None
+        return await self._pool.run(self._accounts.authenticate, token)
 
-    return check
+    async def probe(self, timeout: float = 1.0) -> bool:
+        """For the health check: False when token checks are not being served (no thread free within `timeout`)."""
+        return await self._pool.probe(timeout)
+
+    async def logout(self, token: str) -> None:
+        await self._pool.run(self._accounts.logout, token)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def make_token_check(accounts: AccountStore, cluster_token: str, threads: int = 4) -> TokenCheck:
+    return TokenCheck(accounts, cluster_token, threads)
 
 
 def caller() -> Principal:
@@ -44,20 +99,32 @@ def _user_to_proto(user) -> control_plane_pb2.User:
 
 
 class AuthService(control_plane_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: AccountStore):
+    def __init__(
+        self, accounts: AccountStore, token_check: TokenCheck, trusted_proxies: TrustedProxies | None = None,
+        password_threads: int = 2,
+    ):
         self._accounts = accounts
+        self._token_check = token_check
+        self._trusted = trusted_proxies if trusted_proxies is not None else TrustedProxies.parse("127.0.0.1,::1")
+        self._passwords = _Pool(password_threads, "password")
 
     async def Login(self, request, context):
+        address = client_address(context.peer(), context.invocation_metadata(), self._trusted)
         try:
-            token, expires_at, user = await asyncio.to_thread(self._accounts.login, request.username, request.password)
+            token, expires_at, user = await self._passwords.run(
+                self._accounts.login, request.username, request.password, client_address=address
+            )
         except BadCredentials as exc:
             await abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), "password")
         except TooManyAttempts as exc:
-            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "username")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc),
+                trailing_metadata=((ERROR_FIELD_KEY, "username"), (RETRY_AFTER_KEY, str(exc.retry_after))),
+            )
         return control_plane_pb2.LoginResponse(token=token, expires_at=timestamp(expires_at), user=_user_to_proto(user))
 
     async def Logout(self, request, context):
-        self._accounts.logout(token_from_metadata(context.invocation_metadata()))
+        await self._token_check.logout(token_from_metadata(context.invocation_metadata()))
         return control_plane_pb2.LogoutResponse()
 
     async def WhoAmI(self, request, context):
@@ -71,7 +138,9 @@ class AuthService(control_plane_pb2_grpc.AuthServiceServicer):
     async def CreateUser(self, request, context):
         await self._require_admin(context)
         try:
-            user = await asyncio.to_thread(self._accounts.create_user, request.username, request.password, request.role or "user")
+            user = await self._passwords.run(
+                self._accounts.create_user, request.username, request.password, request.role or "user"
+            )
         except AccountError as exc:
             code = grpc.StatusCode.ALREADY_EXISTS if "already exists" in str(exc) else grpc.StatusCode.INVALID_ARGUMENT
             await abort(context, code, str(exc))
@@ -81,9 +150,12 @@ class AuthService(control_plane_pb2_grpc.AuthServiceServicer):
         principal = await self._require_admin(context)
         if request.username == principal.username:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "an admin cannot delete their own account", "username")
-        if not self._accounts.delete_user(request.username):
+        if not await self._passwords.run(self._accounts.delete_user, request.username):
             await abort(context, grpc.StatusCode.NOT_FOUND, f"user {request.username!r} not found", "username")
         return control_plane_pb2.DeleteUserResponse(username=request.username)
+
+    def close(self) -> None:
+        self._passwords.close()
 
     async def _require_admin(self, context) -> Principal:
         principal = caller()

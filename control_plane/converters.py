@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent
+from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, TaskValidation
 from protos import common_pb2, control_plane_pb2
 
 
@@ -39,6 +39,7 @@ def task_to_proto(
     queue_position: int = 0,
     attempts: list[TaskAttempt] | None = None,
     checkpoints: list[Checkpoint] | None = None,
+    validation: TaskValidation | None = None,
 ) -> control_plane_pb2.Task:
     progress = control_plane_pb2.Progress(step=task.step, total_steps=task.total_steps, percent=task.percent)
     for name in ("eta_seconds", "epoch", "loss", "learning_rate"):
@@ -72,6 +73,9 @@ def task_to_proto(
         ],
         events=[event_to_proto(event) for event in events or []],
     )
+    if validation is not None:
+        message.validation.CopyFrom(control_plane_pb2.DataValidation(
+            state=validation.state, rows=validation.rows, message=validation.message))
     for name in ("created_at", "updated_at", "started_at", "finished_at"):
         stamp = timestamp(getattr(task, name))
         if stamp is not None:

@@ -14,15 +14,27 @@ from control_plane import models  # noqa: F401  (registers the tables on SQLMode
 def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        file = Path(url.database).expanduser() if url.database and url.database != ":memory:" else None
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
+        file = None
         engine = create_engine(database_url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
     _check_schema(engine)
+    if file is not None:
+        _owner_only(file)
     return engine
+
+
+def _owner_only(store: Path) -> None:
+    """The store holds password hashes and token hashes: readable by its owner only (also one an older release
+    made world-readable). Its WAL and shared-memory files exist once a connection has written."""
+    for path in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        if path.exists():
+            path.chmod(0o600)
 
 
 class SchemaOutOfDate(RuntimeError):

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import grpc
 from sqlalchemy import text
@@ -15,16 +16,19 @@ from control_plane.agent_clients import AgentClients
 from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
-from control_plane.models import Task
+from control_plane.data_check import CHECK_BROKEN_REASON, SubmissionChecks
+from control_plane.models import Task, TaskValidation, utcnow
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound, TaskStillActive, TaskStore
 from control_plane.template_store import TemplateStore
-from protos import agent_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos.json_values import JsonProblem, loads
 from trainers import registry
 from trainers.errors import ConfigError
+from trainers.output_dirs import default_output_dir, task_output_dir
 from trainers.paths import resolve
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,8 @@ VALIDATE_TIMEOUT_SECONDS = 330.0  # the agent's own limit on a dry run is 300 s
 class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
     def __init__(
         self, store: TaskStore, templates: TemplateStore, scheduler: Scheduler, clients: AgentClients,
-        notifier: TaskChangeNotifier, workspace: Path,
+        notifier: TaskChangeNotifier, workspace: Path, checks: SubmissionChecks,
+        serving: Callable[[], Awaitable[bool]],
     ):
         self._store = store
         self._templates = templates
@@ -48,14 +53,13 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         self._clients = clients
         self._notifier = notifier
         self._workspace = workspace
+        self._checks = checks
+        self._serving = serving  # whether token checks are being served, for the health report
 
     async def StartTask(self, request, context):
         try:
             task_type = registry.get(request.type)
-            raw = _parse_config_json(request.config_json)
-            config = task_type.parse_config(raw)
-            # Reading the data file may take a while on a big dataset: keep the event loop free.
-            await asyncio.to_thread(task_type.validate_data, config, self._workspace)
+            config = task_type.parse_config(_parse_config_json(request.config_json))
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
         gpu_vis = ",".join(part.strip() for part in (getattr(config, "gpu_vis", None) or "").split(",") if part.strip())
@@ -65,15 +69,29 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         }
         await self._refuse_unplaceable(Task(**scheduling), context)
         task_id = uuid.uuid4().hex
-        if getattr(config, "output_dir", "") is None:
-            config = config.model_copy(update={"output_dir": f"output/{task_type.name}/{task_id}"})
-        output_dir = getattr(config, "output_dir", "") or ""
+        if "output_dir" in type(config).model_fields:  # a directory of its own, which no other task can name
+            config = config.model_copy(update={"output_dir": task_output_dir(config.output_dir, task_id)})
+        config_json = config.model_dump_json()
+        principal = caller()
+        # The paths and data are checked off the event loop; a slow check (a big file) goes on after the answer.
+        job = self._checks.start(task_type.name, config_json, task_id, principal.username, principal.is_admin)
+        result = await self._checks.within_budget(job)
+        if result is not None and not result.ok:
+            code = grpc.StatusCode.UNAVAILABLE if result.reason == CHECK_BROKEN_REASON else grpc.StatusCode.INVALID_ARGUMENT
+            await abort(context, code, result.message, result.field)
+        validation = TaskValidation(state="passed" if result else "pending", rows=result.rows if result else 0,
+                                    admin_paths=principal.is_admin, finished_at=utcnow() if result else None)
+        output_dir = getattr(config, "output_dir", None) or default_output_dir(task_type.name, task_id, self._workspace)
         task = self._store.create_task(
-            task_id, task_type.name, config.model_dump_json(),
-            str(resolve(output_dir, self._workspace)) if output_dir else "", owner=caller().username, **scheduling,
+            task_id, task_type.name, config_json, str(resolve(output_dir, self._workspace)), owner=principal.username,
+            validation=validation, **scheduling,
         )
-        log.info("task %s (%s) queued", task_id, task_type.name)
-        self._scheduler.wake()
+        if result is None:
+            self._checks.finish_later(task_id, job)
+            log.info("task %s (%s) queued; its data are still being checked", task_id, task_type.name)
+        else:
+            log.info("task %s (%s) queued", task_id, task_type.name)
+            self._scheduler.wake()
         return self._full_task(task)
 
     async def _refuse_unplaceable(self, wanted: Task, context) -> None:
@@ -94,6 +112,7 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return task_to_proto(
             task, self._store.events(task.id), queue_position=self._store.queue_positions().get(task.id, 0),
             attempts=self._store.attempts(task.id), checkpoints=self._store.checkpoints(task.id),
+            validation=self._store.validation(task.id),
         )
 
     async def GetTask(self, request, context):
@@ -264,12 +283,16 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return control_plane_pb2.GetTaskMetricsResponse(points=[metric_to_proto(p) for p in points])
 
     async def ValidateTask(self, request, context):
-        """Forwarded to a live agent: the data live on the agents' hosts, and the check imports the trainer stack."""
+        """Forwarded to a live agent: the data live on the agents' hosts, and the check imports the trainer stack.
+        The agent checks paths for the caller (their own outputs; admins' extra roots), never for whom a client says."""
         agents = self._scheduler.live_agents()
         if not agents:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "no live agent to run the dry run on")
+        principal = caller()
+        forwarded = common_pb2.ValidateTaskRequest(type=request.type, config_json=request.config_json,
+                                                   owner=principal.username, admin_paths=principal.is_admin)
         try:
-            return await self._clients.stub(agents[0].address).ValidateTask(request, timeout=VALIDATE_TIMEOUT_SECONDS)
+            return await self._clients.stub(agents[0].address).ValidateTask(forwarded, timeout=VALIDATE_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             await abort(context, exc.code(), f"dry run on agent {agents[0].id} failed: {exc.details()}")
 
@@ -280,6 +303,8 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
             database = "ok"
         except Exception as exc:  # report, don't fail: health is how a user finds this out
             database = f"error: {exc}"
+        # A control plane that cannot check tokens cannot serve anything but this: say so instead of "ok".
+        serving = await self._serving()
         held = self._store.held_devices()
         agents = [
             agent_to_proto(a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())))
@@ -287,9 +312,13 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         ]
         _, queued = self._store.list_tasks(status=TaskStatus.QUEUED, limit=1)
         _, running = self._store.list_tasks(status=TaskStatus.RUNNING, limit=1)
-        healthy = database == "ok" and any(a.alive for a in agents)
+        if database != "ok" or not serving:
+            status = "unavailable"
+        else:
+            status = "ok" if any(a.alive for a in agents) else "degraded"
         return control_plane_pb2.SystemHealth(
-            status="ok" if healthy else "degraded", database=database, agents=agents, queued_tasks=queued, running_tasks=running
+            status=status, database=database, agents=agents, queued_tasks=queued, running_tasks=running,
+            serving=serving,
         )
 
     async def _task_or_404(self, task_id: str, context):
@@ -319,10 +348,12 @@ def _template(task_type, *, name: str, config_json: str, builtin: bool, id: str 
 
 
 def _parse_config_json(config_json: str) -> dict:
+    """The config object of a request, held to what the gateway takes (protos.json_values): a gRPC client that never
+    passes the gateway gets the same 400s, never a config that cannot be stored or echoed."""
     try:
-        raw = json.loads(config_json or "{}")
-    except json.JSONDecodeError as exc:
-        raise ConfigError("config", f"config is not valid JSON: {exc}") from None
+        raw = loads(config_json or "{}", "config")
+    except JsonProblem as problem:
+        raise ConfigError(problem.field or "config", problem.message) from None
     if not isinstance(raw, dict):
         raise ConfigError("config", f"config must be a JSON object, got {type(raw).__name__}")
     return raw

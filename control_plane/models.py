@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, Text
+from sqlalchemy import BigInteger, Column, Double, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -105,6 +105,22 @@ class Checkpoint(SQLModel, table=True):
     time: datetime = Field(default_factory=utcnow)
 
 
+class TaskValidation(SQLModel, table=True):
+    """The data check of a submitted task. While `state` is pending the task waits in the queue without being placed;
+    a failed check fails the task. Tasks from before this table have no row and count as checked."""
+
+    __tablename__ = "task_validation"
+
+    task_id: str = Field(primary_key=True)
+    state: str = Field(default="pending", index=True)  # pending | passed | failed
+    rows: int = 0
+    message: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Whose path scope the check runs in (kept so a restarted control plane checks a pending task the same way).
+    admin_paths: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
 class Agent(SQLModel, table=True):
     id: str = Field(primary_key=True)
     address: str
@@ -144,3 +160,18 @@ class SavedTemplate(SQLModel, table=True):
     type: str
     config_json: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed-login counters (control_plane/login_throttle.py): one row per key — scope "user_address" (username and
+    client address), "address" (username "") or "user" (address ""). Times are seconds since the epoch."""
+
+    __tablename__ = "login_throttle"
+
+    scope: str = Field(primary_key=True)
+    username: str = Field(default="", primary_key=True)
+    address: str = Field(default="", primary_key=True)
+    failures: int = 0  # counted within the current quiet window
+    last_at: float = Field(default=0.0, sa_column=Column(Double, nullable=False, default=0.0, index=True))
+    next_allowed_at: float = Field(default=0.0, sa_column=Column(Double, nullable=False, default=0.0))  # 0: no back-off
+    version: int = 0  # bumped on every write, for compare-and-set

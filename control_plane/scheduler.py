@@ -21,15 +21,20 @@ log = logging.getLogger(__name__)
 
 LAUNCH_TIMEOUT_SECONDS = 30.0
 # Launch errors that mean "not now" rather than "never": the task goes back to the queue.
-_RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# ALREADY_EXISTS: the agent still runs an earlier attempt it is being told to stop.
+_RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+              grpc.StatusCode.ALREADY_EXISTS}
 
 
 class Scheduler:
-    def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float, interval_seconds: float):
+    def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float,
+                 interval_seconds: float, agent_gone_seconds: float | None = None):
         self._store = store
         self._clients = clients
         self._ingestion = ingestion
+        # Silent for agent_timeout: no new tasks (it may be restarting). Silent for agent_gone: its runs are given up.
         self._agent_timeout = timedelta(seconds=agent_timeout_seconds)
+        self._agent_gone = timedelta(seconds=max(agent_gone_seconds or 0.0, agent_timeout_seconds))
         # Heartbeats could not arrive while this control plane was down: every agent gets a full timeout from now.
         self._started = utcnow()
         self._interval = interval_seconds
@@ -39,7 +44,13 @@ class Scheduler:
         self._wake.set()
 
     def is_alive(self, agent: Agent) -> bool:
-        return utcnow() - max(agent.last_heartbeat, self._started) <= self._agent_timeout
+        return self._silence(agent) <= self._agent_timeout
+
+    def is_gone(self, agent: Agent) -> bool:
+        return self._silence(agent) > self._agent_gone
+
+    def _silence(self, agent: Agent) -> timedelta:
+        return utcnow() - max(agent.last_heartbeat, self._started)
 
     def live_agents(self) -> list[Agent]:
         return [agent for agent in self._store.agents() if self.is_alive(agent)]
@@ -73,15 +84,17 @@ class Scheduler:
             await self._launch(task, placement)
 
     def recover_lost_agents(self) -> None:
-        """Tasks on an agent that missed its heartbeats are requeued (retries left) or failed with agent_lost."""
+        """Tasks on an agent silent for longer than the gone timeout are requeued (retries left) or failed with
+        agent_lost. A shorter silence (a restart, a network blip) only stops new placements there: the agent's runs
+        go on, and ingestion catches up with them when it is back."""
         for agent in self._store.agents():
-            if self.is_alive(agent):
+            if not self.is_gone(agent):
                 continue
             for task in self._store.tasks_with_status(ACTIVE):
                 if task.agent_id == agent.id:
                     silent = (utcnow() - agent.last_heartbeat).total_seconds()
                     message = f"agent {agent.id} lost: no heartbeat for {silent:.0f}s"
-                    if requeue_or_fail(self._store, task.id, "agent_lost", message) is not None:
+                    if requeue_or_fail(self._store, task.id, "agent_lost", message, attempt=task.attempt) is not None:
                         log.warning("task %s: %s", task.id, message)
 
     async def _launch(self, task: Task, placement: Placement) -> None:
@@ -98,11 +111,12 @@ class Scheduler:
         request = agent_pb2.LaunchTaskRequest(
             task_id=task.id, type=task.type, config_json=task.config_json, devices=devices, attempt=attempt,
             log_seq_base=task.last_log_seq, metric_seq_base=task.last_metric_seq, resume_from_checkpoint=task.resume_from,
+            env=self._path_scope_env(task),
         )
         try:
             response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
-            self._launch_failed(task.id, agent, exc)
+            self._launch_failed(task.id, attempt, agent, exc)
             return
         self._store.set_fields(task.id, pid=response.pid)
         self._ingestion.follow(task.id)
@@ -110,7 +124,14 @@ class Scheduler:
             # A stop arrived while the launch was in flight; the agent did not know the task then.
             await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task.id))
 
-    def _launch_failed(self, task_id: str, agent: Agent, exc: grpc.aio.AioRpcError) -> None:
+    def _path_scope_env(self, task: Task) -> dict[str, str]:
+        """Whose paths the trainer may read (trainers.paths): its owner's, and admins' extra roots if the owner was an
+        admin when submitting."""
+        validation = self._store.validation(task.id)
+        admin = validation is not None and validation.admin_paths
+        return {"BUGAGARIC_TASK_OWNER": task.owner, "BUGAGARIC_PATH_SCOPE": "admin" if admin else "user"}
+
+    def _launch_failed(self, task_id: str, attempt: int, agent: Agent, exc: grpc.aio.AioRpcError) -> None:
         message = f"agent {agent.id} refused the launch: {exc.code().name}: {exc.details()}"
         log.warning("task %s: %s", task_id, message)
         current = self._store.get_task(task_id).status
@@ -124,7 +145,7 @@ class Scheduler:
         if target == TaskStatus.QUEUED:
             fields.update(agent_id="", devices="")
         try:
-            self._store.transition(task_id, target, reason, message, **fields)
+            self._store.transition(task_id, target, reason, message, only_attempt=attempt, **fields)
         except IllegalTransition as error:
             log.info("task %s: %s", task_id, error)
 

@@ -11,13 +11,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from control_plane.accounts import AccountStore, LoginRateLimiter
+from control_plane.accounts import AccountStore
 from control_plane.agent_clients import AgentClients
-from control_plane.auth_service import PUBLIC_METHODS, AuthService, make_token_check
+from control_plane.auth_service import PUBLIC_METHODS, AuthService, TokenCheck, make_token_check
 from control_plane.bootstrap import ensure_admin
+from control_plane.data_check import DataChecker, SubmissionChecks
 from control_plane.db import make_engine
 from control_plane.finetune_service import FinetuneService
 from control_plane.ingestion import Ingestion
+from control_plane.login_throttle import LoginThrottle, ThrottlePolicy, TrustedProxies
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
@@ -41,12 +43,18 @@ class RunningControlPlane:
     ingestion: Ingestion
     clients: AgentClients
     scheduler_task: asyncio.Task
+    checks: SubmissionChecks
+    token_check: TokenCheck
+    auth: AuthService
 
     async def stop(self, grace: float = 2.0) -> None:
         self.scheduler_task.cancel()
+        await self.checks.close()
         await self.ingestion.close()
         await self.server.stop(grace)
         await self.clients.close()
+        self.token_check.close()
+        self.auth.close()
         self.store.engine.dispose()
 
 
@@ -55,9 +63,12 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
         raise SystemExit("BUGAGARIC_CLUSTER_TOKEN is not set: the control plane and its agents share it to trust each other")
     engine = make_engine(settings.database_url)
     store = TaskStore(engine)
+    trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
     accounts = AccountStore(
-        engine, timedelta(hours=settings.token_ttl_hours), LoginRateLimiter(settings.login_attempts_per_minute, 60.0)
+        engine, timedelta(hours=settings.token_ttl_hours), LoginThrottle(engine, ThrottlePolicy.from_settings(settings))
     )
+    # Its probe(timeout) tells whether token checks are being served.
+    token_check = make_token_check(accounts, settings.cluster_token, settings.token_check_threads)
     admin_password_file = settings.admin_password_file
     if not admin_password_file.is_absolute():
         admin_password_file = settings.workspace / admin_password_file
@@ -69,17 +80,25 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     scheduler = Scheduler(
         store, clients, ingestion,
         agent_timeout_seconds=settings.agent_timeout_seconds,
+        agent_gone_seconds=settings.agent_gone_seconds,
         interval_seconds=settings.scheduler_interval_seconds,
     )
     scheduler_ref.append(scheduler)
+    workspace = settings.workspace.resolve()
+    checker = DataChecker(workspace, workers=settings.data_check_workers,
+                          timeout_seconds=settings.data_check_timeout_seconds,
+                          submit_budget_seconds=settings.submit_check_budget_seconds)
+    checks = SubmissionChecks(store, checker, on_passed=scheduler.wake, on_changed=notifier.notify)
 
     server = grpc.aio.server(
-        interceptors=[BearerTokenInterceptor(make_token_check(accounts, settings.cluster_token), PUBLIC_METHODS)]
+        interceptors=[BearerTokenInterceptor(token_check, PUBLIC_METHODS)]
     )
     control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
-        FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, settings.workspace.resolve()), server
+        FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, workspace, checks,
+                        serving=token_check.probe), server
     )
-    control_plane_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
+    auth = AuthService(accounts, token_check, trusted_proxies, settings.password_threads)
+    control_plane_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
         AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds), server
     )
@@ -92,9 +111,12 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     port = server.add_insecure_port(f"{settings.control_plane_host}:{settings.control_plane_port}")
     await server.start()
     ingestion.resume_active()
+    checker.warm()
+    checks.resume_pending()
     scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
     log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
-    return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task)
+    return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task, checks, token_check,
+                               auth)
 
 
 def _redact(url: str) -> str:

@@ -18,6 +18,14 @@ class ControlPlaneSettings(BaseSettings):
     workspace: Path = Field(default_factory=Path.cwd)
     # An agent whose last heartbeat is older than this gets no new tasks.
     agent_timeout_seconds: float = 10.0
+    # ... and one silent for this long is taken for gone: its tasks are requeued (retries left) or failed agent_lost.
+    # Until then a returning agent's tasks go on and end in their real status with every line.
+    agent_gone_seconds: float = 300.0
+    # Submitted data are checked in worker processes: this many at once, each for at most the timeout. A submit
+    # waits the budget for its check; a longer one finishes after the answer, the task waiting in the queue meanwhile.
+    data_check_workers: int = 2
+    data_check_timeout_seconds: float = 900.0
+    submit_check_budget_seconds: float = 2.0
     heartbeat_seconds: int = 2
     # The scheduler also wakes on every submit, stop and agent registration; this is its fallback tick.
     scheduler_interval_seconds: float = 1.0
@@ -27,6 +35,21 @@ class ControlPlaneSettings(BaseSettings):
     admin_password: str = ""
     admin_password_file: Path = Path("var/admin_password")
     token_ttl_hours: float = 24.0
-    login_attempts_per_minute: int = 5
+    # Failed logins (kept in the store): after this many failures a key backs off — its next attempt waits
+    # login_backoff_base_seconds, doubling with each further failure up to login_backoff_max_seconds; a key quiet for
+    # login_quiet_window_seconds starts again from zero. Keys: (username, client address), client address across
+    # usernames, username across addresses.
+    login_limit_per_user_address: int = 5
+    login_limit_per_address: int = 20
+    login_limit_per_user: int = 30
+    login_backoff_base_seconds: float = 1.0
+    login_backoff_max_seconds: float = 300.0
+    login_quiet_window_seconds: float = 900.0
+    # Peers (addresses or CIDRs, comma-separated) whose `bugagaric-client-address` metadata names the client, e.g. the
+    # gateway; any other caller counts under its own address. Empty trusts nobody.
+    trusted_proxies: str = "127.0.0.1,::1"
+    # Thread pools of their own: argon2 (logins, new users) and token checks, so neither can starve the other.
+    password_threads: int = 2
+    token_check_threads: int = 4
     # Shared secret between the control plane and its agents (required).
     cluster_token: str = ""

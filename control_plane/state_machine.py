@@ -41,6 +41,14 @@ class IllegalTransition(Exception):
         self.target = target
 
 
+class StaleAttempt(IllegalTransition):
+    """A report about an attempt the task has left (requeued, resumed): never applied."""
+
+    def __init__(self, task_id: str, reported: int, current: int):
+        Exception.__init__(self, f"task {task_id}: attempt {reported} no longer counts (the task is on attempt {current})")
+        self.task_id = task_id
+
+
 def check(task_id: str, current: str, target: str) -> None:
     """Raises IllegalTransition unless current -> target is in the table."""
     if TaskStatus(target) not in TRANSITIONS[TaskStatus(current)]:

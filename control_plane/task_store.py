@@ -16,7 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from control_plane import state_machine
-from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, utcnow
+from control_plane.models import (
+    Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, TaskValidation, utcnow,
+)
 from control_plane.progress import progress_fields
 from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
 
@@ -55,8 +57,12 @@ class TaskStore:
 
     # --- tasks -------------------------------------------------------------------------------------------------
 
-    def create_task(self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "", **scheduling: Any) -> Task:
-        """`scheduling`: priority, gpus, gpu_vis, max_retries."""
+    def create_task(
+        self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "", *,
+        validation: TaskValidation | None = None, **scheduling: Any,
+    ) -> Task:
+        """`scheduling`: priority, gpus, gpu_vis, max_retries. `validation`: its data check, stored with it (a pending
+        one keeps the task out of placement until `finish_validation`)."""
         task = Task(
             id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir,
             owner=owner, **scheduling,
@@ -64,8 +70,37 @@ class TaskStore:
         with self.session() as session:
             session.add(task)
             session.add(TaskEvent(task_id=task_id, to_status=TaskStatus.QUEUED, reason="submitted", time=task.created_at))
+            if validation is not None:
+                validation.task_id = task_id
+                session.add(validation)
             session.commit()
         return task
+
+    def validation(self, task_id: str) -> TaskValidation | None:
+        with self.session() as session:
+            return session.get(TaskValidation, task_id)
+
+    def pending_validations(self) -> list[tuple[Task, TaskValidation]]:
+        """Queued tasks whose data check has not finished (e.g. the control plane restarted meanwhile)."""
+        with self.session() as session:
+            rows = session.exec(
+                select(Task, TaskValidation)
+                .where(col(TaskValidation.task_id) == col(Task.id), col(TaskValidation.state) == "pending",
+                       col(Task.status) == TaskStatus.QUEUED)
+                .order_by(col(Task.created_at))
+            ).all()
+        return [(task, check) for task, check in rows]
+
+    def finish_validation(self, task_id: str, passed: bool, rows: int, message: str = "") -> bool:
+        """Records a pending check's result, once (compare-and-set on `pending`); False when it was not pending."""
+        with self.session() as session:
+            result = session.execute(
+                update(TaskValidation)
+                .where(col(TaskValidation.task_id) == task_id, col(TaskValidation.state) == "pending")
+                .values(state="passed" if passed else "failed", rows=rows, message=message, finished_at=utcnow())
+            )
+            session.commit()
+        return result.rowcount == 1
 
     def get_task(self, task_id: str) -> Task:
         with self.session() as session:
@@ -93,11 +128,13 @@ class TaskStore:
         return list(rows), int(total)
 
     def queue(self) -> list[Task]:
-        """Queued tasks in the order they will be placed: higher priority first, then older first."""
+        """Queued tasks in the order they will be placed: higher priority first, then older first. Tasks whose data
+        are still being checked wait outside it."""
+        checking = select(TaskValidation.task_id).where(col(TaskValidation.state) == "pending")
         with self.session() as session:
             rows = session.exec(
                 select(Task)
-                .where(Task.status == TaskStatus.QUEUED)
+                .where(Task.status == TaskStatus.QUEUED, col(Task.id).not_in(checking))
                 .order_by(col(Task.priority).desc(), col(Task.created_at), col(Task.id))
             ).all()
         return list(rows)
@@ -127,18 +164,24 @@ class TaskStore:
         target: TaskStatus,
         reason: str,
         message: str = "",
+        *,
+        only_attempt: int | None = None,
         **fields: Any,
     ) -> Task:
         """Moves a task to `target` (checked against the table) and records the event, atomically.
 
         Raises TaskNotFound, or IllegalTransition when the task's current status does not allow it (including when
-        another writer changed the status first).
+        another writer changed the status first), or StaleAttempt when `only_attempt` is given and the task has moved
+        on to another attempt (a late report about an attempt that no longer counts). The write is compare-and-set on
+        both the status and the attempt it checked.
         """
         with self.session() as session:
             for _attempt in range(5):
                 task = session.get(Task, task_id, populate_existing=True)
                 if task is None:
                     raise TaskNotFound(task_id)
+                if only_attempt is not None and task.attempt != only_attempt:
+                    raise state_machine.StaleAttempt(task_id, only_attempt, task.attempt)
                 state_machine.check(task_id, task.status, target)
                 # The UPDATE below refreshes `task` in the session: keep what it was.
                 before = {"status": task.status, "attempt": task.attempt, "agent_id": task.agent_id,
@@ -152,7 +195,9 @@ class TaskStore:
                 if target == TaskStatus.QUEUED:
                     values["finished_at"] = None
                 result = session.execute(
-                    update(Task).where(col(Task.id) == task_id, col(Task.status) == task.status).values(**values)
+                    update(Task)
+                    .where(col(Task.id) == task_id, col(Task.status) == task.status, col(Task.attempt) == task.attempt)
+                    .values(**values)
                 )
                 if result.rowcount == 1:
                     session.add(
@@ -211,24 +256,25 @@ class TaskStore:
                 raise TaskNotFound(task_id)
             if task.status not in TERMINAL:
                 raise TaskStillActive(task)
-            for model in (LogLine, MetricPoint, TaskEvent, TaskAttempt, Checkpoint):
+            for model in (LogLine, MetricPoint, TaskEvent, TaskAttempt, Checkpoint, TaskValidation):
                 session.execute(delete(model).where(col(model.task_id) == task_id))
             session.execute(delete(Task).where(col(Task.id) == task_id, col(Task.status).in_(list(TERMINAL))))
             session.commit()
 
     # --- logs and metrics --------------------------------------------------------------------------------------
 
-    def ingest(self, task_id: str, lines: list[NewLine], metrics: list[NewMetric]) -> None:
+    def ingest(self, task_id: str, lines: list[NewLine], metrics: list[NewMetric], *, attempt: int | None = None) -> None:
         """Stores a batch from the agent's stream in one transaction and moves the task's seqs and progress on.
 
-        Rows already stored (same task and seq) are skipped, so a replayed batch never duplicates a line.
+        Rows already stored (same task and seq) are skipped, so a replayed batch never duplicates a line. A batch of
+        an attempt the task has left (`attempt`) is dropped: its seqs would collide with the new attempt's.
         """
         if not lines and not metrics:
             return
         with self.session() as session:
             task = session.get(Task, task_id)
-            if task is None:
-                return  # deleted meanwhile
+            if task is None or (attempt is not None and task.attempt != attempt):
+                return  # deleted, or requeued meanwhile
             values: dict[str, Any] = {}
             if lines:
                 _insert_ignoring_duplicates(

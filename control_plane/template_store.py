@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -35,3 +36,8 @@ class TemplateStore:
             session.delete(template)
             session.commit()
         return True
+
+
+def delete_templates_of(session: Session, owner: str) -> None:
+    """Within the caller's transaction (a deleted user): every template of `owner` goes."""
+    session.execute(delete(SavedTemplate).where(col(SavedTemplate.owner) == owner))

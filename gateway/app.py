@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from gateway.auth_routes import router as auth_router
+from gateway.authn import RequireBearerMiddleware
+from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.client import ControlPlaneClient
 from gateway.handlers import install_error_handlers
-from gateway.auth_routes import router as auth_router
+from gateway.raw_params import check_raw_parameters
 from gateway.routes import router
-from gateway.stream_routes import router as stream_router
 from gateway.settings import GatewaySettings
+from gateway.stream_routes import router as stream_router
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -29,14 +32,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="BugAgaric Finetune API",
-        description="REST gateway to the fine-tuning control plane (gRPC FinetuneService).",
+        description="REST gateway to the fine-tuning control plane (gRPC FinetuneService). Every route but "
+        "`/api/health` and `/api/auth/login` needs the header `Authorization: Bearer <token>`.",
         version="0.1.0",
         docs_url="/docs",
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        dependencies=[Depends(check_raw_parameters)],
     )
     app.state.settings = settings
     app.state.control_plane = client
+    # Starlette runs the last added middleware first: the catch-all (added by install_error_handlers) outermost,
+    # then the token requirement (before anything looks at the input), then the body size limit.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(RequireBearerMiddleware)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(auth_router)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
 from fastapi import Request
 
 from protos import control_plane_pb2_grpc
+from protos.auth import AUTHORIZATION_KEY, CLIENT_ADDRESS_KEY
+
+Metadata = tuple[tuple[str, str], ...]
+# RFC 6750's token68, of a sane length: anything else (non-ASCII, control characters, kilobytes) could not even be
+# sent as gRPC metadata, so it is no credential at all.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,1024}=*")
+_MAX_ADDRESS = 256
 
 
 # gRPC's default reconnect backoff grows to 120 s: a gateway started before the control plane (or across its restart)
@@ -49,40 +57,52 @@ class ControlPlaneClient:
             raise RuntimeError("control plane channel is not open")
         return self._stub
 
-    async def unary(self, rpc: str, request: Any, authorization: str | None = None, timeout: float | None = None) -> Any:
+    async def unary(self, rpc: str, request: Any, metadata: Metadata = (), timeout: float | None = None) -> Any:
         """Call one unary method with the gateway's deadline (or `timeout`). `rpc` is a FinetuneService method name,
         or "AuthService.<method>". AioRpcError propagates."""
         await self.open()
         service, _, name = rpc.rpartition(".")
         method = getattr(self._auth_stub if service == "AuthService" else self.stub, name)
-        return await method(request, timeout=timeout or self.timeout_seconds, metadata=call_metadata(authorization))
+        return await method(request, timeout=timeout or self.timeout_seconds, metadata=metadata or None)
 
 
-def call_metadata(authorization: str | None) -> tuple[tuple[str, str], ...] | None:
-    # Auth pass-through: the control plane (a later issue) decides; the gateway only forwards.
-    return (("authorization", authorization),) if authorization else None
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header value, or "" when there is none or it is malformed."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and _TOKEN.fullmatch(token) else ""
+
+
+def call_metadata(authorization: str | None, client_address: str | None = None) -> Metadata:
+    # Auth pass-through: the control plane decides; the gateway only forwards the token, and names the end client
+    # (the control plane limits logins per address, and would otherwise only ever see the gateway's). Only values
+    # gRPC metadata can carry: a malformed header is dropped here (protected routes refused it already).
+    token = bearer_token(authorization)
+    if client_address and not (client_address.isascii() and client_address.isprintable()
+                               and len(client_address) <= _MAX_ADDRESS):
+        client_address = None
+    pairs = ((AUTHORIZATION_KEY, f"Bearer {token}" if token else None), (CLIENT_ADDRESS_KEY, client_address))
+    return tuple((key, value) for key, value in pairs if value)
 
 
 class ControlPlane:
-    """A request-scoped handle: the shared client plus this request's Authorization header."""
+    """A request-scoped handle: the shared client plus this request's Authorization header and client address."""
 
-    def __init__(self, client: ControlPlaneClient, authorization: str | None) -> None:
+    def __init__(self, client: ControlPlaneClient, authorization: str | None, client_address: str | None = None) -> None:
         self.client = client
-        self.authorization = authorization
+        self.metadata = call_metadata(authorization, client_address)
 
     async def __call__(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
-        return await self.client.unary(rpc, request, self.authorization, timeout)
+        return await self.client.unary(rpc, request, self.metadata, timeout)
 
     async def stream(self, rpc: str, request: Any) -> Any:
         """A server-streaming FinetuneService call (no deadline: it lives as long as its reader)."""
         await self.client.open()
-        return getattr(self.client.stub, rpc)(request, metadata=call_metadata(self.authorization))
+        return getattr(self.client.stub, rpc)(request, metadata=self.metadata or None)
 
 
 def control_plane(request: Request) -> ControlPlane:
-    """FastAPI dependency. The token comes from the Authorization header, or from `access_token` in the query for
-    the SSE routes (a browser's EventSource cannot set headers)."""
-    authorization = request.headers.get("authorization")
-    if not authorization and request.query_params.get("access_token"):
-        authorization = f"Bearer {request.query_params['access_token']}"
-    return ControlPlane(request.app.state.control_plane, authorization)
+    """FastAPI dependency. The token comes only from the Authorization header (never the URL, which ends up in
+    access logs); request.client is the end client (uvicorn applies X-Forwarded-For from trusted proxies)."""
+    client_address = request.client.host if request.client else None
+    return ControlPlane(request.app.state.control_plane, request.headers.get("authorization"), client_address)

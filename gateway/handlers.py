@@ -12,22 +12,37 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.authn import verify_credential
 from gateway.errors import ApiError, api_error_from_rpc, error_response
 
 log = logging.getLogger("gateway")
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "permission_denied"}
-
-
-async def _api_error(_: Request, exc: ApiError):
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+_HTTP_CODES = {
+    404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "permission_denied",
+    413: "payload_too_large",
+}
 
 
 async def _rpc_error(request: Request, exc: grpc.aio.AioRpcError):
     err = api_error_from_rpc(exc)
     if err.status >= 500:
         log.warning("%s %s: control plane answered %s: %s", request.method, request.url.path, err.code, err.message)
-    return error_response(err.status, err.code, err.message, err.field)
+    return error_response(err.status, err.code, err.message, err.field, err.headers)
+
+
+async def _bad_input(request: Request, err: ApiError):
+    """A 400 found by the gateway itself goes out only to a valid token (authentication comes first)."""
+    try:
+        await verify_credential(request)
+    except grpc.aio.AioRpcError as exc:
+        return await _rpc_error(request, exc)
+    return error_response(err.status, err.code, err.message, err.field, err.headers)
+
+
+async def _api_error(request: Request, exc: ApiError):
+    if exc.status == 400:  # the control plane's own 400s arrive as AioRpcError: their token was already checked
+        return await _bad_input(request, exc)
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
 
 def _validation_field(loc: tuple[Any, ...]) -> str | None:
@@ -36,13 +51,13 @@ def _validation_field(loc: tuple[Any, ...]) -> str | None:
     return ".".join(names) or None
 
 
-async def _validation_error(_: Request, exc: RequestValidationError):
+async def _validation_error(request: Request, exc: RequestValidationError):
     # FastAPI says 422; bad input is a 400 here (DESIGN.md), naming the first offending parameter.
     first = exc.errors()[0] if exc.errors() else {}
     loc = tuple(first.get("loc", ()))
     field = _validation_field(loc)
     where = f"{loc[0]} parameter {field!r}" if field and loc else "request"
-    return error_response(400, "invalid_argument", f"{where}: {first.get('msg', 'invalid value')}", field)
+    return await _bad_input(request, ApiError(400, "invalid_argument", f"{where}: {first.get('msg', 'invalid value')}", field))
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException):

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway.errors import bad_request
+from gateway.json_body import load_json
 
 
 class StartTaskBody(BaseModel):
@@ -39,12 +40,7 @@ def _json_kind(value: Any) -> str:
 def parse_object_body(raw: bytes, fields: dict[str, type], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """A JSON object body with exactly these keys (those in `optional` may be missing); else ApiError(400) naming
     the field. Strings must be non-empty."""
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise bad_request(f"request body is not valid JSON: {e.msg}: line {e.lineno} column {e.colno}") from None
-    except UnicodeDecodeError as e:
-        raise bad_request(f"request body is not valid UTF-8 JSON: {e.reason} at byte {e.start}") from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise bad_request(f"request body must be a JSON object, got {_json_kind(body)}")
 
@@ -59,7 +55,7 @@ def parse_object_body(raw: bytes, fields: dict[str, type], *, optional: tuple[st
         value = body.get(name)
         if kind is str:
             if not isinstance(value, str) or not value.strip():
-                got = "missing" if name not in body else f"got {_json_kind(value)} {json.dumps(value)}"
+                got = "missing" if name not in body else f"got {_json_kind(value)} {json.dumps(value)[:80]}"
                 raise bad_request(f"'{name}' must be a non-empty string ({got})", field=name)
             body[name] = value.strip()
         elif not isinstance(value, kind):

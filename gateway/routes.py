@@ -1,7 +1,7 @@
 """The REST routes of DESIGN.md, each one gRPC call on FinetuneService.
 
-Inputs are checked here before any call, so bad input is a 400 even when the control plane is down.
-Live log/metric streams (SSE) will be a separate router built on ControlPlaneClient.stub.
+Inputs are checked here before any call; a 400 goes out once the token is known to be valid (gateway.authn).
+Live log/metric streams (SSE) are in stream_routes.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 
 from gateway import serializers as ser
 from gateway.client import ControlPlane, control_plane
@@ -20,28 +21,34 @@ from protos import common_pb2, control_plane_pb2 as cp
 
 router = APIRouter(prefix="/api")
 CP = Annotated[ControlPlane, Depends(control_plane)]
-UINT64_MAX = 2**64 - 1
-SeqParam = Query(ge=0, le=UINT64_MAX)
+# Seqs are stored as SQLite/PostgreSQL signed 64-bit integers; the list offset travels in an int32 proto field.
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+SeqParam = Query(ge=0, le=INT64_MAX)
 # A dry run loads a tokenizer on an agent: far longer than the other calls' deadline.
 VALIDATE_TIMEOUT_SECONDS = 340.0
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad input; `error.field` names it"},
+    401: {"description": "missing, invalid or expired token"},
     404: {"description": "unknown task"},
     409: {"description": "the task is in the wrong state"},
     503: {"description": "control plane unavailable"},
 }
 
 
-@router.get("/health", tags=["system"], summary="Gateway, control plane and agent health")
-async def health(call: CP) -> dict[str, Any]:
+@router.get("/health", tags=["system"], summary="Gateway, control plane and agent health",
+            description="503 when the control plane is unreachable, or answers but cannot serve (its database or its "
+            "token checks do not answer): a probe must not be told ok by a service that times every call out.")
+async def health(call: CP) -> Any:
     try:
         reply = await call("GetSystemHealth", cp.GetSystemHealthRequest())
     except grpc.aio.AioRpcError as e:
         if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise ApiError(503, "control_plane_unavailable", f"control plane unreachable: {e.details()}") from None
         raise api_error_from_rpc(e) from None
-    return ser.health_to_dict(reply)
+    body = ser.health_to_dict(reply)
+    return JSONResponse(body, status_code=503) if reply.status == "unavailable" else body
 
 
 @router.post(
@@ -81,7 +88,7 @@ async def list_tasks(
     status: Annotated[str | None, Query(description=f"one of {', '.join(ser.TASK_STATUSES)}")] = None,
     task_type: Annotated[str | None, Query(alias="type", description="sft, dpo, embedding, kbalign, ...")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> dict[str, Any]:
     status = (status or "").strip().lower()
     if status and status not in ser.TASK_STATUSES:

@@ -124,6 +124,9 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         "max_retries": t.max_retries,
         "checkpoints": [checkpoint_to_dict(c) for c in t.checkpoints],
         "attempts": [attempt_to_dict(a) for a in t.attempts],
+        # The check of its paths and data at submit: "pending" while it waits outside the queue for it.
+        "validation": {"state": t.validation.state, "rows": t.validation.rows, "message": t.validation.message}
+        if t.HasField("validation") else None,
     }
 
 
@@ -195,10 +198,12 @@ def device_to_dict(d: common_pb2.Device) -> dict[str, Any]:
 def health_to_dict(h: cp.SystemHealth) -> dict[str, Any]:
     return {
         "status": h.status or "ok",
+        "serving": h.serving,
         "gateway": {"status": "ok"},
         "control_plane": {
             "status": h.status or "ok",
             "database": h.database,
+            "serving": h.serving,
             "queued_tasks": h.queued_tasks,
             "running_tasks": h.running_tasks,
         },

@@ -14,3 +14,8 @@ class GatewaySettings(BaseSettings):
     control_plane_address: str = "127.0.0.1:50051"
     # Per unary call; a hung control plane turns into a 504 rather than a hung HTTP request.
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Largest request body a route takes unless it opts into more (gateway.body_limit.max_body_bytes); over it: 413.
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Peers whose X-Forwarded-For names the end client (uvicorn's forwarded_allow_ips: comma-separated addresses or
+    # networks, "*" for any). The default is the console's proxy on the same host.
+    gateway_trusted_proxies: str = "127.0.0.1,::1"

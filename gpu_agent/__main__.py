@@ -8,6 +8,7 @@ import os
 
 
 def main() -> None:
+    os.umask(0o077)  # the store, logs, spools and outputs it creates: owner-only
     logging.basicConfig(
         level=os.environ.get("BUGAGARIC_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -39,7 +40,7 @@ def _timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def record_to_event(rec: dict[str, Any]) -> agent_pb2.AgentTaskEvent:
+def record_to_event(rec: dict[str, Any], attempt: int = 0) -> agent_pb2.AgentTaskEvent:
     kind = rec["kind"]
     if kind == "log":
         return agent_pb2.AgentTaskEvent(log=common_pb2.LogLine(
@@ -49,12 +50,19 @@ def record_to_event(rec: dict[str, Any]) -> agent_pb2.AgentTaskEvent:
             seq=rec["seq"], time=_timestamp(rec["time"]), values_json=rec["values_json"]))
     return agent_pb2.AgentTaskEvent(status=common_pb2.TaskStatusUpdate(
         status=STATUS_ENUM[rec["status"]], time=_timestamp(rec["time"]), exit_code=rec.get("exit_code") or 0,
-        reason=rec.get("reason", ""), error=rec.get("error", ""), pid=rec.get("pid", 0)))
+        reason=rec.get("reason", ""), error=rec.get("error", ""), pid=rec.get("pid", 0), attempt=attempt))
+
+
+# Dry runs are subprocesses that may read big files and load tokenizers: a few at a time, a few more waiting.
+DRY_RUNS_AT_ONCE = 2
+DRY_RUNS_WAITING = 8
 
 
 class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
     def __init__(self, agent: Agent):
         self.agent = agent
+        self._dry_runs = asyncio.Semaphore(DRY_RUNS_AT_ONCE)
+        self._dry_runs_waiting = 0
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: AgentError) -> None:
         await context.abort(_CODES.get(type(exc), grpc.StatusCode.FAILED_PRECONDITION), str(exc))
@@ -85,16 +93,29 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             run = self.agent.get(request.task_id)
         except AgentError as exc:
             await self._abort(context, exc)
+        if request.attempt and run.attempt != request.attempt:
+            # Its lines and status would be taken for another attempt's.
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"attempt {request.attempt} of task {request.task_id} is "
+                                                           f"not on this agent (its latest attempt here is {run.attempt})")
         async for rec in run.events(request.after_log_seq, request.after_metric_seq, request.follow):
-            yield record_to_event(rec)
+            yield record_to_event(rec, run.attempt)
 
     async def ValidateTask(self, request, context):
+        if self._dry_runs_waiting >= DRY_RUNS_AT_ONCE + DRY_RUNS_WAITING:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"agent {self.agent.agent_id} is busy with dry runs; try again shortly")
+        self._dry_runs_waiting += 1
         try:
-            report = await preflight.run_in_subprocess(
-                request.type, request.config_json, self.agent.workspace, self.agent.agent_dir / "preflight"
-            )
+            async with self._dry_runs:
+                report = await preflight.run_in_subprocess(
+                    request.type, request.config_json, self.agent.workspace, self.agent.agent_dir / "preflight",
+                    env={"BUGAGARIC_TASK_OWNER": request.owner,
+                         "BUGAGARIC_PATH_SCOPE": "admin" if request.admin_paths else "user"},
+                )
         except RuntimeError as exc:
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        finally:
+            self._dry_runs_waiting -= 1
         return report_to_proto(report, self.agent.agent_id)
 
     async def DescribeAgent(self, request, context):

@@ -59,16 +59,18 @@ class AgentStopTaskResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ...) -> None: ...
 
 class StreamTaskEventsRequest(_message.Message):
-    __slots__ = ("task_id", "after_log_seq", "after_metric_seq", "follow")
+    __slots__ = ("task_id", "after_log_seq", "after_metric_seq", "follow", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     AFTER_METRIC_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_log_seq: int
     after_metric_seq: int
     follow: bool
-    def __init__(self, task_id: _Optional[str] = ..., after_log_seq: _Optional[int] = ..., after_metric_seq: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., after_log_seq: _Optional[int] = ..., after_metric_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class AgentTaskEvent(_message.Message):
     __slots__ = ("log", "metric", "status")

@@ -8,6 +8,7 @@ client-facing calls, the shared cluster token on calls between the control plane
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 from typing import Any, Awaitable, Callable, Iterable
@@ -15,6 +16,9 @@ from typing import Any, Awaitable, Callable, Iterable
 import grpc
 
 AUTHORIZATION_KEY = "authorization"
+# The end client's address, as the gateway saw it. Trusted only from peers the control plane is told to trust
+# (BUGAGARIC_TRUSTED_PROXIES); anyone else's call counts under its own peer address.
+CLIENT_ADDRESS_KEY = "bugagaric-client-address"
 # Always open: load balancers and `grpc_health_probe` must reach them without credentials.
 ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -80,13 +84,51 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, check: TokenCheck) -> 
 
         async def unary_stream(request, context):
             current_principal.set(await _admit(check, method, context))
-            async for response in stream_behaviour(request, context):
+            async for response in _rechecked(stream_behaviour(request, context), check, method, context):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
     raise NotImplementedError(f"{method}: only unary and server-streaming methods are guarded")
+
+
+# A stream outlives the check made when it opened: its credential is checked again this often (a logout, an expiry
+# or a deleted user ends it within about this long, even while the stream is idle).
+STREAM_RECHECK_SECONDS = 2.0
+
+
+async def _rechecked(responses, check: TokenCheck, method: str, context: grpc.aio.ServicerContext):
+    """Yields `responses`, checking the call's token again every STREAM_RECHECK_SECONDS, busy or idle; aborts
+    UNAUTHENTICATED once it no longer passes."""
+    token = token_from_metadata(context.invocation_metadata())
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+    iterator = responses.__aiter__()
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            await asyncio.wait({pending}, timeout=max(0.0, checked + STREAM_RECHECK_SECONDS - loop.time()))
+            if loop.time() - checked >= STREAM_RECHECK_SECONDS:
+                if await check(method, token) is None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                        "the token was revoked or has expired: log in again")
+                checked = loop.time()
+            if not pending.done():
+                continue
+            try:
+                response = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield response
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await iterator.aclose()
 
 
 def _with_bearer(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:

@@ -52,28 +52,34 @@ class MetricPoint(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values_json: _Optional[str] = ...) -> None: ...
 
 class TaskStatusUpdate(_message.Message):
-    __slots__ = ("status", "time", "exit_code", "reason", "error", "pid")
+    __slots__ = ("status", "time", "exit_code", "reason", "error", "pid", "attempt")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     status: TaskStatus
     time: _timestamp_pb2.Timestamp
     exit_code: int
     reason: str
     error: str
     pid: int
-    def __init__(self, status: _Optional[_Union[TaskStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    attempt: int
+    def __init__(self, status: _Optional[_Union[TaskStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ValidateTaskRequest(_message.Message):
-    __slots__ = ("type", "config_json")
+    __slots__ = ("type", "config_json", "owner", "admin_paths")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_PATHS_FIELD_NUMBER: _ClassVar[int]
     type: str
     config_json: str
-    def __init__(self, type: _Optional[str] = ..., config_json: _Optional[str] = ...) -> None: ...
+    owner: str
+    admin_paths: bool
+    def __init__(self, type: _Optional[str] = ..., config_json: _Optional[str] = ..., owner: _Optional[str] = ..., admin_paths: _Optional[bool] = ...) -> None: ...
 
 class DataProblem(_message.Message):
     __slots__ = ("line", "field", "message")

@@ -43,7 +43,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class Task(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -96,7 +97,18 @@ class Task(_message.Message):
     max_retries: int
     checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
     attempts: _containers.RepeatedCompositeFieldContainer[TaskAttempt]
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ...) -> None: ...
+    validation: DataValidation
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ...) -> None: ...
+
+class DataValidation(_message.Message):
+    __slots__ = ("state", "rows", "message")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    rows: int
+    message: str
+    def __init__(self, state: _Optional[str] = ..., rows: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ("path", "step", "time", "attempt")
@@ -387,18 +399,20 @@ class AgentInfo(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
 
 class SystemHealth(_message.Message):
-    __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks")
+    __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks", "serving")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     status: str
     database: str
     agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
     queued_tasks: int
     running_tasks: int
-    def __init__(self, status: _Optional[str] = ..., database: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., queued_tasks: _Optional[int] = ..., running_tasks: _Optional[int] = ...) -> None: ...
+    serving: bool
+    def __init__(self, status: _Optional[str] = ..., database: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., queued_tasks: _Optional[int] = ..., running_tasks: _Optional[int] = ..., serving: _Optional[bool] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
     __slots__ = ("agent_id", "address", "hostname", "slots", "running_task_ids", "devices")

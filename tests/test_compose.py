@@ -32,6 +32,11 @@ def test_compose_file_is_valid_and_wires_the_services():
     assert services["agent"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert services["console"]["environment"]["BUGAGARIC_GATEWAY_URL"] == "http://gateway:18080"
     assert {p["published"] for p in services["gateway"]["ports"]} == {"18080"}
+    # Each proxy is trusted by the service behind it, and only it.
+    gateway_ip = services["gateway"]["networks"]["default"]["ipv4_address"]
+    console_ip = services["console"]["networks"]["default"]["ipv4_address"]
+    assert services["control-plane"]["environment"]["BUGAGARIC_TRUSTED_PROXIES"] == gateway_ip
+    assert services["gateway"]["environment"]["BUGAGARIC_GATEWAY_TRUSTED_PROXIES"] == console_ip
 
 
 def test_compose_refuses_to_run_without_a_cluster_token():

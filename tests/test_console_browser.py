@@ -95,8 +95,17 @@ def _start_from_form(page, console, *, epochs: str) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+STREAM_PATH = re.compile(r"/api/finetune/tasks/[^/?]+/(logs|events)/stream")
+
+
 def test_console_end_to_end(page, console):
     url, stack = console["url"], console["stack"]
+    # Every request the page makes, and the answers to the live streams: no credential may travel in a URL.
+    requests: list = []
+    stream_replies: list[tuple[str, int, str]] = []
+    page.on("request", lambda r: requests.append(r))
+    page.on("response", lambda r: stream_replies.append((r.url, r.status, r.headers.get("content-type", "")))
+            if STREAM_PATH.search(r.url) else None)
 
     # Not logged in: any page leads to the login page.
     page.goto(f"{url}/tasks")
@@ -163,6 +172,16 @@ def test_console_end_to_end(page, console):
     )
     page.locator("[data-metric=loss] canvas").first.wait_for()
     screenshot(page, "06-monitor-running")
+    # The live data came over the SSE streams (fetch with the Authorization header), not the polling fallback.
+    token = page.evaluate("localStorage.getItem('bugagaric.token')")
+    assert token
+    streams = [r for r in requests if STREAM_PATH.search(r.url)]
+    assert {STREAM_PATH.search(r.url).group(1) for r in streams} == {"logs", "events"}, [r.url for r in streams]
+    for r in streams:
+        assert r.headers.get("authorization") == f"Bearer {token}", r.url
+    live = {STREAM_PATH.search(u).group(1) for u, status, ctype in stream_replies
+            if status == 200 and ctype.startswith("text/event-stream")}
+    assert live == {"logs", "events"}, stream_replies
     assert _wait_status(page, {"succeeded", "failed", "stopped"}) == "succeeded"
     page.locator("[data-testid=summary]").wait_for()
     page.wait_for_function("document.querySelector('[data-testid=log-count]').textContent.match(/\\d+/)[0] > 5")
@@ -227,3 +246,7 @@ def test_console_end_to_end(page, console):
     page.evaluate("localStorage.setItem('bugagaric.token', 'stale-token')")
     page.goto(f"{url}/tasks")
     page.wait_for_url(re.compile(r".*/login$"))
+
+    # No token, real or stale, ever went into a URL.
+    leaked = [r.url for r in requests if "access_token" in r.url or token in r.url or "stale-token" in r.url]
+    assert not leaked, leaked

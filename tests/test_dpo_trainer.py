@@ -96,7 +96,7 @@ def test_bad_row_is_reported_with_line_and_field(dpo, tmp_path, bad_row, field, 
     assert err.field == "train_data_path"
     problem = err.problems[0]
     assert problem.line == 3 and problem.field == field and words in problem.message, problem
-    assert "line 3" in err.message and str(tmp_path / "data/train.jsonl") in err.message
+    assert "data/train.jsonl line 3" in err.message
 
 
 def test_eval_data_is_validated_too(dpo, tmp_path):
@@ -134,7 +134,7 @@ def test_lora_uses_the_adapter_free_base_as_reference(dpo, tiny_llama_dir, tmp_p
     from trainers.dpo.train import build_trainer
 
     write_dpo_rows(tmp_path / "data/train.jsonl", 4)
-    ctx = RunContext("dpo", tmp_path, tmp_path / "out", None, None)
+    ctx = RunContext("dpo", tmp_path, tmp_path / "output", None, None)
     lora = dpo.parse_config(tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl"))
     trainer = build_trainer(lora, ctx)[0]
     assert trainer.ref_model is None and hasattr(trainer.model, "disable_adapter")
@@ -178,7 +178,7 @@ def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir,
     assert last < first - 0.2 and last < 0.4, (first, last)
     assert steps[-1]["rewards/margins"] > 0 and steps[-1]["rewards/accuracies"] >= 0.75
 
-    out = tmp_path / "out/dpo"
+    out = tmp_path / "output/dpo"
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer_config.json").is_file()
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["task_type"] == "dpo" and summary["global_step"] == total and summary["num_rows"] == 32

@@ -134,7 +134,8 @@ def test_real_sft_run_trains_and_saves_a_loadable_adapter(api, finished_sft, sta
     assert all({"step", "total_steps", "learning_rate", "eta_seconds"} <= p.keys() for p in points if "loss" in p)
 
     output_dir = Path(task["output_dir"])
-    assert output_dir == stack.workspace / "output" / "sft-run"
+    assert output_dir == stack.workspace / "output" / "sft-run" / task["id"]  # a directory of its own
+    assert json.loads((output_dir / ".bugagaric-task.json").read_text()) == {"task_id": task["id"], "owner": "admin"}
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["final_loss"] < summary["first_loss"]
 
@@ -352,7 +353,7 @@ def test_missing_required_key(api):
 
 def test_missing_data_file(api, stack):
     error = _error(api.post("/api/finetune/start", json={"type": "sft", "config": sft_config(train_data_path="data/nope.jsonl")}), 400)
-    assert error["field"] == "train_data_path" and str(stack.workspace / "data" / "nope.jsonl") in error["message"]
+    assert error["field"] == "train_data_path" and "file not found: data/nope.jsonl" in error["message"]
 
 
 def test_data_file_with_bad_json_on_line_7(api, stack):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -111,7 +112,8 @@ def test_embedding(api, stack):
     assert {"before", "after"} <= set(evals)
     for key in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"):
         assert 0 <= evals["before"][key] <= 1 and 0 <= evals["after"][key] <= 1, key
-    summary = json.loads((stack.workspace / "output" / "embedding" / "training_summary.json").read_text())
+    assert task["output_dir"] == str(stack.workspace / "output" / "embedding" / task["id"])
+    summary = json.loads((Path(task["output_dir"]) / "training_summary.json").read_text())
     assert summary["eval_before"]["recall@1"] == evals["before"]["recall@1"]
     print(f"\nembedding: {seconds:.1f}s, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
           f"recall@1 {evals['before']['recall@1']:.3f} -> {evals['after']['recall@1']:.3f}")
@@ -126,7 +128,7 @@ def test_kbalign(api, stack):
     points = api.get(f"/api/finetune/tasks/{task['id']}/metrics").json()["points"]
     stages = {p["stage"] for p in points if p.get("event") == "stage"}
     assert {"annotate_short", "annotate_long", "clustering", "train_round_1", "train_round_2"} <= stages, stages
-    assert (stack.workspace / "output" / "kbalign" / "annotations").is_dir()
+    assert (Path(task["output_dir"]) / "annotations").is_dir()
     print(f"\nkbalign: {seconds:.1f}s, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 

@@ -23,10 +23,10 @@ GOOD_ROW = {"query": "what is the price of the kalomi?", "pos": ["the kalomi has
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
+def tiny_bert_dir(model_root) -> Path:
     from tests.helpers.tiny_bert import build_tiny_bert
 
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return build_tiny_bert(model_root / "tiny-bert")
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +136,7 @@ def test_bad_row_names_line_and_field(embedding, tmp_path, bad, field, words):
     problem = info.value.problems[0]
     assert (problem.line, problem.field) == (4, field) and words in problem.message
     assert f"line 4: {field + ': ' if field else ''}" in info.value.message
-    assert str(tmp_path / "data/train.jsonl") in info.value.message
+    assert "data/train.jsonl line 4" in info.value.message
 
 
 def test_alias_and_eval_file_errors_name_their_key(embedding, tmp_path):
@@ -218,7 +218,7 @@ def test_cached_loss_in_process_without_eval(tiny_bert_dir, tmp_path):
     cfg = registry.get("embedding").parse_config(tiny_embedding_config(
         tiny_bert_dir, "data/train.jsonl", loss="cached_mnrl", mini_batch_size=4, max_steps=3, eval_ratio=0,
         num_hard_negatives=0, per_device_train_batch_size=8, query_instruction="find: "))
-    out = tmp_path / "out"
+    out = tmp_path / "output"
     summary = train(cfg, RunContext("embedding", tmp_path, out, None, None))
     assert summary["loss"] == "cached_mnrl" and summary["global_step"] == 3 and summary["eval_before"] is None
     assert summary["num_examples"] == 24 + 24 // 5 and summary["final_loss"] > 0
@@ -249,7 +249,7 @@ def test_tiny_bert_run_learns_evaluates_and_saves(tiny_bert_dir, tmp_path):
     proc = run_trainer(tmp_path, tiny_embedding_config(tiny_bert_dir, "data/train.jsonl"),
                        BUGAGARIC_METRICS_FILE=str(metrics), BUGAGARIC_TASK_ID="emb-1")
     wall = time.monotonic() - started
-    events, summary = _check_run(proc, tmp_path, metrics, "out/embedding")
+    events, summary = _check_run(proc, tmp_path, metrics, "output/embedding")
 
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 30 and all(e["task_id"] == "emb-1" for e in events)
@@ -265,7 +265,7 @@ def test_tiny_bert_run_learns_evaluates_and_saves(tiny_bert_dir, tmp_path):
 
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(tmp_path / "out/embedding"), device="cpu")
+    model = SentenceTransformer(str(tmp_path / "output/embedding"), device="cpu")
     rows = embedding_rows(3)
     vectors = model.encode([rows[0]["query"], *rows[0]["pos"]])
     assert vectors.shape == (2, 64) and model.max_seq_length == 32
@@ -275,14 +275,14 @@ def test_minilm_run_reports_retrieval_before_and_after(minilm_dir, tmp_path):
     write_embedding_rows(tmp_path / "data/train.jsonl", 60)
     metrics = tmp_path / "metrics.jsonl"
     cfg = {
-        "model_name_or_path": str(minilm_dir), "train_data": "data/train.jsonl", "output_dir": "out/minilm",
+        "model_name_or_path": str(minilm_dir), "train_data": "data/train.jsonl", "output_dir": "output/minilm",
         "learning_rate": 1e-4, "per_device_train_batch_size": 8, "max_steps": 12, "num_hard_negatives": 1,
         "max_seq_length": 32, "warmup_ratio": 0.1, "eval_ratio": 0.15, "eval_max_distractors": 100,
     }
     started = time.monotonic()
     proc = run_trainer(tmp_path, cfg, BUGAGARIC_METRICS_FILE=str(metrics))
     wall = time.monotonic() - started
-    events, summary = _check_run(proc, tmp_path, metrics, "out/minilm")
+    events, summary = _check_run(proc, tmp_path, metrics, "output/minilm")
     before, after = summary["eval_before"], summary["eval_after"]
     print(f"\nall-MiniLM-L6-v2 run: {wall:.1f}s wall, {summary['global_step']} steps, loss "
           f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, {before['queries']} held-out queries, "
@@ -291,7 +291,7 @@ def test_minilm_run_reports_retrieval_before_and_after(minilm_dir, tmp_path):
         print(f"  {key:10s} before {before[key]:.4f}  after {after[key]:.4f}")
     assert summary["global_step"] == 12 and summary["embedding_dimension"] == 384
     assert after["recall@1"] >= before["recall@1"] - 0.1
-    assert (tmp_path / "out/minilm/modules.json").is_file()
+    assert (tmp_path / "output/minilm/modules.json").is_file()
 
 
 def test_bad_data_exits_3_naming_the_line(tmp_path):

@@ -576,6 +576,36 @@ async def test_seqs_continue_from_the_bases_of_a_new_attempt(env):
     assert final.status == S.TASK_STATUS_FAILED and "killed by signal 9" in final.error
 
 
+async def test_a_stream_is_of_one_attempt_and_its_reports_say_which(env):
+    await launch(env.stub, "t-attempts", attempt=2, log_seq_base=3, lines=2)
+    _, _, statuses = split(await events(env.stub, "t-attempts"))
+    assert [s.attempt for s in statuses] == [2, 2] and statuses[-1].status == S.TASK_STATUS_SUCCEEDED
+    same = env.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-attempts", attempt=2))
+    assert [e.log.seq for e in [e async for e in same] if e.WhichOneof("event") == "log"] == [4, 5]
+    # The control plane follows attempt 3 (attempt 2 was given up): this agent's lines are not its lines.
+    other = env.stub.StreamTaskEvents(agent_pb2.StreamTaskEventsRequest(task_id="t-attempts", attempt=3))
+    assert await code_of(_drain(other)) == grpc.StatusCode.NOT_FOUND
+
+
+async def _drain(call) -> list:
+    return [event async for event in call]
+
+
+async def test_dry_runs_run_a_few_at_a_time_and_refuse_beyond_the_waiting_room(env):
+    from gpu_agent.servicer import DRY_RUNS_AT_ONCE, DRY_RUNS_WAITING
+
+    (env.workspace / "data").mkdir()
+    (env.workspace / "data" / "train.jsonl").write_text('{"query": "q?", "chosen": {"text": "a"}}\n')
+    request = common_pb2.ValidateTaskRequest(type="sft", config_json=json.dumps(
+        {"model_name_or_path": "no-such/model", "train_data_path": "data/train.jsonl"}), owner="alice")
+    calls = [env.stub.ValidateTask(request, timeout=120) for _ in range(DRY_RUNS_AT_ONCE + DRY_RUNS_WAITING + 2)]
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert [a.code() for a in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, refused
+    reports = [a for a in answers if not isinstance(a, grpc.aio.AioRpcError)]
+    assert len(reports) == DRY_RUNS_AT_ONCE + DRY_RUNS_WAITING and all(r.ok and r.rows == 1 for r in reports)
+
+
 def _supervise(tmp_path: Path, script: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(tmp_path / "exit.json"), "--",

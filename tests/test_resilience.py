@@ -161,8 +161,41 @@ def test_a_killed_agent_readopts_its_trainer(tmp_path_factory, tiny_llama_dir, a
         stack.stop()
 
 
+def test_an_agent_down_longer_than_its_timeout_comes_back_to_tasks_that_end_in_their_real_status(
+    tmp_path_factory, tiny_llama_dir, api_factory
+):
+    # kill -9, 20 s down (the heartbeat timeout is 6 s), restart: the trainers went on and ended meanwhile.
+    stack = start_stack(make_workspace(tmp_path_factory, tiny_llama_dir, "agent-outage"), slots=3, agent_timeout_seconds=6)
+    try:
+        api = api_factory(stack)
+        tasks = [api.start(max_steps=24, output_dir=f"output/outage-{i}") for i in range(3)]
+        for task in tasks:
+            api.wait_progress(task["id"], 1)
+        stack.kill("agent")
+        time.sleep(20)
+        health = api.client.get("/api/health").json()
+        assert [a["alive"] for a in health["agents"]] == [False]  # no new placements there meanwhile
+        assert [api.task(t["id"])["status"] for t in tasks] == ["running"] * 3  # but its runs are not given up
+        stack.restart("agent")
+        for task in tasks:
+            done = api.wait(task["id"], TERMINAL)
+            assert done["status"] == "succeeded", done["error"]
+            seqs = api.log_seqs(task["id"])
+            spooled = spool_log_count(stack, "agent", task["id"])
+            print(f"\ntask {task['id'][:8]}: {len(seqs)} lines stored, {spooled} spooled by the agent")
+            assert seqs == list(range(1, spooled + 1)), "a line lost or doubled"
+            assert done["last_log_seq"] == spooled
+            assert api.metric_steps(task["id"]) == list(range(1, 25))
+            assert [a["number"] for a in done["attempts"]] == [1]
+            assert "agent_lost" not in [e["reason"] for e in done["events"]]
+            assert (Path(done["output_dir"]) / "adapter_config.json").is_file()  # its adapter was saved
+    finally:
+        stack.stop()
+
+
 def test_a_lost_agent_requeues_the_task_which_resumes_from_its_checkpoint(tmp_path_factory, tiny_llama_dir, api_factory):
-    stack = start_stack(make_workspace(tmp_path_factory, tiny_llama_dir, "agent-lost"), slots=1, agent_timeout_seconds=4)
+    stack = start_stack(make_workspace(tmp_path_factory, tiny_llama_dir, "agent-lost"), slots=1, agent_timeout_seconds=3,
+                        agent_gone_seconds=4)
     try:
         api = api_factory(stack)
         task = api.start(max_steps=60, save_steps=3, max_retries=1, output_dir="output/retried")

@@ -30,7 +30,7 @@ def events(metrics: Path) -> list[dict]:
 
 def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_llama_dir, tmp_path):
     write_sft_rows(tmp_path / "data/train.jsonl", 32)
-    config = {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "output_dir": "out",
+    config = {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "output_dir": "output/run",
               "learning_rate": 5e-3, "per_device_train_batch_size": 4, "max_length": 64, "max_steps": 400}
     first_metrics = tmp_path / "first.jsonl"
     trainer = start_trainer(tmp_path, config, first_metrics)
@@ -61,7 +61,7 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_l
 
 def test_sigterm_before_training_exits_at_once(tiny_llama_dir, tmp_path):
     write_sft_rows(tmp_path / "data/train.jsonl", 8)
-    config = {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "output_dir": "out"}
+    config = {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "output_dir": "output/run"}
     trainer = start_trainer(tmp_path, config, tmp_path / "m.jsonl")
     time.sleep(1.0)  # importing the training libraries
     os.killpg(trainer.pid, signal.SIGTERM)

@@ -6,33 +6,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from control_plane.db import make_engine
 from control_plane.state_machine import TRANSITIONS, IllegalTransition, TaskStatus
 from control_plane.task_store import NewLine, NewMetric, TaskNotFound, TaskStillActive, TaskStore
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-        yield TaskStore(engine)
-        engine.dispose()
-        return
-    # A schema of its own per test, so runs never see each other's rows.
-    schema = f"bugagaric_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)  # plain: the tables belong in the test's schema only
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    yield TaskStore(engine)
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+@pytest.fixture
+def store(engine):
+    return TaskStore(engine)
 
 
 def _new_task(store: TaskStore, task_id: str | None = None):
@@ -202,3 +184,37 @@ def test_a_store_from_an_older_schema_is_refused_with_a_clear_message(tmp_path):
     engine.dispose()
     with pytest.raises(SchemaOutOfDate, match=r"missing column\(s\) task.owner"):
         make_engine(url)
+
+
+# --- data checks and attempts ----------------------------------------------------------------------------------------
+
+def test_a_task_whose_data_are_being_checked_waits_outside_the_queue(store):
+    from control_plane.models import TaskValidation
+
+    checking = store.create_task(uuid.uuid4().hex, "sft", "{}", "/tmp/a", validation=TaskValidation(state="pending"))
+    checked = store.create_task(uuid.uuid4().hex, "sft", "{}", "/tmp/b", validation=TaskValidation(state="passed", rows=3))
+    legacy = _new_task(store)  # from before data checks were recorded: counts as checked
+    assert [t.id for t in store.queue()] == [checked.id, legacy.id]
+    assert [t.id for t, _ in store.pending_validations()] == [checking.id]
+
+    assert store.finish_validation(checking.id, True, 7)
+    assert not store.finish_validation(checking.id, False, 0, "late")  # recorded once: compare-and-set on pending
+    assert store.validation(checking.id).state == "passed" and store.validation(checking.id).rows == 7
+    assert [t.id for t in store.queue()] == [checking.id, checked.id, legacy.id]
+    assert store.pending_validations() == []
+
+
+def test_a_report_about_an_attempt_the_task_left_is_never_applied(store):
+    from control_plane.state_machine import StaleAttempt
+
+    task = _new_task(store)
+    store.transition(task.id, TaskStatus.STARTING, "placed", attempt=1, agent_id="a1")
+    store.transition(task.id, TaskStatus.QUEUED, "retry", only_attempt=1, agent_id="")
+    store.transition(task.id, TaskStatus.STARTING, "placed", attempt=2, agent_id="a2")
+    with pytest.raises(StaleAttempt):  # attempt 1's agent came back and reported its end
+        store.transition(task.id, TaskStatus.SUCCEEDED, "exited", only_attempt=1)
+    store.ingest(task.id, _lines([1, 2]), [], attempt=1)  # its lines would take attempt 2's seqs
+    assert store.log_lines_after(task.id, 0, 10) == []
+    store.ingest(task.id, _lines([1, 2]), [], attempt=2)
+    assert [line.seq for line in store.log_lines_after(task.id, 0, 10)] == [1, 2]
+    assert store.transition(task.id, TaskStatus.RUNNING, "started", only_attempt=2).status == "running"

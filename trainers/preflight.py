@@ -19,6 +19,7 @@ from typing import Any
 
 from trainers import paths, registry
 from trainers.errors import ConfigError, DataError
+from trainers.output_dirs import check_task_paths
 
 PREFLIGHT_TIMEOUT_SECONDS = 300
 
@@ -30,18 +31,24 @@ def failed_report(type_name: str, field: str = "", message: str = "") -> dict[st
     }
 
 
-def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True) -> dict[str, Any]:
-    """The report for one task; never raises for the user's mistakes."""
+def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True,
+          task_id: str | None = None) -> dict[str, Any]:
+    """The report for one task; never raises for the user's mistakes. Paths are checked for the current
+    `trainers.paths` scope; `task_id`: the task the config was stored for (its output_dir ends with it)."""
     report = failed_report(type_name)
     try:
         task_type = registry.get(type_name)
         config = task_type.parse_config(raw_config)
         data = task_type.validate_data(config, workspace)
+        check_task_paths(config, type_name, task_id, workspace)
     except DataError as exc:
         report.update(rows=exc.rows, problems=[asdict(p) for p in exc.problems], error={"field": exc.field, "message": exc.message})
         return report
     except ConfigError as exc:
         report["error"] = {"field": exc.field, "message": exc.message}
+        return report
+    except OSError as exc:  # e.g. permission denied: say so, without a path the user did not give
+        report["error"] = {"field": "", "message": f"a file of this task could not be read ({exc.strerror or exc})"}
         return report
     report.update(ok=True, rows=data.rows, stats=dict(data.stats))
     if deep and task_type.preflight is not None:

@@ -99,7 +99,7 @@ function proxy(req, res) {
       error: { code: "gateway_unavailable", message: `gateway ${gateway.origin} unreachable: ${err.message}`, field: null },
     });
   });
-  // The browser went away (closed tab, EventSource.close()): drop the upstream stream too.
+  // The browser went away (closed tab, an aborted fetch of a stream): drop the upstream stream too.
   res.on("close", () => {
     if (!res.writableFinished) upstream.destroy();
   });

@@ -41,7 +41,7 @@ def tiny_dpo_config(model_dir: str, data_path: str, **overrides: Any) -> dict[st
     config: dict[str, Any] = {
         "model_name_or_path": str(model_dir),
         "train_data_path": str(data_path),
-        "output_dir": "out/dpo",
+        "output_dir": "output/dpo",
         "use_lora": True,
         "learning_rate": 5e-3,
         "num_train_epochs": 10,

@@ -75,7 +75,7 @@ def tiny_embedding_config(model_dir: Path, data_path: str | Path, **overrides: A
     config: dict[str, Any] = {
         "model_name_or_path": str(model_dir),
         "train_data": str(data_path),
-        "output_dir": "out/embedding",
+        "output_dir": "output/embedding",
         "learning_rate": 1e-3,
         "num_train_epochs": 10,
         "per_device_train_batch_size": 16,

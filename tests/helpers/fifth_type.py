@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainers.common.config import LMConfig
 from trainers.common.jsonl import load_rows
-from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
 
 
@@ -26,7 +25,7 @@ class QaRow(BaseModel):
 
 
 def validate_data(config: QaConfig, workspace: Path) -> DataReport:
-    return load_rows(resolve(config.train_data_path, workspace), QaRow, field="train_data_path")[1]
+    return load_rows(config.train_data_path, QaRow, field="train_data_path", workspace=workspace)[1]
 
 
 def train(config: QaConfig, ctx) -> dict:
@@ -39,7 +38,7 @@ def train(config: QaConfig, ctx) -> dict:
     from trainers.common.sft_training import train_sft_records
     from trainers.common.training_args import build_args
 
-    rows, _ = load_rows(resolve(config.train_data_path, ctx.workspace), QaRow, field="train_data_path")
+    rows, _ = load_rows(config.train_data_path, QaRow, field="train_data_path", workspace=ctx.workspace)
     records = [{"prompt": [{"role": "user", "content": r.question}], "completion": [{"role": "assistant", "content": r.answer}]}
                for r in rows]
     args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, max_length=config.max_length)

@@ -61,7 +61,7 @@ def tiny_kbalign_config(model_dir: Path | str, input_path: Path | str, **overrid
     config: dict[str, Any] = {
         "model_name_or_path": str(model_dir),
         "input_path": str(input_path),
-        "output_dir": "out/kbalign",
+        "output_dir": "output/kbalign",
         "use_lora": True,
         "iter_num": 2,
         "short_pairs": 6,

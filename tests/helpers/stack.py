@@ -155,7 +155,7 @@ class Stack:
 
 def start_stack(
     workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0, agent_timeout_seconds: float = 10.0,
-    extra_env: dict[str, str] | None = None,
+    agent_gone_seconds: float = 300.0, extra_env: dict[str, str] | None = None,
 ) -> Stack:
     workspace.mkdir(parents=True, exist_ok=True)
     env = {
@@ -168,9 +168,12 @@ def start_stack(
         "BUGAGARIC_CONTROL_PLANE_ADDRESS": "",
         "BUGAGARIC_STOP_GRACE_SECONDS": str(stop_grace_seconds),
         "BUGAGARIC_AGENT_TIMEOUT_SECONDS": str(agent_timeout_seconds),
+        "BUGAGARIC_AGENT_GONE_SECONDS": str(agent_gone_seconds),
         "BUGAGARIC_HEARTBEAT_SECONDS": "1",
         "BUGAGARIC_CLUSTER_TOKEN": secrets.token_urlsafe(24),
         "BUGAGARIC_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+        # A loaded 2-core machine must not turn a quick data check into a pending one (tests expect its 400).
+        "BUGAGARIC_SUBMIT_CHECK_BUDGET_SECONDS": "5",
         **(extra_env or {}),
     }
     stack = Stack(workspace, free_port(), free_port(), env)

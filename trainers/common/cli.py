@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import sys
-import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from trainers import paths, registry
+from trainers import output_dirs, paths, registry
 from trainers.common import graceful_stop
 from trainers.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_TRAINER_ERROR, ConfigError, ModelNotFound, TrainerError
 from trainers.registry import DataReport
@@ -40,10 +39,6 @@ class RunContext:
 
 
 TrainFn = Callable[[BaseModel, RunContext], Any]
-
-
-def default_output_dir(task_type: str, workspace: Path, task_id: str | None) -> Path:
-    return workspace / "output" / task_type / (task_id or time.strftime("%Y%m%d-%H%M%S"))
 
 
 def _quiet_env() -> None:
@@ -95,12 +90,15 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
         task_type = registry.get(task_type_name)
         config = task_type.parse_config(raw)
         report = task_type.validate_data(config, workspace)
+        output_dir = output_dirs.claim_output_dir(
+            output_dirs.check_task_paths(config, task_type_name, task_id, workspace), task_id, workspace)
+        resume = graceful_stop.resume_checkpoint()
+        if resume:
+            resume = str(output_dirs.check_resume_checkpoint(resume, output_dir, workspace))
     except ConfigError as exc:
         return _report_config_error(exc)
 
-    out = getattr(config, "output_dir", None)
-    output_dir = paths.resolve(out, workspace) if out else default_output_dir(task_type_name, workspace, task_id)
-    context = RunContext(task_type_name, workspace, output_dir, task_id, report, graceful_stop.resume_checkpoint())
+    context = RunContext(task_type_name, workspace, output_dir, task_id, report, resume)
     if context.resume_from_checkpoint:
         print(f"resuming from {context.resume_from_checkpoint}", flush=True)
     print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}; "
@@ -110,7 +108,6 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
             from trainers.common.model_loading import preflight
 
             preflight(config.model_name_or_path, workspace)  # a missing model fails in a second, not after imports
-        output_dir.mkdir(parents=True, exist_ok=True)
         _resolve_train_fn(train_fn)(config, context)
     except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
         return _report_config_error(exc)

@@ -12,13 +12,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainers.errors import ConfigError
-from trainers.paths import resolve
+from trainers.paths import policy, readable_file, shown
 
 
 class TaskConfig(BaseModel):
     """Base of every task config: unknown keys and loose types are errors (strict still takes an int for a float)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: JSON's Infinity/NaN would only fail later, at launch.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     # Keys listed here come first in the JSON schema (the console form's order); the rest follow.
     schema_order: ClassVar[tuple[str, ...]] = ()
@@ -125,25 +126,63 @@ class LMConfig(TaskConfig):
     )
 
 
+# Training arguments the platform sets itself: where the task writes, what it resumes from, what it uploads.
+PLATFORM_OWNED_ARGS = frozenset({
+    "output_dir", "logging_dir", "overwrite_output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id",
+    "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub_model_id",
+    "push_to_hub_organization", "push_to_hub_token",
+})
+# Arguments that may name a file to read (or hold its contents inline as a mapping).
+FILE_ARGS = ("deepspeed", "fsdp_config", "accelerator_config")
+
+
 def load_extra_args(config: LMConfig, workspace: Path | None = None) -> dict[str, Any]:
-    """Reads `config_file` (YAML or JSON mapping). Cheap: used by validate_data and by the trainers."""
+    """Reads `config_file` (YAML or JSON mapping). Cheap: used by validate_data and by the trainers.
+
+    A parse error says where (line and column) and what kind of mistake, never what the line holds.
+    """
     if not config.config_file:
         return {}
-    path = resolve(config.config_file, workspace)
-    if not path.is_file():
-        raise ConfigError("config_file", f"config_file: file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    field = "config_file"
+    path = readable_file(config.config_file, field, workspace, error=ConfigError)
+    where = shown(path, policy(workspace).workspace)
     try:
-        if path.suffix.lower() == ".json":
-            import json
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field, f"{field}: {where} is not UTF-8 text (byte {exc.start})") from None
+    data = _parse_mapping(text, path.suffix.lower() == ".json", field, where)
+    owned = sorted(set(data) & PLATFORM_OWNED_ARGS)
+    if owned:
+        raise ConfigError(field, f"{field}: {where}: {', '.join(map(repr, owned))} cannot be set here; the platform "
+                                 "sets it for every task")
+    for name in FILE_ARGS:
+        if isinstance(data.get(name), str):
+            data[name] = str(readable_file(data[name], f"{field}.{name}", workspace, error=ConfigError))
+    return data
 
+
+def _parse_mapping(text: str, is_json: bool, field: str, where: str) -> dict[str, Any]:
+    if is_json:
+        import json
+
+        try:
             data = json.loads(text) if text.strip() else {}
-        else:
-            import yaml  # YAML is a superset of JSON, so any other suffix is read as YAML
+        except json.JSONDecodeError as exc:
+            raise ConfigError(field, f"{field}: {where} line {exc.lineno} column {exc.colno}: not valid JSON "
+                                     f"({exc.msg})") from None
+        except RecursionError:
+            raise ConfigError(field, f"{field}: {where} is nested too deeply") from None
+    else:
+        import yaml  # YAML is a superset of JSON, so any other suffix is read as YAML
 
+        try:
             data = yaml.safe_load(text) or {}
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file, named in the message
-        raise ConfigError("config_file", f"config_file: {path} could not be parsed: {exc}") from None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(field, f"{field}: {where}{at}: not valid YAML ({exc.problem or 'syntax error'})") from None
+        except (yaml.YAMLError, RecursionError):
+            raise ConfigError(field, f"{field}: {where} is not valid YAML") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ConfigError("config_file", f"config_file: {path} must hold a mapping of argument names to values")
+        raise ConfigError(field, f"{field}: {where} must hold a mapping of argument names to values")
     return data

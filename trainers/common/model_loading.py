@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from trainers.errors import ModelNotFound, TrainerError
-from trainers.paths import resolve
+from trainers.paths import readable, resolve
 
 # A small ChatML-like template for tokenizers that ship none, so chat rows and prompt/completion rows work.
 # It renders a prompt alone exactly as the start of prompt+completion (trl relies on that to mask the prompt).
@@ -27,9 +27,21 @@ def hub_offline() -> bool:
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+FIELD = "model_name_or_path"
+
+
+def confine_local_model(name_or_path: str, workspace: Path | None = None) -> Path | None:
+    """A base model given as a path that exists must lie where tasks may read models (ConfigError otherwise); returns
+    it resolved, or None when there is no such local path (then it is a hub id, or missing)."""
+    local = resolve(name_or_path, workspace)
+    if not os.path.lexists(local):
+        return None
+    return readable(name_or_path, FIELD, workspace, kind="model")
+
+
 def locate_model(name_or_path: str, workspace: Path | None = None) -> str:
     """Returns what to pass to from_pretrained: an absolute local directory, or the hub id unchanged."""
-    local = resolve(name_or_path, workspace)
+    local = confine_local_model(name_or_path, workspace) or resolve(name_or_path, workspace)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelNotFound(f"model {name_or_path!r} not found: {local} exists but is not a model directory "

@@ -12,7 +12,6 @@ import torch
 
 from trainers.common.config import LMConfig, TaskConfig, load_extra_args
 from trainers.errors import ConfigError
-from trainers.paths import resolve
 
 
 # What build_args uses for the LM-only options when a config does not have them (LMConfig's defaults).
@@ -81,8 +80,7 @@ def build_args(
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        path = resolve(config.config_file or "", workspace)
-        raise ConfigError("config_file", f"config_file: {path}: unknown training argument(s) {', '.join(hints)} "
+        raise ConfigError("config_file", f"config_file: {config.config_file}: unknown training argument(s) {', '.join(hints)} "
                                          f"for {args_cls.__name__}")
     values.update(extra)
     try:

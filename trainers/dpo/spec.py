@@ -15,7 +15,6 @@ from pydantic_core import PydanticCustomError
 from trainers.common.config import LMConfig, load_extra_args
 from trainers.common.jsonl import load_rows
 from trainers.common.rag_prompt import passages_of
-from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
 from trainers.sft.spec import SEED_ROW_EXAMPLE, SeedRow, TextField
 
@@ -85,19 +84,25 @@ def parse_row(raw: Any) -> PreferenceRow:
 
 
 def load_dpo_rows(
-    config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path"
+    config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[PreferenceRow], DataReport]:
-    """The rows of the file named by `field` (train_data_path, or eval_data_path)."""
-    rows, report = load_rows(resolve(getattr(config, field), workspace), parse_row, field=field)
-    stats = {"pairs": len(rows), "rows_with_passages": sum(1 for r in rows if passages_of(r.retrieval_result))}
+    """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
+    stats = {"pairs": 0, "rows_with_passages": 0}
+
+    def count(row: PreferenceRow) -> None:
+        stats["pairs"] += 1
+        stats["rows_with_passages"] += bool(passages_of(row.retrieval_result))
+
+    rows, report = load_rows(getattr(config, field), parse_row, field=field, workspace=workspace, keep=keep,
+                             on_row=count)
     return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
 
 
 def validate_data(config: DpoConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
     if config.eval_data_path:
-        load_dpo_rows(config, workspace, field="eval_data_path")
-    return load_dpo_rows(config, workspace)[1]
+        load_dpo_rows(config, workspace, field="eval_data_path", keep=False)
+    return load_dpo_rows(config, workspace, keep=False)[1]
 
 
 def preflight(config: DpoConfig, workspace: Path) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig, load_extra_args
 from trainers.common.jsonl import load_rows
-from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
 
 DEFAULT_SCALE = 20.0  # = 1 / temperature 0.05, sentence-transformers' and FlagEmbedding's usual setting
@@ -165,24 +164,27 @@ class EmbeddingRow(BaseModel):
 
 
 def load_embedding_rows(
-    config: EmbeddingConfig, workspace: Path | None = None, *, eval_file: bool = False
+    config: EmbeddingConfig, workspace: Path | None = None, *, eval_file: bool = False, keep: bool = True
 ) -> tuple[list[EmbeddingRow], DataReport]:
-    """The rows of the training file (or, with eval_file, of eval_data_path), with a few counts as stats."""
+    """The rows of the training file (or, with eval_file, of eval_data_path), with a few counts as stats;
+    keep=False: stats only."""
     field, value = ("eval_data_path", config.eval_data_path) if eval_file else (config.data_field, config.data_path)
-    rows, report = load_rows(resolve(value, workspace), EmbeddingRow, field=field)
-    stats = {
-        "positives": sum(len(r.pos) for r in rows),
-        "negatives": sum(len(r.neg) for r in rows),
-        "rows_without_negatives": sum(not r.neg for r in rows),
-    }
+    stats = {"positives": 0, "negatives": 0, "rows_without_negatives": 0}
+
+    def count(row: EmbeddingRow) -> None:
+        stats["positives"] += len(row.pos)
+        stats["negatives"] += len(row.neg)
+        stats["rows_without_negatives"] += not row.neg
+
+    rows, report = load_rows(value, EmbeddingRow, field=field, workspace=workspace, keep=keep, on_row=count)
     return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
 
 
 def validate_data(config: EmbeddingConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
     if config.eval_data_path:
-        load_embedding_rows(config, workspace, eval_file=True)
-    return load_embedding_rows(config, workspace)[1]
+        load_embedding_rows(config, workspace, eval_file=True, keep=False)
+    return load_embedding_rows(config, workspace, keep=False)[1]
 
 
 def _model_max_seq_length(source: str, tokenizer) -> int:

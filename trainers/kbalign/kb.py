@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainers.common.jsonl import load_rows
 from trainers.errors import DataError
-from trainers.paths import resolve
+from trainers.paths import check_regular_file, limits, policy, readable, shown
 
 FIELD = "input_path"
 TEXT_SUFFIXES = (".txt", ".md")
@@ -142,38 +142,56 @@ def _row_parser():
     return parse
 
 
-def _read_text_file(path: Path) -> str:
+def _read_text_file(path: Path, name: str) -> str:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataError(FIELD, f"{FIELD}: {path} line {line}: not valid UTF-8 ({exc.reason})") from None
+        raise DataError(FIELD, f"{FIELD}: {name} line {line}: not valid UTF-8 ({exc.reason})") from None
     if not text.strip():
-        raise DataError(FIELD, f"{FIELD}: {path} is empty (no text)")
+        raise DataError(FIELD, f"{FIELD}: {name} is empty (no text)")
     return text
+
+
+def _folder_files(folder: Path, workspace: Path | None) -> list[tuple[Path, str]]:
+    """The folder's .txt/.md files (resolved, each one checked: a symlink out of the data roots is refused), with the
+    name shown in messages; their total size is held to the data-file limit."""
+    found: list[tuple[Path, str]] = []
+    total, limit = 0, limits().max_file_bytes
+    for file in sorted(p for p in folder.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file()):
+        name = f"{folder.name}/{file.relative_to(folder).as_posix()}"
+        resolved = readable(file, FIELD, workspace, error=DataError)
+        check_regular_file(resolved, FIELD, name)
+        total += resolved.stat().st_size
+        if total > limit:
+            raise DataError(FIELD, f"{FIELD}: the files of folder {folder.name} hold more than {limit} bytes, the "
+                                   "limit of one input (BUGAGARIC_MAX_DATA_FILE_BYTES)")
+        found.append((resolved, name))
+    return found
 
 
 def load_kb(path_value: str, chunk_size: int, chunk_overlap: int, workspace: Path | None = None) -> KnowledgeBase:
     """Reads and chunks the knowledge base; raises DataError naming the file (and line) that is wrong."""
-    path = resolve(path_value, workspace).resolve()
-    if not path.exists():
-        raise DataError(FIELD, f"{FIELD}: not found: {path}")
+    path = readable(path_value, FIELD, workspace, error=DataError)
+    shown_name = shown(path, policy(workspace).workspace)
 
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        files = _folder_files(path, workspace)
         if not files:
-            raise DataError(FIELD, f"{FIELD}: folder {path} holds no .txt or .md files")
+            raise DataError(FIELD, f"{FIELD}: folder {shown_name} holds no .txt or .md files")
         chunks: list[Chunk] = []
-        for file in files:
-            rel = file.relative_to(path).as_posix()
-            chunks += _chunks_of(rel, _read_text_file(file), str(file), file.stem, chunk_size, chunk_overlap)
+        for file, name in files:
+            rel = name.split("/", 1)[1]
+            chunks += _chunks_of(rel, _read_text_file(file, name), str(file), Path(rel).stem, chunk_size, chunk_overlap)
         return KnowledgeBase("folder", str(path), len(files), chunks)
 
     if path.suffix.lower() in TEXT_SUFFIXES:
-        chunks = _chunks_of(path.name, _read_text_file(path), str(path), path.stem, chunk_size, chunk_overlap)
+        check_regular_file(path, FIELD, str(path_value))
+        chunks = _chunks_of(path.name, _read_text_file(path, shown_name), str(path), path.stem, chunk_size,
+                            chunk_overlap)
         return KnowledgeBase("text_file", str(path), 1, chunks)
 
-    rows, report = load_rows(path, _row_parser(), field=FIELD)
+    rows, report = load_rows(path, _row_parser(), field=FIELD, workspace=workspace)
     if isinstance(rows[0], KBRow):
         chunks = []
         for number, row in enumerate(rows, start=1):

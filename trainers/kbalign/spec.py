@@ -15,7 +15,6 @@ from pydantic import Field, ValidationInfo, field_validator
 from trainers.common.config import LMConfig, load_extra_args
 from trainers.common.jsonl import load_rows
 from trainers.kbalign.kb import KnowledgeBase, load_kb
-from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
 
 
@@ -108,17 +107,17 @@ def load_knowledge_base(config: KbalignConfig, workspace: Path | None = None) ->
     return load_kb(config.input_path, config.chunk_size, config.chunk_overlap, workspace)
 
 
-def _load_eval_rows(config: KbalignConfig, workspace: Path | None = None) -> list:
+def _load_eval_rows(config: KbalignConfig, workspace: Path | None = None, *, keep: bool = True) -> list:
     """eval_data_path: chat rows {messages: [...]} (e.g. an edited annotations/train_messages.jsonl)."""
     from trainers.sft.spec import ChatRow
 
-    return load_rows(resolve(config.eval_data_path or "", workspace), ChatRow, field="eval_data_path")[0]
+    return load_rows(config.eval_data_path or "", ChatRow, field="eval_data_path", workspace=workspace, keep=keep)[0]
 
 
 def validate_data(config: KbalignConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)
     if config.eval_data_path:
-        _load_eval_rows(config, workspace)
+        _load_eval_rows(config, workspace, keep=False)
     kb = load_knowledge_base(config, workspace)
     return DataReport(path=kb.path, rows=kb.documents, stats=kb.stats())
 

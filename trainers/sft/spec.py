@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.common.config import LMConfig, load_extra_args
 from trainers.common.jsonl import load_rows
-from trainers.paths import resolve
 from trainers.registry import DataReport, TaskType, register
 
 
@@ -70,20 +69,24 @@ def parse_row(raw: Any) -> SeedRow | ChatRow:
 
 
 def load_sft_rows(
-    config: SftConfig, workspace: Path | None = None, *, field: str = "train_data_path"
+    config: SftConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[SeedRow | ChatRow], DataReport]:
-    """The rows of the file named by `field` (train_data_path, or eval_data_path)."""
-    rows, report = load_rows(resolve(getattr(config, field), workspace), parse_row, field=field)
-    chat = sum(isinstance(r, ChatRow) for r in rows)
-    stats = {"rag_rows": len(rows) - chat, "chat_rows": chat}
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
+    """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
+    counts = {"rag_rows": 0, "chat_rows": 0}
+
+    def count(row: SeedRow | ChatRow) -> None:
+        counts["chat_rows" if isinstance(row, ChatRow) else "rag_rows"] += 1
+
+    rows, report = load_rows(getattr(config, field), parse_row, field=field, workspace=workspace, keep=keep,
+                             on_row=count)
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=counts)
 
 
 def validate_data(config: SftConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
     if config.eval_data_path:
-        load_sft_rows(config, workspace, field="eval_data_path")
-    return load_sft_rows(config, workspace)[1]
+        load_sft_rows(config, workspace, field="eval_data_path", keep=False)
+    return load_sft_rows(config, workspace, keep=False)[1]
 
 
 def preflight(config: SftConfig, workspace: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 // fetch wrapper for the gateway's /api: bearer token on every call, error JSON -> ApiError, 401 -> login page.
+// The token only ever travels in the Authorization header, never in a URL (the live streams too: see sse.ts).
 
 import type {
   LoginReply,
@@ -57,6 +58,35 @@ interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** What the app does on a 401 (also used by the stream reader for a 401 or an `unauthenticated` error event). */
+export function notifyUnauthorized(): void {
+  onUnauthorized?.();
+}
+
+/** Parse a response body's text as JSON; null when empty or not JSON. */
+export function parseJson(text: string): unknown {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The gateway's error JSON `{"error": {"code", "message", "field"}}` (or FastAPI's `{"detail"}`) as an ApiError. */
+export function apiErrorFromBody(status: number, statusText: string, data: unknown): ApiError {
+  const err = (data as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
+  // FastAPI's own errors ({"detail": ...}) are mapped too, so the UI always has a message.
+  const detail = (data as { detail?: unknown } | null)?.detail;
+  const message = err?.message || (typeof detail === "string" ? detail : detail ? JSON.stringify(detail) : "");
+  return new ApiError(
+    status,
+    err?.code ?? `http_${status}`,
+    message || `${status} ${statusText}`.trim(),
+    err?.field ?? null,
+  );
+}
+
 export function apiUrl(path: string, query?: RequestOptions["query"]): string {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query ?? {})) {
@@ -87,30 +117,10 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
     if ((err as Error)?.name === "AbortError") throw err;
     throw new ApiError(0, "network_error", `network error: ${(err as Error)?.message ?? err}`);
   }
-  const text = await response.text();
-  let data: unknown = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
-  }
+  const data = parseJson(await response.text());
   if (!response.ok) {
-    const err = (data as { error?: { code?: string; message?: string; field?: string | null } } | null)?.error;
-    // FastAPI's own errors ({"detail": ...}) are mapped too, so the UI always has a message.
-    const detail = (data as { detail?: unknown } | null)?.detail;
-    const message =
-      err?.message ??
-      (typeof detail === "string" ? detail : detail ? JSON.stringify(detail) : "") ??
-      "";
-    const apiError = new ApiError(
-      response.status,
-      err?.code ?? `http_${response.status}`,
-      message || `${response.status} ${response.statusText}`,
-      err?.field ?? null,
-    );
-    if (response.status === 401 && !options.skipUnauthorizedHandler && onUnauthorized) onUnauthorized();
+    const apiError = apiErrorFromBody(response.status, response.statusText, data);
+    if (response.status === 401 && !options.skipUnauthorizedHandler) notifyUnauthorized();
     throw apiError;
   }
   return data as T;
@@ -152,9 +162,3 @@ export const api = {
   remove: (id: string) =>
     request<{ deleted: string }>(`/finetune/tasks/${encodeURIComponent(id)}/delete`, { method: "DELETE" }),
 };
-
-/** EventSource URL: EventSource cannot set headers, so the token travels as `access_token`. */
-export function streamUrl(path: string, query: Record<string, string | number | undefined> = {}): string {
-  const token = getToken();
-  return apiUrl(path, { ...query, access_token: token ?? undefined });
-}

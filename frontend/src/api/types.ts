@@ -40,6 +40,13 @@ export interface TaskEvent {
   message: string;
 }
 
+/** The check of a task's paths and data at submit; "pending" while it waits outside the queue for it. */
+export interface DataValidation {
+  state: "pending" | "passed" | "failed" | "";
+  rows: number;
+  message: string;
+}
+
 export interface Task {
   id: string;
   type: string;
@@ -59,6 +66,7 @@ export interface Task {
   output_dir: string | null;
   last_log_seq: number;
   events: TaskEvent[];
+  validation?: DataValidation | null;
 }
 
 export interface TaskList {

@@ -1,13 +1,16 @@
 // Live data of one task: its JSON and metric points (SSE events/stream, polling as a fallback) and its log lines
-// (SSE logs/stream resumed by seq, polling GET /logs as a fallback). EventSource cannot send headers, so the token
-// travels as ?access_token=; an EventSource re-connects by itself and sends Last-Event-ID (= the last line's seq).
+// (SSE logs/stream resumed by seq, polling GET /logs as a fallback). The streams are read with fetch() and the
+// Authorization header (../api/sse.ts), never with a token in the URL; after a drop they reconnect with backoff,
+// resuming after the last seq seen (after_seq and Last-Event-ID). An `error` event from the server ends a stream:
+// `unauthenticated` goes to the login page (as any 401 does), anything else is shown.
 
 import { useEffect, useRef, useState } from "react";
-import { api, ApiError, streamUrl } from "../api/client";
+import { api, ApiError } from "../api/client";
+import { followEventStream, type StreamEvent } from "../api/sse";
 import { FINISHED_STATUSES, type LogLine, type MetricPoint, type Task } from "../api/types";
 import { mergePoints } from "./metrics";
 
-export type StreamMode = "connecting" | "live" | "polling" | "reconnecting" | "ended";
+export type StreamMode = "connecting" | "live" | "polling" | "reconnecting" | "ended" | "failed";
 
 const POLL_MS = 2000;
 
@@ -29,6 +32,7 @@ export function useTaskLive(taskId: string) {
   const [task, setTask] = useState<Task | null>(null);
   const [points, setPoints] = useState<MetricPoint[]>([]);
   const [error, setError] = useState<ApiError | null>(null);
+  const [streamError, setStreamError] = useState<ApiError | null>(null);
   const [mode, setMode] = useState<StreamMode>("connecting");
   const [reloadKey, setReloadKey] = useState(0);
   const lastSeq = useRef(0);
@@ -36,11 +40,12 @@ export function useTaskLive(taskId: string) {
   useEffect(() => {
     const abort = new AbortController();
     const { signal } = abort;
-    let source: EventSource | null = null;
     lastSeq.current = 0;
     setPoints([]);
     setTask(null);
     setError(null);
+    setStreamError(null);
+    setMode("connecting");
 
     const addPoints = (incoming: MetricPoint[]) => {
       if (!incoming.length) return;
@@ -81,62 +86,53 @@ export function useTaskLive(taskId: string) {
       }
     };
 
-    const subscribe = () => {
-      let opened = false;
-      source = new EventSource(
-        streamUrl(`/finetune/tasks/${encodeURIComponent(taskId)}/events/stream`, { after_seq: lastSeq.current }),
-      );
-      source.onopen = () => {
-        opened = true;
-        setMode("live");
-        // Whatever happened between the first fetch (or a drop) and this connection.
-        void catchUpMetrics().catch(() => undefined);
-      };
-      source.addEventListener("task", (e) => {
-        try {
-          current = JSON.parse((e as MessageEvent).data) as Task;
+    const onEvent = (e: StreamEvent) => {
+      try {
+        if (e.event === "task") {
+          current = JSON.parse(e.data) as Task;
           setTask(current);
-          if (finished(current)) {
-            // The final metrics may still be on their way; pick them up, then stop listening.
+          // The final metrics may still be on their way: pick them up.
+          if (finished(current)) void catchUpMetrics().catch(() => undefined);
+        } else if (e.event === "metric") {
+          addPoints([JSON.parse(e.data) as MetricPoint]);
+        }
+      } catch {
+        /* a malformed event is skipped */
+      }
+    };
+
+    const subscribe = async () => {
+      try {
+        const outcome = await followEventStream(`/finetune/tasks/${encodeURIComponent(taskId)}/events/stream`, {
+          signal,
+          resumeFrom: () => lastSeq.current,
+          onOpen: () => {
+            setMode("live");
+            // Whatever happened between the first fetch (or a drop) and this connection.
             void catchUpMetrics().catch(() => undefined);
-          }
-        } catch {
-          /* a malformed event is skipped */
+          },
+          onEvent,
+          onReconnecting: () => setMode("reconnecting"),
+          // A drop after the task finished: nothing more will come.
+          shouldStop: () => finished(current),
+        });
+        if (signal.aborted || outcome === "aborted") return;
+        if (outcome === "unavailable") {
+          // Refused (no such route, not an event stream, unreachable): fall back to polling.
+          void poll();
+          return;
         }
-      });
-      source.addEventListener("metric", (e) => {
-        try {
-          const point = JSON.parse((e as MessageEvent).data) as MetricPoint;
-          addPoints([point]);
-        } catch {
-          /* skipped */
-        }
-      });
-      source.addEventListener("end", () => {
-        source?.close();
         setMode("ended");
         void refreshTask().catch(() => undefined);
         void catchUpMetrics().catch(() => undefined);
-      });
-      source.onerror = () => {
-        if (!source) return;
-        if (source.readyState === EventSource.CLOSED) {
-          source.close();
-          source = null;
-          if (finished(current)) {
-            setMode("ended");
-            return;
-          }
-          // Refused (no such route yet, or not an event stream): fall back to polling.
-          if (!opened) void poll();
-          else {
-            setMode("reconnecting");
-            window.setTimeout(() => !signal.aborted && subscribe(), POLL_MS);
-          }
-        } else {
-          setMode("reconnecting");
-        }
-      };
+      } catch (err) {
+        if (signal.aborted) return;
+        const apiError = err instanceof ApiError ? err : new ApiError(0, "stream_error", String(err));
+        setMode("failed");
+        if (apiError.status === 401) return; // the 401 handler has gone to the login page
+        if (apiError.status === 404) setError(apiError); // deleted meanwhile: the page says so
+        else setStreamError(apiError);
+      }
     };
 
     (async () => {
@@ -149,17 +145,14 @@ export function useTaskLive(taskId: string) {
         return;
       }
       if (signal.aborted) return;
-      if (typeof EventSource === "undefined") void poll();
-      else subscribe();
+      if (typeof ReadableStream === "undefined") void poll();
+      else void subscribe();
     })();
 
-    return () => {
-      abort.abort();
-      source?.close();
-    };
+    return () => abort.abort();
   }, [taskId, reloadKey]);
 
-  return { task, setTask, points, error, mode, reload: () => setReloadKey((k) => k + 1) };
+  return { task, setTask, points, error, streamError, mode, reload: () => setReloadKey((k) => k + 1) };
 }
 
 const FLUSH_MS = 150;
@@ -168,17 +161,19 @@ const FLUSH_MS = 150;
 export function useLogLines(taskId: string, taskFinished: boolean) {
   const [lines, setLines] = useState<LogLine[]>([]);
   const [mode, setMode] = useState<StreamMode>("connecting");
+  const [error, setError] = useState<ApiError | null>(null);
   const finishedRef = useRef(taskFinished);
   finishedRef.current = taskFinished;
 
   useEffect(() => {
     const abort = new AbortController();
     const { signal } = abort;
-    let source: EventSource | null = null;
     let lastSeq = 0;
     let pending: LogLine[] = [];
     let flushTimer: number | undefined;
     setLines([]);
+    setError(null);
+    setMode("connecting");
 
     const flush = () => {
       flushTimer = undefined;
@@ -211,60 +206,59 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
             }
             continue;
           }
-        } catch {
+        } catch (err) {
           if (signal.aborted) return;
+          if (err instanceof ApiError && (err.status === 401 || err.status === 404)) {
+            // Logged out (the 401 handler goes to the login page) or the task is gone: polling cannot go on.
+            flush();
+            setError(err);
+            setMode("failed");
+            return;
+          }
         }
         await sleep(POLL_MS, signal);
       }
     };
 
-    const subscribe = () => {
-      let opened = false;
-      source = new EventSource(
-        streamUrl(`/finetune/tasks/${encodeURIComponent(taskId)}/logs/stream`, { after_seq: lastSeq }),
-      );
-      source.onopen = () => {
-        opened = true;
-        setMode("live");
-      };
-      source.onmessage = (e) => {
-        try {
-          add(JSON.parse(e.data) as LogLine);
-        } catch {
-          /* skipped */
+    const subscribe = async () => {
+      try {
+        const outcome = await followEventStream(`/finetune/tasks/${encodeURIComponent(taskId)}/logs/stream`, {
+          signal,
+          resumeFrom: () => lastSeq,
+          onOpen: () => setMode("live"),
+          onEvent: (e) => {
+            if (e.event !== "message") return;
+            try {
+              add(JSON.parse(e.data) as LogLine);
+            } catch {
+              /* skipped */
+            }
+          },
+          onReconnecting: () => setMode("reconnecting"),
+        });
+        if (signal.aborted || outcome === "aborted") return;
+        if (outcome === "unavailable") {
+          void poll();
+          return;
         }
-      };
-      source.addEventListener("end", () => {
-        source?.close();
-        source = null;
         flush();
         setMode("ended");
-      });
-      source.onerror = () => {
-        if (!source) return;
-        if (source.readyState === EventSource.CLOSED) {
-          source.close();
-          source = null;
-          if (!opened) void poll();
-          else {
-            setMode("reconnecting");
-            window.setTimeout(() => !signal.aborted && subscribe(), POLL_MS);
-          }
-        } else {
-          setMode("reconnecting");
-        }
-      };
+      } catch (err) {
+        if (signal.aborted) return;
+        flush();
+        setError(err instanceof ApiError ? err : new ApiError(0, "stream_error", String(err)));
+        setMode("failed");
+      }
     };
 
-    if (typeof EventSource === "undefined") void poll();
-    else subscribe();
+    if (typeof ReadableStream === "undefined") void poll();
+    else void subscribe();
 
     return () => {
       abort.abort();
-      source?.close();
       window.clearTimeout(flushTimer);
     };
   }, [taskId]);
 
-  return { lines, mode };
+  return { lines, mode, error };
 }

@@ -41,9 +41,9 @@ export function TaskMonitorPage() {
   const { taskId = "" } = useParams();
   const { t } = useI18n();
   const navigate = useNavigate();
-  const { task, setTask, points, error, mode } = useTaskLive(taskId);
+  const { task, setTask, points, error, streamError, mode } = useTaskLive(taskId);
   const isFinished = !!task && FINISHED_STATUSES.includes(task.status);
-  const { lines, mode: logMode } = useLogLines(taskId, isFinished);
+  const { lines, mode: logMode, error: logError } = useLogLines(taskId, isFinished);
   const [confirm, setConfirm] = useState<"stop" | "delete" | null>(null);
   const [actionBusy, setActionBusy] = useState(false);
   const [actionError, setActionError] = useState<string | null>(null);
@@ -152,6 +152,7 @@ export function TaskMonitorPage() {
         </div>
       </header>
       <ErrorBanner message={actionError} onClose={() => setActionError(null)} />
+      {streamError ? <ErrorBanner message={t("monitor.streamError", { message: streamError.message })} /> : null}
       {task.error ? (
         <div className="banner banner-error" data-testid="task-error">
           <strong>{task.error_reason ? `${task.error_reason}: ` : ""}</strong>
@@ -164,7 +165,11 @@ export function TaskMonitorPage() {
           <div className="stat-label">{t("monitor.progress")}</div>
           <ProgressBar percent={p.percent} />
           <div className="muted small" data-testid="progress-steps">
-            {p.total_steps ? t("monitor.steps", { step: p.step, total: p.total_steps }) : t("monitor.noSteps")}
+            {p.total_steps
+              ? t("monitor.steps", { step: p.step, total: p.total_steps })
+              : task.validation?.state === "pending"
+                ? t("monitor.checkingData")
+                : t("monitor.noSteps")}
             {p.epoch !== null && p.epoch !== undefined ? ` · epoch ${formatNumber(p.epoch)}` : ""}
           </div>
         </div>
@@ -238,6 +243,9 @@ export function TaskMonitorPage() {
         <div className="card-head">
           <h2>{t("monitor.logs")}</h2>
         </div>
+        {logError && logError.status !== 401 ? (
+          <ErrorBanner message={t("monitor.streamError", { message: logError.message })} />
+        ) : null}
         <LogView lines={lines} status={<ModeTag mode={logMode} />} />
       </section>
 
