@@ -24,7 +24,9 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing the project into .venv (${spec}) ..."
   mkdir -p var/logs
+  chmod 700 var var/logs  # the platform's state and logs: its owner's only
   log=var/logs/pip-install.log
+  (umask 077 && : >"$log")
   # torch is pinned in the same command as everything that depends on it, so pip takes the local CPU wheel
   # instead of resolving a multi-GB CUDA build.
   if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install "torch==2.13.0" -e "$spec"; } >"$log" 2>&1; then

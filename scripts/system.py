@@ -50,6 +50,8 @@ def start() -> int:
     os.umask(0o077)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for directory in (ROOT / "var", LOG_DIR, RUN_DIR):
+        directory.chmod(0o700)  # also those an older release made
     env = {
         **os.environ,
         "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT)),
