@@ -91,7 +91,8 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     checks = SubmissionChecks(store, checker, on_passed=scheduler.wake, on_changed=notifier.notify)
 
     server = grpc.aio.server(
-        interceptors=[BearerTokenInterceptor(token_check, PUBLIC_METHODS)]
+        # Without SO_REUSEPORT a second control plane on the same port fails to bind instead of sharing it.
+        interceptors=[BearerTokenInterceptor(token_check, PUBLIC_METHODS)], options=[("grpc.so_reuseport", 0)]
     )
     control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
         FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, workspace, checks,

@@ -41,7 +41,9 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     agent.agent_dir.mkdir(parents=True, exist_ok=True)
     # Before serving and registering: adopted tasks are running tasks, reported at registration.
     agent.adopt_leftovers()
-    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(_cluster_check(settings.cluster_token))])
+    # Without SO_REUSEPORT a second agent on the same port fails to bind instead of sharing it (and registering).
+    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(_cluster_check(settings.cluster_token))],
+                             options=[("grpc.so_reuseport", 0)])
     agent_pb2_grpc.add_GpuAgentServicer_to_server(GpuAgentServicer(agent), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,9 +60,8 @@ def start() -> int:
         "BUGAGARIC_WORKSPACE": os.environ.get("BUGAGARIC_WORKSPACE", str(ROOT)),
         "BUGAGARIC_CLUSTER_TOKEN": os.environ.get("BUGAGARIC_CLUSTER_TOKEN") or cluster_token(),
     }
-    if not pid_of("console"):
-        # npm ci and `vite build` only when frontend/dist is missing or older than its sources.
-        subprocess.run(["node", "frontend/server/ensure-build.mjs"], cwd=ROOT, check=True)
+    if not pid_of("console") and not ensure_console_build():
+        return 1
     started: dict[str, subprocess.Popen] = {}
     for name, argv in SERVICES.items():
         if pid_of(name):
@@ -88,6 +90,43 @@ def start() -> int:
     show_admin_password_once()
     print("Stop everything with ./start_finetune_system.sh stop")
     return 0
+
+
+def node_required() -> tuple[int, ...] | None:
+    """The oldest Node.js the console supports: frontend/package.json's `engines.node` (">=20.19.0")."""
+    try:
+        wanted = json.loads((ROOT / "frontend" / "package.json").read_text())["engines"]["node"]
+    except (OSError, ValueError, KeyError):
+        return None
+    match = re.fullmatch(r">=\s*v?(\d+(?:\.\d+)*)", wanted.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def node_version(node: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"v?(\d+(?:\.\d+)*)", out.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def ensure_console_build() -> bool:
+    """The console needs Node.js; npm ci and `vite build` run only when frontend/dist is missing or older than its
+    sources. False (with a message saying what to do) when it cannot be built."""
+    required = node_required() or (0,)
+    node = shutil.which("node")
+    found = node_version(node) if node else None
+    if node is None or found is None or found < required:
+        what = "no `node` on PATH" if node is None else f"{node} is " + ("v" + ".".join(map(str, found)) if found else "not runnable")
+        print(f"the console needs Node.js {'.'.join(map(str, required))} or newer ({what}): install it and run this "
+              "again", file=sys.stderr)
+        return False
+    if subprocess.run([node, "frontend/server/ensure-build.mjs"], cwd=ROOT).returncode != 0:
+        print("building the console failed (the npm output above says why); once `cd frontend && npm ci && npm run "
+              "build` works, run this again", file=sys.stderr)
+        return False
+    return True
 
 
 def owner_only_file(path: Path, content: str) -> None:
@@ -154,22 +193,49 @@ def stop() -> int:
     return 0
 
 
+def admin_credentials() -> tuple[str, str] | None:
+    """The admin's login: BUGAGARIC_ADMIN_PASSWORD (with BUGAGARIC_ADMIN_USER), else the generated one the first
+    start wrote to var/admin_password."""
+    if os.environ.get("BUGAGARIC_ADMIN_PASSWORD"):
+        return os.environ.get("BUGAGARIC_ADMIN_USER", "admin"), os.environ["BUGAGARIC_ADMIN_PASSWORD"]
+    try:
+        username, password = (ROOT / "var" / "admin_password").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return username, password
+
+
 def stop_active_tasks() -> None:
     """Trainers run in sessions of their own (they survive an agent restart), so a full stop ends them first,
-    through the API, which records the stop on each task."""
+    through the API as the admin, which records the stop on each task."""
+    credentials = admin_credentials()
+    if credentials is None:
+        print("no admin password to stop tasks through the API (var/admin_password, BUGAGARIC_ADMIN_PASSWORD): "
+              "their trainers are killed instead", file=sys.stderr)
+        return
     try:
-        tasks = []
-        for status in ACTIVE_STATUSES:
-            tasks += httpx.get(f"{GATEWAY_URL}/api/finetune/tasks", params={"status": status, "limit": 500}, timeout=5).json()["tasks"]
-        for task in tasks:
-            httpx.delete(f"{GATEWAY_URL}/api/finetune/tasks/{task['id']}", timeout=10)
-            print(f"task {task['id']}: stop requested")
-        deadline = time.monotonic() + 40
-        while tasks and time.monotonic() < deadline:
-            tasks = [t for t in tasks if httpx.get(f"{GATEWAY_URL}/api/finetune/tasks/{t['id']}", timeout=5).json()["status"] in ACTIVE_STATUSES]
-            time.sleep(0.5)
-    except (httpx.HTTPError, ValueError, KeyError):
-        pass  # the gateway is down: kill_leftover_trainers still finds them
+        login = httpx.post(f"{GATEWAY_URL}/api/auth/login", json=dict(zip(("username", "password"), credentials)),
+                           timeout=10)
+        login.raise_for_status()
+        api = httpx.Client(base_url=GATEWAY_URL, timeout=10,
+                           headers={"authorization": f"Bearer {login.json()['token']}"})
+        with api:
+            tasks = []
+            for status in ACTIVE_STATUSES:
+                reply = api.get("/api/finetune/tasks", params={"status": status, "limit": 500})
+                reply.raise_for_status()
+                tasks += reply.json()["tasks"]
+            for task in tasks:
+                api.delete(f"/api/finetune/tasks/{task['id']}")
+                print(f"task {task['id']}: stop requested")
+            deadline = time.monotonic() + 40
+            while tasks and time.monotonic() < deadline:
+                tasks = [t for t in tasks if api.get(f"/api/finetune/tasks/{t['id']}").json()["status"] in ACTIVE_STATUSES]
+                time.sleep(0.5)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        # The gateway is down, or the login was refused: kill_leftover_trainers still finds the trainers.
+        print(f"could not stop tasks through the API ({type(exc).__name__}): their trainers are killed instead",
+              file=sys.stderr)
 
 
 def kill_leftover_trainers() -> None:

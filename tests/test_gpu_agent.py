@@ -236,6 +236,13 @@ async def test_health_and_reflection(env):
     assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
 
 
+async def test_a_second_agent_on_a_port_in_use_fails_to_start_instead_of_sharing_it(env, tmp_path):
+    settings = AgentSettings(agent_host="127.0.0.1", agent_port=env.port, workspace=str(tmp_path / "second"),
+                             control_plane_address="", cluster_token=CLUSTER_TOKEN)
+    with pytest.raises(RuntimeError, match="bind"):
+        await start_agent(settings)
+
+
 async def test_agent_shutdown_leaves_trainers_running(tmp_path):
     registry.register(line_trainer.task_type())
     settings = AgentSettings(agent_port=0, workspace=str(tmp_path), control_plane_address="", cluster_token=CLUSTER_TOKEN)

@@ -228,3 +228,10 @@ def test_the_dry_run_report_names_the_field_for_every_path(workspace, tmp_path):
         report = check(type_name, config, workspace, deep=False)
         assert not report["ok"] and report["error"]["field"] == field, (type_name, field, report)
         assert SECRET not in json.dumps(report)
+
+
+def test_an_output_directory_that_cannot_be_created_is_a_clear_error(workspace):
+    (workspace / "output").mkdir()
+    (workspace / "output" / "blocker").write_text("a file where the task's parent directory would be")
+    refused(lambda: claim_output_dir("output/blocker/t1", "t1", workspace), "output_dir",
+            "output/blocker/t1 cannot be created on this host")

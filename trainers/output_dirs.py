@@ -59,11 +59,15 @@ def check_output_dir(value: str | os.PathLike[str], task_id: str | None, base: P
 def claim_output_dir(value: str | os.PathLike[str], task_id: str | None, base: Path | None = None) -> Path:
     """The trainer, before writing: checks again, creates the directory and marks it as this task's."""
     path = check_output_dir(value, task_id, base)
-    path.mkdir(parents=True, exist_ok=True)
-    if task_id:
-        marker = path / TASK_MARKER
-        if not marker.is_file():
-            marker.write_text(json.dumps({"task_id": task_id, "owner": current_scope().owner}), encoding="utf-8")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if task_id:
+            marker = path / TASK_MARKER
+            if not marker.is_file():
+                marker.write_text(json.dumps({"task_id": task_id, "owner": current_scope().owner}), encoding="utf-8")
+    except OSError as exc:  # e.g. the agent's user may not write there, or the disk is full
+        raise ConfigError(FIELD, f"{FIELD}: {shown(path, policy(base).workspace)} cannot be created on this "
+                                 f"host ({exc.strerror or exc})") from None
     return path
 
 
