@@ -109,6 +109,7 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
 
             preflight(config.model_name_or_path, workspace)  # a missing model fails in a second, not after imports
         _resolve_train_fn(train_fn)(config, context)
+        _leave_process_group()
     except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
         return _report_config_error(exc)
     except ModelNotFound as exc:  # the user's input, not a bug: no traceback
@@ -123,6 +124,19 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, EXIT_TRAINER_ERROR)
     return EXIT_OK
+
+
+def _leave_process_group() -> None:
+    """A data-parallel run (torchrun) ends together: every rank waits until rank 0 has written the model, then the
+    process group is taken down before the process exits (a rank exiting with gloo's threads still running can abort
+    with "terminate called without an active exception" and fail a run that succeeded)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _report_config_error(exc: ConfigError) -> int:
