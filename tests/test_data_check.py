@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers.stack import start_stack
+from tests.helpers.tasks import tiny_sft_config, wait_for_task
 from tests.helpers.tiny_models import sft_rows, write_sft_rows
 
 TERMINAL = {"succeeded", "failed", "stopped"}
@@ -35,31 +36,6 @@ def api(stack):
         yield c
 
 
-def sft(**overrides) -> dict:
-    config = {"model_name_or_path": "models/tiny-llama", "train_data_path": "data/train.jsonl", "max_length": 32,
-              "per_device_train_batch_size": 4, "max_steps": 2}
-    config.update(overrides)
-    return config
-
-
-def wait(api, task_id: str, done, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    task = None
-    while time.monotonic() < deadline:
-        try:
-            response = api.get(f"/api/finetune/tasks/{task_id}")
-        except httpx.HTTPError:
-            response = None
-        if response is None or response.status_code == 503:  # the control plane may be restarting
-            time.sleep(0.3)
-            continue
-        task = response.json()
-        if done(task):
-            return task
-        time.sleep(0.2)
-    raise TimeoutError(f"task {task_id}: {task}")
-
-
 def write_rows(path, count: int, bad_last: bool = False) -> None:
     rows = sft_rows(64)
     with path.open("w", encoding="utf-8") as handle:
@@ -70,19 +46,19 @@ def write_rows(path, count: int, bad_last: bool = False) -> None:
 
 
 def test_a_task_waits_for_its_check_then_runs(api):
-    task = api.post("/api/finetune/start", json={"type": "sft", "config": sft()}).json()
+    task = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config()}).json()
     assert task["status"] == "queued" and task["validation"]["state"] == "pending"
     assert task["queue_position"] is None  # not placed while its data are being checked
-    done = wait(api, task["id"], lambda t: t["status"] in TERMINAL)
+    done = wait_for_task(api, task["id"], lambda t: t["status"] in TERMINAL)
     assert done["status"] == "succeeded", done["error"]
     assert done["validation"] == {"state": "passed", "rows": 16, "message": ""}
 
 
 def test_a_failed_check_fails_the_task_naming_the_line(api, stack):
     write_rows(stack.workspace / "data" / "bad-at-end.jsonl", 30_000, bad_last=True)
-    task = api.post("/api/finetune/start", json={"type": "sft", "config": sft(train_data_path="data/bad-at-end.jsonl")})
+    task = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(train_data_path="data/bad-at-end.jsonl")})
     assert task.status_code == 201, task.text
-    done = wait(api, task.json()["id"], lambda t: t["status"] in TERMINAL)
+    done = wait_for_task(api, task.json()["id"], lambda t: t["status"] in TERMINAL)
     assert done["status"] == "failed" and done["error_reason"] == "invalid_data"
     assert "data/bad-at-end.jsonl line 30001: chosen.text: Field required" in done["error"]
     assert done["validation"]["state"] == "failed" and "line 30001" in done["validation"]["message"]
@@ -91,14 +67,14 @@ def test_a_failed_check_fails_the_task_naming_the_line(api, stack):
 
 def test_a_check_interrupted_by_a_control_plane_kill_is_made_again(api, stack):
     write_rows(stack.workspace / "data" / "big.jsonl", 400_000)
-    task = api.post("/api/finetune/start", json={"type": "sft", "config": sft(train_data_path="data/big.jsonl")}).json()
+    task = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(train_data_path="data/big.jsonl")}).json()
     assert task["validation"]["state"] == "pending"
     stack.kill("control_plane")
     stack.restart("control_plane")
-    checked = wait(api, task["id"], lambda t: t["validation"]["state"] != "pending")
+    checked = wait_for_task(api, task["id"], lambda t: t["validation"]["state"] != "pending")
     assert checked["validation"] == {"state": "passed", "rows": 400_000, "message": ""}
     api.delete(f"/api/finetune/tasks/{task['id']}")  # training on it is not the point
-    wait(api, task["id"], lambda t: t["status"] in TERMINAL)
+    wait_for_task(api, task["id"], lambda t: t["status"] in TERMINAL)
 
 
 def test_a_control_plane_killed_in_a_burst_of_submissions_loses_none_it_accepted(api, stack):
@@ -110,7 +86,7 @@ def test_a_control_plane_killed_in_a_burst_of_submissions_loses_none_it_accepted
                           headers={"authorization": f"Bearer {stack.admin_token}"}) as client:
             while not stop.is_set():
                 try:
-                    response = client.post("/api/finetune/start", json={"type": "sft", "config": sft(max_steps=1)})
+                    response = client.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(max_steps=1)})
                 except httpx.HTTPError:
                     continue
                 if response.status_code == 201:

@@ -18,6 +18,7 @@ import pytest
 from protos import control_plane_pb2, control_plane_pb2_grpc
 from protos.auth import bearer_metadata
 from tests.helpers.stack import Stack, start_stack
+from tests.helpers.tasks import tiny_sft_config, wait_for_task
 from tests.helpers.tiny_models import sft_rows, write_sft_rows
 
 TERMINAL = {"succeeded", "failed", "stopped"}
@@ -47,23 +48,6 @@ def client(stack: Stack, token: str) -> httpx.Client:
     return httpx.Client(base_url=stack.base_url, timeout=60, headers={"authorization": f"Bearer {token}"})
 
 
-def sft(**overrides) -> dict:
-    config = {"model_name_or_path": "models/tiny-llama", "train_data_path": "data/train.jsonl", "max_length": 32,
-              "per_device_train_batch_size": 4, "max_steps": 2}
-    config.update(overrides)
-    return config
-
-
-def wait(api: httpx.Client, task_id: str, done, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/api/finetune/tasks/{task_id}").json()
-        if done(task):
-            return task
-        time.sleep(0.3)
-    raise TimeoutError(f"task {task_id}: {task}")
-
-
 def assert_no_host_file_in(text: str) -> None:
     assert "root:" not in text and "/bin/bash" not in text and "nologin" not in text, text
 
@@ -72,20 +56,20 @@ def assert_no_host_file_in(text: str) -> None:
 
 HOST_FILE_CASES = [
     # (type, config, the field the error must name)
-    *[("sft", sft(train_data_path=p), "train_data_path") for p in
+    *[("sft", tiny_sft_config(train_data_path=p), "train_data_path") for p in
       ("/etc/passwd", "../../../../../../etc/passwd", "data/passwd.jsonl", "data/etc/passwd", "~/../../etc/passwd")],
-    ("sft", sft(eval_data_path="/etc/passwd"), "eval_data_path"),
-    ("sft", sft(config_file="/etc/passwd"), "config_file"),
-    ("sft", sft(config_file="data/passwd.jsonl"), "config_file"),
-    ("sft", sft(model_name_or_path="/etc"), "model_name_or_path"),
-    ("sft", sft(model_name_or_path="data/etc"), "model_name_or_path"),
-    ("dpo", sft(train_data_path="/etc/passwd"), "train_data_path"),
+    ("sft", tiny_sft_config(eval_data_path="/etc/passwd"), "eval_data_path"),
+    ("sft", tiny_sft_config(config_file="/etc/passwd"), "config_file"),
+    ("sft", tiny_sft_config(config_file="data/passwd.jsonl"), "config_file"),
+    ("sft", tiny_sft_config(model_name_or_path="/etc"), "model_name_or_path"),
+    ("sft", tiny_sft_config(model_name_or_path="data/etc"), "model_name_or_path"),
+    ("dpo", tiny_sft_config(train_data_path="/etc/passwd"), "train_data_path"),
     ("kbalign", {"model_name_or_path": "models/tiny-llama", "input_path": "/etc/passwd"}, "input_path"),
     ("kbalign", {"model_name_or_path": "models/tiny-llama", "input_path": "data/etc"}, "input_path"),
     ("embedding", {"model_name_or_path": "models/tiny-llama", "train_data": "/etc/passwd"}, "train_data"),
     # The platform's own state: the store, the admin password.
-    ("sft", sft(train_data_path="var/bugagaric.db"), "train_data_path"),
-    ("sft", sft(config_file="var/admin_password"), "config_file"),
+    ("sft", tiny_sft_config(train_data_path="var/bugagaric.db"), "train_data_path"),
+    ("sft", tiny_sft_config(config_file="var/admin_password"), "config_file"),
 ]
 
 
@@ -106,7 +90,7 @@ def test_a_user_reads_no_host_file_through_any_path_field(stack, users):
 def test_no_task_writes_outside_the_output_root(stack, users):
     with client(stack, users["alice"]) as api:
         for given in ("/tmp/bugagaric-escape", "../escape", "data/escape", "var/agent", "models/tiny-llama"):
-            response = api.post("/api/finetune/start", json={"type": "sft", "config": sft(output_dir=given)})
+            response = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(output_dir=given)})
             assert response.status_code == 400 and response.json()["error"]["field"] == "output_dir", response.text
             assert "outside the output root" in response.json()["error"]["message"]
     assert not Path("/tmp/bugagaric-escape").exists() and not (stack.workspace / "data" / "escape").exists()
@@ -114,28 +98,28 @@ def test_no_task_writes_outside_the_output_root(stack, users):
 
 def test_a_user_cannot_write_into_or_train_on_another_users_task(stack, users):
     with client(stack, users["alice"]) as alice, client(stack, users["bob"]) as bob:
-        started = alice.post("/api/finetune/start", json={"type": "sft", "config": sft(output_dir="output/team")})
+        started = alice.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(output_dir="output/team")})
         assert started.status_code == 201, started.text
-        done = wait(alice, started.json()["id"], lambda t: t["status"] in TERMINAL)
+        done = wait_for_task(alice, started.json()["id"], lambda t: t["status"] in TERMINAL)
         assert done["status"] == "succeeded", done["error"]
         hers = Path(done["output_dir"])
         assert hers == stack.workspace / "output" / "team" / done["id"] and (hers / "adapter_config.json").is_file()
         relative = hers.relative_to(stack.workspace).as_posix()
 
         for config, words in (
-            (sft(output_dir=relative), "is the output directory of another task"),
-            (sft(output_dir=f"{relative}/mine"), "inside the output directory of another task"),
-            (sft(model_name_or_path=relative), "belongs to another user's task"),
-            (sft(train_data_path=f"{relative}/adapter_config.json"), "belongs to another user's task"),
+            (tiny_sft_config(output_dir=relative), "is the output directory of another task"),
+            (tiny_sft_config(output_dir=f"{relative}/mine"), "inside the output directory of another task"),
+            (tiny_sft_config(model_name_or_path=relative), "belongs to another user's task"),
+            (tiny_sft_config(train_data_path=f"{relative}/adapter_config.json"), "belongs to another user's task"),
         ):
             response = bob.post("/api/finetune/start", json={"type": "sft", "config": config})
             assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
         # The same parent is fine: every task gets a directory of its own under it.
-        his = bob.post("/api/finetune/start", json={"type": "sft", "config": sft(output_dir="output/team")}).json()
+        his = bob.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(output_dir="output/team")}).json()
         assert Path(his["output_dir"]) == stack.workspace / "output" / "team" / his["id"]
         assert bob.delete(f"/api/finetune/tasks/{his['id']}").status_code == 200
         # Alice may go on from her own output.
-        again = alice.post("/api/finetune/start", json={"type": "sft", "config": sft(model_name_or_path=relative)})
+        again = alice.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(model_name_or_path=relative)})
         assert again.status_code == 201, again.text
         alice.delete(f"/api/finetune/tasks/{again.json()['id']}")
         assert sorted(p.name for p in hers.iterdir() if p.is_dir() and len(p.name) == 32) == []  # nothing nested
@@ -149,7 +133,7 @@ def test_endless_files_leave_logins_answering_within_a_second(stack, users):
     def submit(path: str) -> None:
         with client(stack, users["alice"]) as api:
             started = time.monotonic()
-            response = api.post("/api/finetune/start", json={"type": "sft", "config": sft(train_data_path=path)})
+            response = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(train_data_path=path)})
             answers.append((response.status_code, time.monotonic() - started))
 
     submitters = [threading.Thread(target=submit, args=(p,)) for p in ["/dev/urandom"] * 6 + ["data/pipe.jsonl"] * 6]
@@ -181,11 +165,11 @@ def test_a_200k_row_dataset_is_accepted_within_the_gateway_deadline(stack, users
     assert path.stat().st_size > 20 * 1024**2
     with client(stack, users["alice"]) as api:
         started = time.monotonic()
-        response = api.post("/api/finetune/start", json={"type": "sft", "config": sft(train_data_path="data/big.jsonl")})
+        response = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(train_data_path="data/big.jsonl")})
         elapsed = time.monotonic() - started
         assert response.status_code == 201, response.text
         assert elapsed < GATEWAY_DEADLINE_SECONDS
-        task = wait(api, response.json()["id"], lambda t: t["validation"]["state"] != "pending")
+        task = wait_for_task(api, response.json()["id"], lambda t: t["validation"]["state"] != "pending")
         assert task["validation"] == {"state": "passed", "rows": 200_000, "message": ""}
         api.delete(f"/api/finetune/tasks/{task['id']}")  # training on 200k rows is not the point here
         print(f"\n200k rows ({path.stat().st_size / 1e6:.0f} MB): submit answered in {elapsed:.2f}s")
@@ -196,8 +180,8 @@ def test_a_200k_row_dataset_is_accepted_within_the_gateway_deadline(stack, users
 def test_streams_end_within_seconds_of_logout(stack):
     token = stack.create_user("carol", "carol-password")
     with client(stack, token) as api:
-        task = api.post("/api/finetune/start", json={"type": "sft", "config": sft(max_steps=400)}).json()
-        wait(api, task["id"], lambda t: t["status"] == "running")
+        task = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(max_steps=400)}).json()
+        wait_for_task(api, task["id"], lambda t: t["status"] == "running")
         channel = grpc.insecure_channel(stack.control_plane_address)
         stub = control_plane_pb2_grpc.FinetuneServiceStub(channel)
         stream = stub.StreamTaskLogs(control_plane_pb2.StreamTaskLogsRequest(task_id=task["id"], follow=True),

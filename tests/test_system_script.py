@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import time
 
 import httpx
 
 from tests.helpers.stack import REPO_ROOT, start_stack
+from tests.helpers.tasks import tiny_sft_config, wait_for_task
 from tests.helpers.tiny_models import write_sft_rows
 
 
@@ -32,13 +32,8 @@ def test_stop_stops_running_tasks_through_the_api_as_the_admin(tmp_path_factory,
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30,
                           headers={"authorization": f"Bearer {stack.admin_token}"}) as api:
-            task = api.post("/api/finetune/start", json={"type": "sft", "config": {
-                "model_name_or_path": "models/tiny-llama", "train_data_path": "data/train.jsonl", "max_length": 32,
-                "per_device_train_batch_size": 4, "max_steps": 400}}).json()
-            deadline = time.monotonic() + 120
-            while api.get(f"/api/finetune/tasks/{task['id']}").json()["status"] != "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            task = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(max_steps=400)}).json()
+            wait_for_task(api, task["id"], lambda t: t["status"] == "running")
             load_system_script(monkeypatch, stack.gateway_port, stack.admin_password).stop_active_tasks()
             stopped = api.get(f"/api/finetune/tasks/{task['id']}").json()
             assert stopped["status"] == "stopped" and stopped["events"][-1]["reason"] == "user_stop", stopped

@@ -1,0 +1,34 @@
+"""Submitting and waiting for tasks over REST, for the tests that drive a whole system."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+def tiny_sft_config(**overrides) -> dict:
+    """A tiny SFT task on the workspace's models/tiny-llama and data/train.jsonl: a couple of steps by default."""
+    config = {"model_name_or_path": "models/tiny-llama", "train_data_path": "data/train.jsonl", "max_length": 32,
+              "per_device_train_batch_size": 4, "max_steps": 2}
+    config.update(overrides)
+    return config
+
+
+def wait_for_task(api: httpx.Client, task_id: str, done, timeout: float = 180) -> dict:
+    """The task once `done(task)` holds; a control plane restarting meanwhile (503, no answer) is waited out."""
+    deadline = time.monotonic() + timeout
+    task = None
+    while time.monotonic() < deadline:
+        try:
+            response = api.get(f"/api/finetune/tasks/{task_id}")
+        except httpx.HTTPError:
+            response = None
+        if response is None or response.status_code == 503:
+            time.sleep(0.3)
+            continue
+        task = response.json()
+        if done(task):
+            return task
+        time.sleep(0.2)
+    raise TimeoutError(f"task {task_id}: {task}")
