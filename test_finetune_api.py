@@ -18,7 +18,8 @@ The task trains a tiny Llama on a few rows, so it runs anywhere (CPU slots inclu
 in the system's workspace, so this script writes its model and data there (models/smoke-tiny-llama/ and
 data/smoke/train.jsonl, made once and reused) and submits them as relative paths: run it on the host the system
 runs on (the workspace is this directory unless the system was started with BUGAGARIC_WORKSPACE; --workspace says
-otherwise). Until datasets can be uploaded, that is the only way to hand a task its files.
+otherwise), as paths on the agent of this host. (Other hosts' agents get their data as uploaded datasets:
+POST /api/finetune/datasets, see the README.)
 
 The HTTP part is the standard library only, so the system's python3 runs it. Building the tiny model needs torch,
 transformers and tokenizers: when this interpreter lacks them, that one step runs with the project's .venv/bin/python
@@ -44,14 +45,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 MODEL_DIR = Path("models") / "smoke-tiny-llama"
 DATA_FILE = Path("data") / "smoke" / "train.jsonl"
-OUTPUT_DIR = Path("output") / "smoke"
+OUTPUT_DIR = Path("output") / "sft"  # where the tasks write by default: output/<type>/<task id>
+# A model the agent has just been given is listed within a heartbeat or two; the control plane refuses one no agent holds.
+MODEL_LISTED_SECONDS = 60
 TASK_TYPES = ("sft", "dpo", "embedding", "kbalign")
 ACTIVE = {"queued", "starting", "running", "stopping"}
 TERMINAL = {"succeeded", "failed", "stopped"}
 EXIT_FAILED, EXIT_UNREACHABLE = 1, 2
 # The tiny task: a few steps on 24 rows, short sequences, a learning rate a LoRA on a random tiny Llama learns with.
 TINY_SFT = {
-    "model_name_or_path": str(MODEL_DIR), "train_data_path": str(DATA_FILE), "output_dir": str(OUTPUT_DIR),
+    "model_name_or_path": str(MODEL_DIR), "train_data_path": str(DATA_FILE),
     "use_lora": True, "learning_rate": 5e-3, "max_steps": 6, "per_device_train_batch_size": 8, "max_length": 64,
     "logging_steps": 1,
 }
@@ -317,10 +320,23 @@ class Smoke:
     def start(self) -> str:
         made = ensure_model(self.workspace)
         ensure_data(self.workspace)
+        self.wait_for_model(str(MODEL_DIR))
         task = self.submit()
         self.main_task = task
         where = f"position {task['queue_position']}" if task.get("queue_position") else task["status"]
         return f"sft task {task['id']} {task['status']} ({where}); model {made}"
+
+    def wait_for_model(self, path: str) -> None:
+        """Until an agent lists the model (by its path under the agent's workspace) in GET /api/finetune/models."""
+        deadline = time.monotonic() + MODEL_LISTED_SECONDS
+        while True:
+            models = self.api.expect("GET", "/api/finetune/models")["models"]
+            if any(path in (m["name"], f"models/{m['name']}") for m in models):
+                return
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"no agent lists {path} after {MODEL_LISTED_SECONDS} s (GET /api/finetune/models); is "
+                                  "the agent's models directory (BUGAGARIC_MODELS_DIR) this workspace's models/?")
+            time.sleep(1)
 
     def wait(self, task_id: str, until: set[str], timeout: float, what: str) -> dict:
         deadline = time.monotonic() + timeout

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control_plane.models import Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, TaskValidation
+from control_plane.models import (
+    Agent, Checkpoint, LogLine, MetricPoint, PublishedModel, Task, TaskAttempt, TaskEvent, TaskValidation,
+)
 from protos import common_pb2, control_plane_pb2
 
 
@@ -40,6 +42,7 @@ def task_to_proto(
     attempts: list[TaskAttempt] | None = None,
     checkpoints: list[Checkpoint] | None = None,
     validation: TaskValidation | None = None,
+    published: PublishedModel | None = None,
 ) -> control_plane_pb2.Task:
     progress = control_plane_pb2.Progress(step=task.step, total_steps=task.total_steps, percent=task.percent)
     for name in ("eta_seconds", "epoch", "loss", "learning_rate"):
@@ -72,6 +75,7 @@ def task_to_proto(
             for c in checkpoints or []
         ],
         events=[event_to_proto(event) for event in events or []],
+        published_model_sha256=published.sha256 if published is not None else "",
     )
     if validation is not None:
         message.validation.CopyFrom(control_plane_pb2.DataValidation(
@@ -118,7 +122,8 @@ def metric_to_proto(point: MetricPoint) -> common_pb2.MetricPoint:
     return common_pb2.MetricPoint(seq=point.seq, time=timestamp(point.time), values_json=point.values_json)
 
 
-def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int) -> control_plane_pb2.AgentInfo:
+def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int, models: list[dict] | None = None,
+                   hub_access: bool = False) -> control_plane_pb2.AgentInfo:
     return control_plane_pb2.AgentInfo(
         agent_id=agent.id,
         address=agent.address,
@@ -128,4 +133,6 @@ def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int) -> control_pla
         alive=alive,
         last_heartbeat=timestamp(agent.last_heartbeat),
         devices=[ParseDict(device, common_pb2.Device()) for device in json.loads(agent.devices_json or "[]")],
+        models=[ParseDict(model, common_pb2.ModelInfo(), ignore_unknown_fields=True) for model in models or []],
+        hub_access=hub_access,
     )

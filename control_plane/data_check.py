@@ -1,24 +1,24 @@
-"""Checks a submitted task's paths and data (the dry run's shallow checks: no tokenizer) in worker processes.
+"""Checks the paths and data of a submitted task where they live: on an agent, by a shallow dry run (no tokenizer).
 
-Reading a data file can take seconds to minutes; in worker processes (pebble) it never holds the event loop, the GIL
-or the threads that check tokens, and a check that outlives its deadline is killed with its worker. A submit waits a
-short budget for the check: a quick answer is a 201 (or a 400 naming the bad line); a slower check goes on after the
-answer and its result lands on the task (`task_validation`), which waits in the queue until it has passed.
+The control plane reads no task data itself. A submit waits a short budget for the check: a quick answer is a 201 (or
+a 400 naming the bad line); a slower check goes on after the answer and its result lands on the task
+(`task_validation`), which waits in the queue until it has passed. The check is asked of the live agents that could
+run the task, one after the other, until one finds the data fine or finds them wrong (an agent that cannot see a file
+passes the question on to the next). With no live agent the trainer's own check on its agent is the only one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import multiprocessing
-from concurrent.futures import CancelledError as FutureCancelled
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-from pebble import ProcessPool
+import grpc
 
+from control_plane.agent_clients import AgentClients
+from control_plane.models import Agent
+from trainers.errors import DataProblem
 from control_plane.state_machine import IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_REASON = "invalid_data"  # data too big or too slow to read is the data's problem
 CHECK_BROKEN_REASON = "validation_error"
+BUSY_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,67 +58,72 @@ class CheckResult:
 
     def error_text(self) -> str:
         """The message, then the first problems one per line (as a trainer's stderr tail shows them)."""
-        lines = [self.message]
-        for problem in self.report.get("problems") or []:
-            where = f"line {problem['line']}"
-            lines.append(f"{where}: {problem['field']}: {problem['message']}" if problem.get("field")
-                         else f"{where}: {problem['message']}")
-        return "\n".join(lines)
+        problems = [DataProblem(p["line"], p.get("field", ""), p["message"]) for p in self.report.get("problems") or []]
+        return "\n".join([self.message, *map(str, problems)])
 
 
-def run_check(type_name: str, config_json: str, workspace: str, task_id: str, owner: str, admin: bool) -> dict:
-    """In a worker process: the shallow dry run of one submission, for its owner's path scope."""
-    from trainers import paths, preflight
-
-    with paths.scope(owner, admin):
-        return preflight.check(type_name, json.loads(config_json), Path(workspace), deep=False, task_id=task_id)
-
-
-def _import_schemas() -> None:
-    """A worker's first job: import what every check needs."""
-    from trainers import preflight, registry
-
-    del preflight  # imported for its own imports (the checks' code), not called here
-
-    registry.all_types()
+def report_from_proto(report) -> dict[str, Any]:
+    """An agent's ValidationReport as the dict trainers.preflight prints."""
+    error = {"field": report.error_field, "message": report.error_message} if report.error_message else None
+    return {"ok": report.ok, "type": report.type, "rows": report.rows, "error": error,
+            "problems": [{"line": p.line, "field": p.field, "message": p.message} for p in report.problems],
+            "agent_id": report.agent_id}
 
 
 class DataChecker:
-    def __init__(self, workspace: Path, *, workers: int, timeout_seconds: float, submit_budget_seconds: float):
-        self._workspace = workspace
-        self._timeout = timeout_seconds
-        self._workers = workers
-        self.submit_budget = submit_budget_seconds
-        # spawn: the control plane runs gRPC threads, which a forked child must not inherit. Workers are recycled
-        # now and then so that one huge file's memory does not stay with them.
-        self._pool = ProcessPool(max_workers=workers, max_tasks=200, context=multiprocessing.get_context("spawn"))
+    """Runs a submission's shallow dry run on an agent. `candidates(type, config_json)` lists the live agents that
+    could run the task; `request_for(...)` builds the agent's ValidateTaskRequest (with the inputs to fetch)."""
 
-    def warm(self) -> None:
-        """Starts the workers now (importing the trainers' schemas takes a second), not on the first submit."""
-        for _ in range(self._workers):
-            self._pool.schedule(_import_schemas)
+    def __init__(self, clients: AgentClients, *, candidates: Callable[[str, str], list[Agent]],
+                 request_for: Callable[..., Any], timeout_seconds: float, submit_budget_seconds: float):
+        self._clients = clients
+        self._candidates = candidates
+        self._request_for = request_for
+        self._timeout = timeout_seconds
+        self.submit_budget = submit_budget_seconds
 
     async def check(self, type_name: str, config_json: str, task_id: str, owner: str, admin: bool) -> CheckResult:
-        """Never raises for the user's mistakes, a deadline or a broken worker: the result says what happened."""
-        future = self._pool.schedule(
-            run_check, args=(type_name, config_json, str(self._workspace), task_id, owner, admin),
-            timeout=self._timeout,
-        )
-        try:
-            return CheckResult(await asyncio.wrap_future(future))
-        except TimeoutError:
+        """Never raises for the user's mistakes, a deadline or a broken agent: the result says what happened."""
+        agents = self._candidates(type_name, config_json)
+        if not agents:
+            return CheckResult({"ok": True, "rows": 0, "problems": [], "error": None,
+                                "note": "no live agent: the trainer checks the data on its agent"})
+        request = self._request_for(type_name, config_json, owner, admin)
+        first_failure: CheckResult | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            busy = False
+            for agent in agents:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    reply = await self._clients.stub(agent.address).ValidateTask(request, timeout=remaining)
+                except grpc.aio.AioRpcError as exc:
+                    busy = busy or exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    log.warning("data check of task %s on agent %s: %s %s", task_id, agent.id, exc.code().name,
+                                exc.details())
+                    continue
+                result = CheckResult(report_from_proto(reply))
+                if result.ok or result.report["problems"] or result.rows:
+                    return result  # fine, or it read the data and found them wrong
+                first_failure = first_failure or result
+            if first_failure is not None:
+                return first_failure
+            if not busy or loop.time() >= deadline:
+                break
+            await asyncio.sleep(BUSY_RETRY_SECONDS)  # every agent that could check it is busy: ask again shortly
+        if loop.time() >= deadline:
             return _failed(CHECK_TIMEOUT_REASON, f"checking the data took longer than {self._timeout:g} s "
                                                  "(BUGAGARIC_DATA_CHECK_TIMEOUT_SECONDS)")
-        except asyncio.CancelledError:
-            future.cancel()  # pebble stops the worker running it
-            raise
-        except (FutureCancelled, Exception) as exc:  # noqa: BLE001 - a crashed worker must not crash the submit
-            log.warning("data check of task %s failed: %r", task_id, exc)
-            return _failed(CHECK_BROKEN_REASON, f"the data check could not run ({type(exc).__name__})")
+        return _failed(CHECK_BROKEN_REASON, "the data check could not run on any agent")
+
+    def warm(self) -> None:
+        """Nothing to start: the checks run on the agents."""
 
     def close(self) -> None:
-        self._pool.stop()
-        self._pool.join(timeout=5)
+        pass
 
 
 def _failed(reason: str, message: str) -> CheckResult:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import posixpath
 import uuid
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import grpc
@@ -16,20 +16,25 @@ from control_plane.agent_clients import AgentClients
 from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
-from control_plane.data_check import CHECK_BROKEN_REASON, SubmissionChecks
+from control_plane.artifact_rpcs import ArtifactRpcs
+from control_plane.blob_store import BlobStore
+from control_plane.data_check import CHECK_BROKEN_REASON, CheckResult, SubmissionChecks
+from control_plane.dataset_rpcs import DatasetRpcs
+from control_plane.dataset_service import DatasetService
+from control_plane.model_catalog import ModelCatalog, holders, unavailable_model_message
+from control_plane.published_models import PublishedModels
+from control_plane.task_inputs import Caller, TaskInputs, reads_agent_paths
 from control_plane.models import Task, TaskValidation, utcnow
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
-from control_plane.task_store import TaskNotFound, TaskStillActive, TaskStore
+from control_plane.task_store import OutputDirTaken, TaskNotFound, TaskStillActive, TaskStore
 from control_plane.template_store import TemplateStore
 from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from protos.json_values import JsonProblem, loads
 from trainers import registry
 from trainers.errors import ConfigError
-from trainers.output_dirs import default_output_dir, task_output_dir
-from trainers.paths import resolve
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +46,38 @@ STREAM_POLL_SECONDS = 1.0
 VALIDATE_TIMEOUT_SECONDS = 330.0  # the agent's own limit on a dry run is 300 s
 
 
-class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
+class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.FinetuneServiceServicer):
     def __init__(
         self, store: TaskStore, templates: TemplateStore, scheduler: Scheduler, clients: AgentClients,
-        notifier: TaskChangeNotifier, workspace: Path, checks: SubmissionChecks,
-        serving: Callable[[], Awaitable[bool]],
+        notifier: TaskChangeNotifier, checks: SubmissionChecks, serving: Callable[[], Awaitable[bool]], *,
+        datasets: DatasetService, catalog: ModelCatalog, inputs: TaskInputs, published: PublishedModels,
+        blobs: BlobStore,
     ):
         self._store = store
         self._templates = templates
         self._scheduler = scheduler
         self._clients = clients
         self._notifier = notifier
-        self._workspace = workspace
         self._checks = checks
         self._serving = serving  # whether token checks are being served, for the health report
+        self._datasets = datasets
+        self._catalog = catalog
+        self._inputs = inputs
+        self._published = published
+        self._blobs = blobs
 
     async def StartTask(self, request, context):
         try:
-            task_type = registry.get(request.type)
-            config = task_type.parse_config(_parse_config_json(request.config_json))
+            raw = _parse_config_json(request.config_json)
+        except ConfigError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
+        return self._full_task(await self._submit(request.type, raw, context))
+
+    async def _submit(self, type_name: str, raw: dict, context) -> Task:
+        """Validates and queues one task for the caller; aborts with INVALID_ARGUMENT naming the field at fault."""
+        try:
+            task_type = registry.get(type_name)
+            config = task_type.parse_config(raw)
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
         gpu_vis = ",".join(part.strip() for part in (getattr(config, "gpu_vis", None) or "").split(",") if part.strip())
@@ -69,30 +87,63 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         }
         await self._refuse_unplaceable(Task(**scheduling), context)
         task_id = uuid.uuid4().hex
-        if "output_dir" in type(config).model_fields:  # a directory of its own, which no other task can name
-            config = config.model_copy(update={"output_dir": task_output_dir(config.output_dir, task_id)})
         config_json = config.model_dump_json()
+        stored = json.loads(config_json)
         principal = caller()
-        # The paths and data are checked off the event loop; a slow check (a big file) goes on after the answer.
-        job = self._checks.start(task_type.name, config_json, task_id, principal.username, principal.is_admin)
-        result = await self._checks.within_budget(job)
-        if result is not None and not result.ok:
-            code = grpc.StatusCode.UNAVAILABLE if result.reason == CHECK_BROKEN_REASON else grpc.StatusCode.INVALID_ARGUMENT
-            await abort(context, code, result.message, result.field)
+        try:
+            refs = self._inputs.check(task_type.name, stored, Caller(principal.username, principal.is_admin))
+        except ConfigError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
+        live = {agent.id for agent in self._scheduler.live_agents()}
+        problem = unavailable_model_message(stored.get("model_name_or_path"), self._catalog.inventories(live))
+        if problem is not None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem, "model_name_or_path")
+        claim = _output_dir_claim(stored.get("output_dir"))
+        if claim is not None and (holder := self._store.output_dir_holder(claim)) is not None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(OutputDirTaken(claim, holder)), "output_dir")
+        job = None
+        if reads_agent_paths(task_type.name, stored):
+            # Paths are the agents': a shallow dry run on one that could run it, within the submit budget.
+            job = self._checks.start(task_type.name, config_json, task_id, principal.username, principal.is_admin)
+            result = await self._checks.within_budget(job)
+            if result is not None and not result.ok:
+                code = grpc.StatusCode.UNAVAILABLE if result.reason == CHECK_BROKEN_REASON else grpc.StatusCode.INVALID_ARGUMENT
+                await abort(context, code, result.message, result.field)
+        else:  # its datasets were checked row by row when they were uploaded
+            result = CheckResult({"ok": True, "rows": sum(ref_rows(self._datasets, refs)), "problems": []})
         validation = TaskValidation(state="passed" if result else "pending", rows=result.rows if result else 0,
                                     admin_paths=principal.is_admin, finished_at=utcnow() if result else None)
-        output_dir = getattr(config, "output_dir", None) or default_output_dir(task_type.name, task_id, self._workspace)
-        task = self._store.create_task(
-            task_id, task_type.name, config_json, str(resolve(output_dir, self._workspace)), owner=principal.username,
-            validation=validation, **scheduling,
-        )
+        try:
+            task = self._store.create_task(task_id, task_type.name, config_json, "", owner=principal.username,
+                                           validation=validation, claim_output_dir=claim, **scheduling)
+        except OutputDirTaken as exc:
+            if job is not None:
+                job.cancel()
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "output_dir")
         if result is None:
             self._checks.finish_later(task_id, job)
             log.info("task %s (%s) queued; its data are still being checked", task_id, task_type.name)
         else:
             log.info("task %s (%s) queued", task_id, task_type.name)
             self._scheduler.wake()
-        return self._full_task(task)
+        return task
+
+    async def ExportTask(self, request, context):
+        source = await self._task_or_404(request.task_id, context)
+        if source.status != TaskStatus.SUCCEEDED:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"task {source.id} is {source.status}; only a succeeded task can be exported", "task_id")
+        if self._published.get(source.id) is None:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"the model of task {source.id} is not published yet; try again shortly", "task_id")
+        raw = {"source": f"task:{source.id}", "dtype": request.dtype or "auto",
+               "merge_lora": request.merge_lora if request.HasField("merge_lora") else True}
+        source_config = json.loads(source.config_json)
+        base = source_config.get("model_name_or_path")
+        if source_config.get("use_lora") and raw["merge_lora"] and isinstance(base, str) and base:
+            # A merge needs the adapter's base, as the agents name it (and runs where it is); packaging does not.
+            raw["model_name_or_path"] = base
+        return self._full_task(await self._submit("export", raw, context))
 
     async def _refuse_unplaceable(self, wanted: Task, context) -> None:
         """A task needing more devices than any registered agent has could never run: refuse it now."""
@@ -112,7 +163,7 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return task_to_proto(
             task, self._store.events(task.id), queue_position=self._store.queue_positions().get(task.id, 0),
             attempts=self._store.attempts(task.id), checkpoints=self._store.checkpoints(task.id),
-            validation=self._store.validation(task.id),
+            validation=self._store.validation(task.id), published=self._published.get(task.id),
         )
 
     async def GetTask(self, request, context):
@@ -206,7 +257,8 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return control_plane_pb2.DeleteTaskResponse(task_id=request.task_id)
 
     async def ListTemplates(self, request, context):
-        builtin = [_template(t, name=t.name, config_json=json.dumps(t.default_config), builtin=True) for t in registry.all_types()]
+        builtin = [_template(t, name=t.name, config_json=json.dumps(t.default_config), builtin=True)
+                   for t in registry.all_types() if t.listed]
         saved = []
         for row in self._templates.owned_by(caller().username):
             try:
@@ -283,18 +335,43 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         return control_plane_pb2.GetTaskMetricsResponse(points=[metric_to_proto(p) for p in points])
 
     async def ValidateTask(self, request, context):
-        """Forwarded to a live agent: the data live on the agents' hosts, and the check imports the trainer stack.
-        The agent checks paths for the caller (their own outputs; admins' extra roots), never for whom a client says."""
-        agents = self._scheduler.live_agents()
+        """Forwarded to a live agent that could run the task: the data live on the agents' hosts, and the check
+        imports the trainer stack. The agent checks paths for the caller (their own outputs; admins' extra roots),
+        never for whom a client says, and fetches the datasets the config names (the caller's own only)."""
+        principal = caller()
+        try:
+            raw = _parse_config_json(request.config_json)
+            refs = self._inputs.check(request.type, raw, Caller(principal.username, principal.is_admin))
+        except ConfigError as exc:
+            return common_pb2.ValidationReport(ok=False, type=request.type, error_field=exc.field,
+                                               error_message=exc.message)
+        agents = self.candidate_agents(request.type, request.config_json)
         if not agents:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "no live agent to run the dry run on")
-        principal = caller()
         forwarded = common_pb2.ValidateTaskRequest(type=request.type, config_json=request.config_json,
-                                                   owner=principal.username, admin_paths=principal.is_admin)
+                                                   owner=principal.username, admin_paths=principal.is_admin,
+                                                   inputs=refs)
         try:
             return await self._clients.stub(agents[0].address).ValidateTask(forwarded, timeout=VALIDATE_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             await abort(context, exc.code(), f"dry run on agent {agents[0].id} failed: {exc.details()}")
+
+    def candidate_agents(self, type_name: str, config_json: str) -> list:
+        """The live agents a task of this config could run on (those holding its model, if it names one)."""
+        try:
+            model = json.loads(config_json or "{}").get("model_name_or_path")
+        except (ValueError, AttributeError):
+            model = None
+        agents = self._scheduler.live_agents()
+        allowed = holders(model if isinstance(model, str) else None,
+                          self._catalog.inventories({agent.id for agent in agents}))
+        return [agent for agent in agents if allowed is None or agent.id in allowed]
+
+    def check_request(self, type_name: str, config_json: str, owner: str, admin: bool) -> common_pb2.ValidateTaskRequest:
+        """The shallow dry run of a submission, for the agents (data_check.DataChecker)."""
+        refs = self._inputs.check(type_name, json.loads(config_json), Caller(owner, admin))
+        return common_pb2.ValidateTaskRequest(type=type_name, config_json=config_json, owner=owner, admin_paths=admin,
+                                              shallow=True, inputs=refs)
 
     async def GetSystemHealth(self, request, context):
         try:
@@ -306,10 +383,13 @@ class FinetuneService(control_plane_pb2_grpc.FinetuneServiceServicer):
         # A control plane that cannot check tokens cannot serve anything but this: say so instead of "ok".
         serving = await self._serving()
         held = self._store.held_devices()
-        agents = [
-            agent_to_proto(a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())))
-            for a in self._store.agents()
-        ]
+        inventories = {inv.agent_id: inv for inv in self._catalog.inventories()}
+        agents = []
+        for a in self._store.agents():
+            inventory = inventories.get(a.id)
+            agents.append(agent_to_proto(
+                a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())),
+                models=inventory.models if inventory else [], hub_access=bool(inventory and inventory.hub_access)))
         _, queued = self._store.list_tasks(status=TaskStatus.QUEUED, limit=1)
         _, running = self._store.list_tasks(status=TaskStatus.RUNNING, limit=1)
         if database != "ok" or not serving:
@@ -345,6 +425,18 @@ def _template(task_type, *, name: str, config_json: str, builtin: bool, id: str 
         builtin=builtin,
         owner=owner,
     )
+
+
+def _output_dir_claim(value) -> str | None:
+    """The output_dir a user named, normalized so that `out/a/` and `out/./a` are one claim."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return posixpath.normpath(value.strip())
+
+
+def ref_rows(datasets: DatasetService, refs) -> list[int]:
+    ids = [ref.ref.split(":", 1)[1] for ref in refs if ref.ref.startswith("dataset:")]
+    return [datasets.get(dataset_id, None).rows for dataset_id in ids]
 
 
 def _parse_config_json(config_json: str) -> dict:

@@ -38,7 +38,9 @@ class _Batch:
 
 
 class Ingestion:
-    def __init__(self, store: TaskStore, clients: AgentClients, notifier: TaskChangeNotifier, on_task_ended: Callable[[], None]):
+    def __init__(self, store: TaskStore, clients: AgentClients, notifier: TaskChangeNotifier, on_task_ended: Callable[[], None],
+                 on_succeeded: Callable[[str], None] = lambda task_id: None):
+        self._on_succeeded = on_succeeded  # e.g. publish its model
         self._store = store
         self._clients = clients
         self._notifier = notifier
@@ -178,6 +180,8 @@ class Ingestion:
             fields["percent"] = 100.0
         try:
             self._store.transition(task_id, status, reason, error, only_attempt=attempt, **fields)
+            if status == TaskStatus.SUCCEEDED:
+                self._on_succeeded(task_id)
         except (IllegalTransition, TaskNotFound) as exc:
             log.info("task %s: final report not applied: %s", task_id, exc)
         self._notifier.notify(task_id)

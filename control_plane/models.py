@@ -175,3 +175,52 @@ class LoginThrottle(SQLModel, table=True):
     last_at: float = Field(default=0.0, sa_column=Column(Double, nullable=False, default=0.0, index=True))
     next_allowed_at: float = Field(default=0.0, sa_column=Column(Double, nullable=False, default=0.0))  # 0: no back-off
     version: int = 0  # bumped on every write, for compare-and-set
+
+
+class Dataset(SQLModel, table=True):
+    """An uploaded dataset: its rows were checked by its type's row validator on the way in. The bytes are a blob
+    (control_plane.blob_store) under `sha256`, shared by every dataset record with the same bytes."""
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    name: str
+    type: str = Field(index=True)
+    sha256: str = Field(index=True)
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    rows: int = 0
+    suffix: str = ".jsonl"  # how the trainer reads it: JSONL, or a JSON list
+    stats_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    preview_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class OutputDirClaim(SQLModel, table=True):
+    """An `output_dir` a task named: no other task may name it again (the primary key makes the claim atomic)."""
+
+    __tablename__ = "output_dir_claim"
+
+    output_dir: str = Field(primary_key=True)
+    task_id: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AgentInventory(SQLModel, table=True):
+    """What an agent last reported besides its devices: the models it holds, and whether it can reach a model hub."""
+
+    __tablename__ = "agent_inventory"
+
+    agent_id: str = Field(primary_key=True)
+    models_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    hub_access: bool = False
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PublishedModel(SQLModel, table=True):
+    """The final model of a succeeded task, as a tar in the blob store: downloadable after its agent is gone."""
+
+    __tablename__ = "published_model"
+
+    task_id: str = Field(primary_key=True)
+    sha256: str = Field(index=True)
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,7 +1,8 @@
-"""The agent-facing AgentRegistry: registration and heartbeats."""
+"""The agent-facing AgentRegistry: registration, heartbeats (devices, models), and blobs for agents to fetch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -9,17 +10,23 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from control_plane.agent_clients import AgentClients
+from control_plane.blob_store import BlobNotFound, BlobStore
+from control_plane.model_catalog import ModelCatalog
 from control_plane.ingestion import Ingestion
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import ACTIVE
 from control_plane.task_store import TaskNotFound, TaskStore
-from protos import agent_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
-    def __init__(self, store: TaskStore, scheduler: Scheduler, ingestion: Ingestion, clients: AgentClients, heartbeat_seconds: int):
+    def __init__(self, store: TaskStore, scheduler: Scheduler, ingestion: Ingestion, clients: AgentClients,
+                 heartbeat_seconds: int, catalog: ModelCatalog, blobs: BlobStore):
+        self._catalog = catalog
+        self._blobs = blobs
+        self._reported: dict[str, tuple] = {}  # agent id -> its last model report, to write only changes
         self._clients = clients
         self._store = store
         self._scheduler = scheduler
@@ -29,6 +36,7 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
     async def RegisterAgent(self, request, context):
         slots = len(request.devices) or request.slots
         self._store.upsert_agent(request.agent_id, request.address, request.hostname, slots, devices_json(request.devices))
+        self._record_models(request.agent_id, request.models, request.hub_access, force=True)
         log.info("agent %s registered at %s with %d device(s)", request.agent_id, request.address, slots)
         # A (re)registered agent may be running tasks whose streams broke: make sure they are followed.
         self._ingestion.resume_active()
@@ -39,8 +47,32 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
     async def Heartbeat(self, request, context):
         known = self._store.touch_agent(request.agent_id, devices_json(request.devices) if request.devices else None)
         if known:
+            self._record_models(request.agent_id, request.models, request.hub_access)
             self._scheduler.wake()
         return control_plane_pb2.HeartbeatResponse(known=known)
+
+    def _record_models(self, agent_id: str, models, hub_access: bool, force: bool = False) -> None:
+        report = (tuple(m.SerializeToString(deterministic=True) for m in models), hub_access)
+        if force or self._reported.get(agent_id) != report:
+            self._catalog.record(agent_id, models, hub_access)
+            self._reported[agent_id] = report
+
+    async def FetchBlob(self, request, context):
+        """Streams a blob from `offset` in chunks, read off the event loop (a big dataset must not hold it)."""
+        try:
+            total = self._blobs.size(request.sha256)
+            chunks = self._blobs.read(request.sha256, request.offset)
+        except BlobNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"blob {request.sha256!r} not found")
+        if request.offset > total:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the blob's end ({total})")
+        offset = request.offset
+        while True:
+            data = await asyncio.to_thread(next, chunks, None)
+            if data is None:
+                return
+            yield common_pb2.FileChunk(data=data, offset=offset, total_size=total)
+            offset += len(data)
 
     async def _stop_orphans(self, agent_id: str, address: str, running_task_ids) -> None:
         """Runs the agent still has that the control plane gave up on (requeued elsewhere after the agent was lost,

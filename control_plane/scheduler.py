@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import timedelta
 
@@ -10,12 +11,15 @@ import grpc
 
 from control_plane.agent_clients import AgentClients
 from control_plane.ingestion import Ingestion
+from control_plane.model_catalog import ModelCatalog, holders
 from control_plane.models import Agent, Task, utcnow
 from control_plane.placement import Placement, choose
 from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, IllegalTransition, TaskStatus
+from control_plane.task_inputs import TaskInputs
 from control_plane.task_store import TaskNotFound, TaskStore
 from protos import agent_pb2
+from trainers.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,11 @@ _RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, g
 
 class Scheduler:
     def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float,
-                 interval_seconds: float, agent_gone_seconds: float | None = None):
+                 interval_seconds: float, agent_gone_seconds: float | None = None, catalog: ModelCatalog,
+                 inputs: TaskInputs):
         self._store = store
+        self._catalog = catalog
+        self._inputs = inputs
         self._clients = clients
         self._ingestion = ingestion
         # Silent for agent_timeout: no new tasks (it may be restarting). Silent for agent_gone: its runs are given up.
@@ -76,8 +83,10 @@ class Scheduler:
             return
         agents = self.live_agents()
         held = self._store.held_devices()
+        inventories = self._catalog.inventories({agent.id for agent in agents})
         for task in queue:
-            placement = choose(task, agents, held)
+            allowed = holders(_model_of(task), inventories)  # a task naming a held model goes where it is
+            placement = choose(task, [a for a in agents if allowed is None or a.id in allowed], held)
             if placement is None:
                 return
             held.setdefault(placement.agent.id, set()).update(placement.devices)
@@ -108,17 +117,23 @@ class Scheduler:
             )
         except (IllegalTransition, TaskNotFound):
             return  # stopped or deleted since it was read
+        try:
+            inputs = self._inputs.for_task(task)
+        except ConfigError as exc:  # e.g. its owner's account, and with it the dataset, is gone
+            self._store.transition(task.id, TaskStatus.FAILED, "invalid_data", exc.message, error=exc.message,
+                                   error_reason="invalid_data", only_attempt=attempt)
+            return
         request = agent_pb2.LaunchTaskRequest(
             task_id=task.id, type=task.type, config_json=task.config_json, devices=devices, attempt=attempt,
             log_seq_base=task.last_log_seq, metric_seq_base=task.last_metric_seq, resume_from_checkpoint=task.resume_from,
-            env=self._path_scope_env(task),
+            env=self._path_scope_env(task), inputs=inputs,
         )
         try:
             response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             self._launch_failed(task.id, attempt, agent, exc)
             return
-        self._store.set_fields(task.id, pid=response.pid)
+        self._store.set_fields(task.id, pid=response.pid, output_dir=response.output_dir)
         self._ingestion.follow(task.id)
         if self._store.get_task(task.id).status == TaskStatus.STOPPING:
             # A stop arrived while the launch was in flight; the agent did not know the task then.
@@ -149,3 +164,8 @@ class Scheduler:
         except IllegalTransition as error:
             log.info("task %s: %s", task_id, error)
 
+
+
+def _model_of(task: Task) -> str | None:
+    model = json.loads(task.config_json).get("model_name_or_path")
+    return model if isinstance(model, str) else None

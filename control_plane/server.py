@@ -14,16 +14,22 @@ from grpc_reflection.v1alpha import reflection
 from control_plane.accounts import AccountStore
 from control_plane.agent_clients import AgentClients
 from control_plane.auth_service import PUBLIC_METHODS, AuthService, TokenCheck, make_token_check
+from control_plane.blob_store import LocalBlobStore
 from control_plane.bootstrap import ensure_admin
 from control_plane.data_check import DataChecker, SubmissionChecks
 from control_plane.db import make_engine
+from control_plane.dataset_service import DatasetService
+from control_plane.dataset_store import DatasetStore
 from control_plane.finetune_service import FinetuneService
 from control_plane.ingestion import Ingestion
 from control_plane.login_throttle import LoginThrottle, ThrottlePolicy, TrustedProxies
+from control_plane.model_catalog import ModelCatalog
 from control_plane.notifier import TaskChangeNotifier
+from control_plane.published_models import ModelPublisher, PublishedModels
 from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
 from control_plane.settings import ControlPlaneSettings
+from control_plane.task_inputs import TaskInputs
 from control_plane.task_store import TaskStore
 from control_plane.template_store import TemplateStore
 from protos import control_plane_pb2, control_plane_pb2_grpc
@@ -46,9 +52,14 @@ class RunningControlPlane:
     checks: SubmissionChecks
     token_check: TokenCheck
     auth: AuthService
+    publisher: ModelPublisher
+    datasets: DatasetService
+    blobs: LocalBlobStore
 
     async def stop(self, grace: float = 2.0) -> None:
         self.scheduler_task.cancel()
+        await self.publisher.close()
+        self.datasets.close()
         await self.checks.close()
         await self.ingestion.close()
         await self.server.stop(grace)
@@ -75,17 +86,29 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     ensure_admin(accounts, settings.admin_user, settings.admin_password, admin_password_file)
     clients = AgentClients(settings.cluster_token)
     notifier = TaskChangeNotifier()
+    workspace = settings.workspace.resolve()
+    blob_dir = settings.blob_dir if settings.blob_dir.is_absolute() else workspace / settings.blob_dir
+    blobs = LocalBlobStore(blob_dir)
+    published = PublishedModels(engine)
+    catalog = ModelCatalog(engine)
+    inputs = TaskInputs(DatasetStore(engine), published, store)
+    datasets = DatasetService(DatasetStore(engine), blobs, store, published, max_bytes=settings.max_dataset_bytes)
+    publisher = ModelPublisher(published, blobs, clients, agent_address=lambda task_id: _agent_address(store, task_id),
+                               on_published=notifier.notify)
     scheduler_ref: list[Scheduler] = []
-    ingestion = Ingestion(store, clients, notifier, on_task_ended=lambda: scheduler_ref[0].wake())
+    ingestion = Ingestion(store, clients, notifier, on_task_ended=lambda: scheduler_ref[0].wake(),
+                          on_succeeded=publisher.publish_later)
     scheduler = Scheduler(
         store, clients, ingestion,
         agent_timeout_seconds=settings.agent_timeout_seconds,
         agent_gone_seconds=settings.agent_gone_seconds,
         interval_seconds=settings.scheduler_interval_seconds,
+        catalog=catalog, inputs=inputs,
     )
     scheduler_ref.append(scheduler)
-    workspace = settings.workspace.resolve()
-    checker = DataChecker(workspace, workers=settings.data_check_workers,
+    service_ref: list[FinetuneService] = []
+    checker = DataChecker(clients, candidates=lambda *args: service_ref[0].candidate_agents(*args),
+                          request_for=lambda *args: service_ref[0].check_request(*args),
                           timeout_seconds=settings.data_check_timeout_seconds,
                           submit_budget_seconds=settings.submit_check_budget_seconds)
     checks = SubmissionChecks(store, checker, on_passed=scheduler.wake, on_changed=notifier.notify)
@@ -94,14 +117,15 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
         # Without SO_REUSEPORT a second control plane on the same port fails to bind instead of sharing it.
         interceptors=[BearerTokenInterceptor(token_check, PUBLIC_METHODS)], options=[("grpc.so_reuseport", 0)]
     )
-    control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(
-        FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, workspace, checks,
-                        serving=token_check.probe), server
-    )
+    service = FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, checks,
+                              serving=token_check.probe, datasets=datasets, catalog=catalog, inputs=inputs,
+                              published=published, blobs=blobs)
+    service_ref.append(service)
+    control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(service, server)
     auth = AuthService(accounts, token_check, trusted_proxies, settings.password_threads)
     control_plane_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
-        AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds), server
+        AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds, catalog, blobs), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -112,12 +136,17 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     port = server.add_insecure_port(f"{settings.control_plane_host}:{settings.control_plane_port}")
     await server.start()
     ingestion.resume_active()
-    checker.warm()
     checks.resume_pending()
     scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
     log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
     return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task, checks, token_check,
-                               auth)
+                               auth, publisher, datasets, blobs)
+
+
+def _agent_address(store: TaskStore, task_id: str) -> str | None:
+    agent_id = store.get_task(task_id).agent_id
+    agent = store.get_agent(agent_id) if agent_id else None
+    return agent.address if agent is not None else None
 
 
 def _redact(url: str) -> str:

@@ -14,16 +14,20 @@ class ControlPlaneSettings(BaseSettings):
     control_plane_host: str = "127.0.0.1"
     control_plane_port: int = 50051
     database_url: str = "sqlite:///var/bugagaric.db"
-    # Relative data and output paths in task configs resolve under the workspace (default: the current directory).
+    # The control plane's own directory (its state: var/ with the store and the blobs). It reads no task data: paths
+    # in task configs are paths on the agents.
     workspace: Path = Field(default_factory=Path.cwd)
+    # Uploaded datasets and published models, content-addressed (relative: under the workspace).
+    blob_dir: Path = Path("var/blobs")
+    # The largest dataset upload (bytes); the gateway answers 413 past it.
+    max_dataset_bytes: int = 2 * 1024**3
     # An agent whose last heartbeat is older than this gets no new tasks.
     agent_timeout_seconds: float = 10.0
     # ... and one silent for this long is taken for gone: its tasks are requeued (retries left) or failed agent_lost.
     # Until then a returning agent's tasks go on and end in their real status with every line.
     agent_gone_seconds: float = 300.0
-    # Submitted data are checked in worker processes: this many at once, each for at most the timeout. A submit
+    # Submitted data given by path are checked on a live agent (a shallow dry run), for at most the timeout. A submit
     # waits the budget for its check; a longer one finishes after the answer, the task waiting in the queue meanwhile.
-    data_check_workers: int = 2
     data_check_timeout_seconds: float = 900.0
     submit_check_budget_seconds: float = 2.0
     heartbeat_seconds: int = 2

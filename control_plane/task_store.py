@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from control_plane import state_machine
 from control_plane.models import (
-    Agent, Checkpoint, LogLine, MetricPoint, Task, TaskAttempt, TaskEvent, TaskValidation, utcnow,
+    Agent, Checkpoint, LogLine, MetricPoint, OutputDirClaim, Task, TaskAttempt, TaskEvent, TaskValidation, utcnow,
 )
 from control_plane.progress import progress_fields
 from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
@@ -26,6 +27,14 @@ from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
 class TaskNotFound(LookupError):
     def __init__(self, task_id: str):
         super().__init__(f"task {task_id!r} not found")
+
+
+class OutputDirTaken(Exception):
+    def __init__(self, output_dir: str, task_id: str):
+        super().__init__(f"output_dir: {output_dir!r} was already used by task {task_id}; give a new directory, or "
+                         "leave output_dir empty for one of the task's own (output/<type>/<task id>)")
+        self.output_dir = output_dir
+        self.task_id = task_id
 
 
 class TaskStillActive(Exception):
@@ -59,10 +68,11 @@ class TaskStore:
 
     def create_task(
         self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "", *,
-        validation: TaskValidation | None = None, **scheduling: Any,
+        validation: TaskValidation | None = None, claim_output_dir: str | None = None, **scheduling: Any,
     ) -> Task:
         """`scheduling`: priority, gpus, gpu_vis, max_retries. `validation`: its data check, stored with it (a pending
-        one keeps the task out of placement until `finish_validation`)."""
+        one keeps the task out of placement until `finish_validation`). `claim_output_dir`: the output_dir the user
+        named, claimed for good in the same transaction (OutputDirTaken when another task holds it)."""
         task = Task(
             id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir,
             owner=owner, **scheduling,
@@ -73,8 +83,26 @@ class TaskStore:
             if validation is not None:
                 validation.task_id = task_id
                 session.add(validation)
-            session.commit()
+            if claim_output_dir is not None:
+                holder = session.get(OutputDirClaim, claim_output_dir)
+                if holder is not None:
+                    raise OutputDirTaken(claim_output_dir, holder.task_id)
+                session.add(OutputDirClaim(output_dir=claim_output_dir, task_id=task_id))
+            try:
+                session.commit()
+            except IntegrityError:  # claimed by a concurrent submit between the check and the commit
+                session.rollback()
+                holder = session.get(OutputDirClaim, claim_output_dir) if claim_output_dir else None
+                if holder is None:
+                    raise
+                raise OutputDirTaken(claim_output_dir, holder.task_id) from None
         return task
+
+    def output_dir_holder(self, output_dir: str) -> str | None:
+        """The task that claimed this output_dir, if one did."""
+        with self.session() as session:
+            claim = session.get(OutputDirClaim, output_dir)
+        return claim.task_id if claim is not None else None
 
     def validation(self, task_id: str) -> TaskValidation | None:
         with self.session() as session:
@@ -249,7 +277,8 @@ class TaskStore:
         return list(rows)
 
     def delete_task(self, task_id: str) -> None:
-        """Deletes a finished task with its events, logs and metrics. Its output directory on disk stays."""
+        """Deletes a finished task with its events, logs and metrics. Its output directory on its agent stays, and so
+        does its claim on the output_dir it named (the files are still there)."""
         with self.session() as session:
             task = session.get(Task, task_id)
             if task is None:

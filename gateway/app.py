@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from gateway.artifact_routes import router as artifact_router
 from gateway.auth_routes import router as auth_router
 from gateway.authn import RequireBearerMiddleware
 from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.client import ControlPlaneClient
+from gateway.dataset_routes import router as dataset_router
 from gateway.handlers import install_error_handlers
 from gateway.raw_params import check_raw_parameters
 from gateway.routes import router
@@ -50,4 +52,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(auth_router)
     app.include_router(stream_router)
+    app.include_router(dataset_router)
+    app.include_router(artifact_router)
     return app

@@ -3,13 +3,14 @@ when Content-Length already says so (before a byte of it is taken), else as soon
 the limit, so no more than the limit is ever buffered.
 
 The limit is BUGAGARIC_GATEWAY_MAX_BODY_BYTES unless the route's endpoint takes more with @max_body_bytes(n) (e.g. a
-large upload); the endpoint is known by the time anything reads the body, routing being done. Starlette's and
-FastAPI's own `max_body_size` are not used: they answer some 413s in plain text, and after the route has run.
+large upload; n may be a function of the app, for a limit that is a setting); the endpoint is known by the time
+anything reads the body, routing being done. Starlette's and FastAPI's own `max_body_size` are not used: they answer
+some 413s in plain text, and after the route has run.
 """
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,8 +20,9 @@ _LIMIT_ATTRIBUTE = "bugagaric_max_body_bytes"
 F = TypeVar("F", bound=Callable)
 
 
-def max_body_bytes(limit: int) -> Callable[[F], F]:
-    """Endpoint decorator: this route takes bodies of up to `limit` bytes instead of the gateway's default."""
+def max_body_bytes(limit: int | Callable[[Any], int]) -> Callable[[F], F]:
+    """Endpoint decorator: this route takes bodies of up to `limit` bytes instead of the gateway's default; a
+    callable `limit` is given the app (e.g. to read app.state.settings)."""
 
     def mark(endpoint: F) -> F:
         setattr(endpoint, _LIMIT_ATTRIBUTE, limit)
@@ -56,6 +58,8 @@ class BodySizeLimitMiddleware:
             if refused:
                 return {"type": "http.disconnect"}
             limit = getattr(scope.get("endpoint"), _LIMIT_ATTRIBUTE, self.max_bytes)
+            if callable(limit):
+                limit = limit(scope["app"])
             if not checked_length:
                 checked_length = True
                 if _content_length(scope) > limit:

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from fastapi import Request
 
+from gateway.threaded_upload import ThreadedUpload
 from protos import control_plane_pb2_grpc
 from protos.auth import AUTHORIZATION_KEY, CLIENT_ADDRESS_KEY
 
@@ -37,6 +38,9 @@ class ControlPlaneClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: control_plane_pb2_grpc.FinetuneServiceStub | None = None
         self._auth_stub: control_plane_pb2_grpc.AuthServiceStub | None = None
+        # Uploads only (gateway.threaded_upload says why): a channel of grpc's threaded API, made on first use.
+        self._threaded_channel: grpc.Channel | None = None
+        self._threaded_stub: control_plane_pb2_grpc.FinetuneServiceStub | None = None
 
     async def open(self) -> None:
         if self._channel is None:
@@ -49,6 +53,16 @@ class ControlPlaneClient:
         if self._channel is not None:
             channel, self._channel, self._stub, self._auth_stub = self._channel, None, None, None
             await channel.close()
+        if self._threaded_channel is not None:
+            threaded, self._threaded_channel, self._threaded_stub = self._threaded_channel, None, None
+            threaded.close()
+
+    @property
+    def threaded_stub(self) -> control_plane_pb2_grpc.FinetuneServiceStub:
+        if self._threaded_stub is None:
+            self._threaded_channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+            self._threaded_stub = control_plane_pb2_grpc.FinetuneServiceStub(self._threaded_channel)
+        return self._threaded_stub
 
     @property
     def stub(self) -> control_plane_pb2_grpc.FinetuneServiceStub:
@@ -99,6 +113,10 @@ class ControlPlane:
         """A server-streaming FinetuneService call (no deadline: it lives as long as its reader)."""
         await self.client.open()
         return getattr(self.client.stub, rpc)(request, metadata=self.metadata or None)
+
+    def upload(self, rpc: str) -> ThreadedUpload:
+        """A client-streaming FinetuneService call to write() to (no deadline: an upload takes as long as its body)."""
+        return ThreadedUpload(getattr(self.client.threaded_stub, rpc), self.metadata or None)
 
 
 def control_plane(request: Request) -> ControlPlane:

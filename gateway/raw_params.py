@@ -35,7 +35,7 @@ def check_raw_parameters(request: Request) -> None:
     if route is not None:
         # Without raw_path (it is optional in ASGI), the decoded path re-encoded; a surrogate stays invalid UTF-8.
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode("utf-8", "surrogatepass")
-        for name, raw in _path_pairs(route.path, raw_path):
+        for name, raw in _path_pairs(route.path, raw_path, request.scope.get("root_path", "")):
             _check("path", name, raw)
 
 
@@ -56,9 +56,25 @@ def _query_pairs(query_string: bytes) -> Iterator[tuple[bytes, bytes]]:
             yield unquote_to_bytes(name.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))
 
 
-def _path_pairs(template: str, raw_path: bytes) -> Iterator[tuple[str, bytes]]:
+def _path_pairs(template: str, raw_path: bytes, root_path: str = "") -> Iterator[tuple[str, bytes]]:
     """(parameter name, raw bytes) for each `{param}` segment of the route's path template. Aligned from the end,
-    so a root_path before the app's paths does not matter; no route here has a `{x:path}` parameter spanning '/'."""
-    for segment, raw in zip(reversed(template.split("/")), reversed(raw_path.split(b"/"))):
+    so a root_path before the app's paths does not matter; a `{name:path}` parameter spans '/', so with one the
+    segments before it align from the start of the path after root_path, and it takes everything in between."""
+    segments, raw = template.split("/"), raw_path.split(b"/")
+    spanning = next((i for i, s in enumerate(segments) if s.endswith(":path}")), None)
+    if spanning is None:
+        pairs = list(zip(reversed(segments), reversed(raw)))
+    else:
+        root = root_path.rstrip("/").encode("utf-8", "surrogatepass")
+        if root and raw_path.startswith(root):
+            raw = raw_path[len(root):].split(b"/")
+        end = len(raw) - (len(segments) - spanning - 1)  # where the segments after the spanning one start
+        yield _name(segments[spanning]), unquote_to_bytes(b"/".join(raw[spanning:end]))
+        pairs = [*zip(segments[:spanning], raw[:spanning]), *zip(segments[spanning + 1:], raw[end:])]
+    for segment, part in pairs:
         if segment.startswith("{") and segment.endswith("}"):
-            yield segment[1:-1].partition(":")[0], unquote_to_bytes(raw)
+            yield _name(segment), unquote_to_bytes(part)
+
+
+def _name(segment: str) -> str:
+    return segment[1:-1].partition(":")[0]

@@ -127,6 +127,8 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         # The check of its paths and data at submit: "pending" while it waits outside the queue for it.
         "validation": {"state": t.validation.state, "rows": t.validation.rows, "message": t.validation.message}
         if t.HasField("validation") else None,
+        # The final model's blob once published ("" until then): downloadable after its agent has gone.
+        "published_model_sha256": t.published_model_sha256,
     }
 
 
@@ -209,3 +211,31 @@ def health_to_dict(h: cp.SystemHealth) -> dict[str, Any]:
         },
         "agents": [agent_to_dict(a) for a in h.agents],
     }
+
+
+def _json_or_text(text: str) -> Any:
+    # A preview row is JSON the control plane has parsed already; should one not be, show it rather than fail.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def dataset_to_dict(d: cp.Dataset, *, details: bool = False) -> dict[str, Any]:
+    """The dataset; with `details` (GetDataset) also its row statistics and the first rows as a preview."""
+    out = {
+        "id": d.id, "name": d.name, "type": d.type, "sha256": d.sha256, "size": d.size_bytes, "rows": d.rows,
+        "created_at": timestamp(d, "created_at"), "owner": _or_none(d.owner),
+    }
+    if details:
+        out["stats"] = json_value(d.stats_json)
+        out["preview"] = [_json_or_text(row) for row in d.preview_json]
+    return out
+
+
+def model_entry_to_dict(m: cp.ModelEntry) -> dict[str, Any]:
+    return {"name": m.name, "kind": m.kind, "size": m.size_bytes, "agents": list(m.agent_ids)}
+
+
+def artifact_to_dict(a: common_pb2.Artifact) -> dict[str, Any]:
+    return {"path": a.path, "size": a.size, "kind": a.kind}

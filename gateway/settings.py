@@ -16,6 +16,9 @@ class GatewaySettings(BaseSettings):
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
     # Largest request body a route takes unless it opts into more (gateway.body_limit.max_body_bytes); over it: 413.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # The largest dataset upload (the control plane enforces the same setting on the file's bytes); the upload route
+    # takes a body this large plus the multipart framing, and refuses a larger one with 413 before any call.
+    max_dataset_bytes: int = Field(default=2 * 1024**3, gt=0)
     # Peers whose X-Forwarded-For names the end client (uvicorn's forwarded_allow_ips: comma-separated addresses or
     # networks, "*" for any). The default is the console's proxy on the same host.
     gateway_trusted_proxies: str = "127.0.0.1,::1"

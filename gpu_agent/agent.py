@@ -3,18 +3,25 @@ about gRPC."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gpu_agent import devices as device_claims
-from gpu_agent import process_runner
+from gpu_agent import input_fetch, process_runner
+from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec
 from gpu_agent.inventory import Inventory
+from gpu_agent.model_inventory import ModelInventory, model_roots_env, place_model
 from gpu_agent.settings import AgentSettings
+from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
 from trainers import registry
 from trainers.errors import ConfigError
+from trainers.output_dirs import default_output_dir
+from trainers.paths import is_ref, resolve
 
 if TYPE_CHECKING:
     from grpc_health.v1.health import aio as health_aio
@@ -55,10 +62,20 @@ class Agent:
         self.hostname = socket.gethostname()
         self.agent_id = settings.agent_id  # filled in by the server once the port is bound
         self.inventory = inventory or Inventory.discover(settings.agent_slots, settings.agent_devices)
+        self.models = ModelInventory(settings.models_dir_path(), self.workspace)
+        self.cache_dir = settings.cache_dir_path()
         self.tasks: dict[str, TaskRun] = {}  # task id -> its latest attempt known to this agent
+        self._shallow_checks: ShallowChecks | None = None
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
+
+    @property
+    def shallow_checks(self) -> ShallowChecks:
+        """The submit-time checks' worker pool, started with the first check (an agent that gets none never pays)."""
+        if self._shallow_checks is None:
+            self._shallow_checks = ShallowChecks(self.workspace)
+        return self._shallow_checks
 
     @property
     def slots(self) -> int:
@@ -77,7 +94,7 @@ class Agent:
 
     def launch(self, task_id: str, type_name: str, config_json: str, env: Mapping[str, str], *,
                devices: Sequence[int] = (), attempt: int = 0, log_seq_base: int = 0, metric_seq_base: int = 0,
-               resume_from_checkpoint: str = "") -> TaskRun:
+               resume_from_checkpoint: str = "", inputs: Sequence[InputSpec] = ()) -> TaskRun:
         if not _TASK_ID.match(task_id):
             raise InvalidRequest(f"task_id {task_id!r} must be 1-128 of [A-Za-z0-9._-], starting alphanumeric")
         if attempt < 0:
@@ -85,9 +102,10 @@ class Agent:
         attempt = attempt or 1
         try:
             task_type = registry.get(type_name)
-            task_type.parse_config(config_json)
+            parsed = task_type.parse_config(config_json)
         except ConfigError as exc:
             raise InvalidRequest(exc.message) from None
+        self._check_inputs(inputs)
         current = self.tasks.get(task_id)
         if current is not None and not current.ended:
             raise AlreadyExists(f"task {task_id} is already running on this agent (attempt {current.attempt})")
@@ -100,23 +118,82 @@ class Agent:
             raise InvalidRequest(str(exc)) from None
         except device_claims.DevicesUnavailable as exc:
             raise NoFreeSlot(str(exc)) from None
-        extra_env = {**env, **device_claims.visible_devices_env(chosen, self.inventory.kind),
+        config_json, model_env = self.place_model(config_json, env)
+        extra_env = {**env, **model_env, **device_claims.visible_devices_env(chosen, self.inventory.kind),
                      "BUGAGARIC_ATTEMPT": str(attempt)}
         if resume_from_checkpoint:
             extra_env["BUGAGARIC_RESUME_FROM_CHECKPOINT"] = resume_from_checkpoint
-        process = process_runner.launch(
-            task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
-            workspace=self.workspace, extra_env=extra_env, nproc=len(chosen),
-        )
+        before_trainer: list[str] = []
+        if inputs:
+            plan = input_fetch.write_plan(
+                directory, control_plane_address=self.settings.control_plane_address,
+                cluster_token=self.settings.cluster_token, cache_dir=self.cache_dir,
+                cache_max_bytes=self.settings.agent_cache_max_bytes, inputs=inputs)
+            before_trainer = input_fetch.command(plan)
+        try:
+            process = process_runner.launch(
+                task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
+                workspace=self.workspace, extra_env=extra_env, nproc=len(chosen), before_trainer=before_trainer,
+            )
+        except OSError:
+            (directory / input_fetch.TOKEN_FILE).unlink(missing_ok=True)  # no fetch step will take it
+            raise
         run = TaskRun(task_id=task_id, task_type=type_name, directory=directory, process=process,
                       default_grace=self.settings.stop_grace_seconds, attempt=attempt, devices=chosen,
                       log_seq_base=log_seq_base, metric_seq_base=metric_seq_base,
-                      resume_from_checkpoint=resume_from_checkpoint)
+                      resume_from_checkpoint=resume_from_checkpoint,
+                      output_dir=str(self.output_dir_of(parsed, type_name, task_id)))
         self.tasks[task_id] = run
         run.start()
         log.info("task %s attempt %d: running on %s device(s) %s%s", task_id, attempt, self.inventory.kind, chosen,
                  f" (data-parallel, {len(chosen)} processes)" if len(chosen) > 1 else "")
         return run
+
+    def place_model(self, config_json: str, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        """The config with a held model's name replaced by its local path, and the model roots the trainer (or
+        dry run) needs to read it."""
+        try:
+            config = json.loads(config_json or "{}")
+        except ValueError:
+            return config_json, {}  # the type's own parser says what is wrong with it
+        if not isinstance(config, dict):
+            return config_json, {}
+        model = place_model(config, self.models)
+        if model is not None:
+            log.info("model %s: held here, at %s", model.name, model.local_path)
+            config_json = json.dumps(config)
+        return config_json, model_roots_env(self.models, model, dict(env))
+
+    def output_dir_of(self, config: object, type_name: str, task_id: str) -> Path:
+        """Where the trainer writes, as it decides it (trainers.output_dirs.check_task_paths): the config's
+        output_dir against the workspace, else the default directory of the task."""
+        value = getattr(config, "output_dir", None)
+        if value:
+            return resolve(str(value), self.workspace)
+        return default_output_dir(type_name, task_id, self.workspace)
+
+    def fetch_inputs(self, specs: Sequence[InputSpec]) -> list[Held]:
+        """For a dry run in this process: the inputs held in the cache (blocking: call it off the event loop).
+        CacheError when one cannot be fetched; release them with Held.close()."""
+        self._check_inputs(specs)
+        cache = BlobCache(self.cache_dir, self.settings.agent_cache_max_bytes, say=lambda line: log.info("%s", line))
+        transfer = input_fetch.GrpcTransfer(self.settings.control_plane_address, self.settings.cluster_token)
+        try:
+            return input_fetch.fetch_all(specs, cache, transfer)
+        finally:
+            transfer.close()
+
+    def _check_inputs(self, inputs: Sequence[InputSpec]) -> None:
+        if inputs and not self.settings.control_plane_address:
+            raise InvalidRequest("inputs: this agent has no control plane to fetch them from "
+                                 "(BUGAGARIC_CONTROL_PLANE_ADDRESS is empty)")
+        for spec in inputs:
+            if not is_ref(spec.ref):
+                raise InvalidRequest(f"inputs: {spec.ref!r} is not a reference like dataset:<id> or task:<id>")
+            try:
+                spec.check()
+            except CacheError as exc:
+                raise InvalidRequest(f"inputs: {exc}") from None
 
     def adopt_leftovers(self) -> list[TaskRun]:
         """After a restart: watches again every attempt a previous agent launched that had not ended.
@@ -184,3 +261,5 @@ class Agent:
             log.info("agent stopping; %d trainer(s) keep running in their own sessions: %s", len(running),
                      ", ".join(f"{t} (pid {self.tasks[t].process.pid})" for t in running))
         self.inventory.close()
+        if self._shallow_checks is not None:
+            self._shallow_checks.close()

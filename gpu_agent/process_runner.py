@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
 EXIT_FILE = "exit.json"
 ATTEMPT_PREFIX = "attempt-"
+# Never handed to a trainer (user code runs there): the fetch step gets the token in a file instead.
+SECRET_ENV = ("BUGAGARIC_CLUSTER_TOKEN", "BUGAGARIC_ADMIN_PASSWORD")
 
 
 def task_dir(agent_dir: Path, task_id: str) -> Path:
@@ -140,12 +142,17 @@ def launch(
     workspace: Path,
     extra_env: Mapping[str, str] | None = None,
     nproc: int = 1,
+    before_trainer: Sequence[str] = (),
 ) -> TrainerProcess:
+    """Starts `before_trainer + trainer argv` under the supervisor (before_trainer: the fetch step, which execs the
+    trainer once the inputs are in place)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / CONFIG_FILE
     config_path.write_text(config_json, encoding="utf-8")
     env = dict(os.environ)
     env.update(extra_env or {})
+    for name in SECRET_ENV:  # the agent's own credentials are not the trainer's
+        env.pop(name, None)
     # Set after the request's env: the agent tails exactly these paths.
     env.update(
         {
@@ -159,7 +166,8 @@ def launch(
         # What torchrun sets for each worker anyway; set here, it spares every log its multi-line banner about it.
         env.setdefault("OMP_NUM_THREADS", "1")
     argv = trainer_argv(entry_module, config_path, nproc)
-    supervised = [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(directory / EXIT_FILE), "--", *argv]
+    supervised = [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(directory / EXIT_FILE), "--",
+                  *before_trainer, *argv]
     # Append mode: a relaunch never truncates what a reader may already have spooled.
     with open(directory / STDOUT_FILE, "ab") as out, open(directory / STDERR_FILE, "ab") as err:
         popen = subprocess.Popen(
@@ -172,7 +180,7 @@ def launch(
             start_new_session=True,  # own session and process group: signalled as one, outlives the agent
             close_fds=True,
         )
-    log.info("task %s: started supervisor pid %d: %s", task_id, popen.pid, " ".join(argv))
+    log.info("task %s: started supervisor pid %d: %s", task_id, popen.pid, " ".join([*before_trainer, *argv]))
     return TrainerProcess(pid=popen.pid, pgid=popen.pid, start_time=proc_start_time(popen.pid), popen=popen,
                           directory=directory)
 

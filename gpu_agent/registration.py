@@ -1,7 +1,8 @@
 """Registers the agent with the control plane and keeps it informed by heartbeats.
 
-Registration carries the agent's devices (slots = their number) and the tasks it runs (adopted ones included, so the
-control plane resumes following them); every heartbeat carries the running tasks and fresh device readings.
+Registration carries the agent's devices (slots = their number), the models it holds, whether it may download from a
+model hub, and the tasks it runs (adopted ones included, so the control plane resumes following them); every
+heartbeat carries the running tasks, fresh device readings and the models again.
 
 Runs as a background task: while the control plane is unreachable it retries with backoff, and the agent's own
 server keeps serving meanwhile. A heartbeat answered `known=false` (a restarted control plane) registers again.
@@ -36,13 +37,16 @@ _CHANNEL_OPTIONS = [
 class Registrar:
     def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str,
                  running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = "",
-                 devices: Callable[[], Sequence[common_pb2.Device]] = list):
+                 devices: Callable[[], Sequence[common_pb2.Device]] = list,
+                 models: Callable[[], Sequence[common_pb2.ModelInfo]] = list, hub_access: Callable[[], bool] = bool):
         self.control_plane_address = control_plane_address
         self.agent_id = agent_id
         self.address = address
         self.hostname = hostname
         self.running_task_ids = running_task_ids
         self.devices = devices  # the inventory with fresh readings, read on every registration and heartbeat
+        self.models = models  # the models this agent holds (a scan of the models directory: run off the loop)
+        self.hub_access = hub_access
         self.heartbeat_seconds = heartbeat_seconds
         self.cluster_token = cluster_token
         self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
@@ -81,7 +85,8 @@ class Registrar:
             devices = list(self.devices())
             request = control_plane_pb2.RegisterAgentRequest(
                 agent_id=self.agent_id, address=self.address, hostname=self.hostname, slots=len(devices),
-                running_task_ids=self.running_task_ids(), devices=devices)
+                running_task_ids=self.running_task_ids(), devices=devices,
+                models=await asyncio.to_thread(self.models), hub_access=self.hub_access())
             try:
                 response = await stub.RegisterAgent(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
@@ -104,7 +109,9 @@ class Registrar:
             await asyncio.sleep(interval)
             request = control_plane_pb2.HeartbeatRequest(agent_id=self.agent_id,
                                                          running_task_ids=self.running_task_ids(),
-                                                         devices=list(self.devices()))
+                                                         devices=list(self.devices()),
+                                                         models=await asyncio.to_thread(self.models),
+                                                         hub_access=self.hub_access())
             try:
                 response = await stub.Heartbeat(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:

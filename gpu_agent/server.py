@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from gpu_agent.agent import Agent
 from gpu_agent.registration import Registrar
-from gpu_agent.servicer import GpuAgentServicer, devices_to_proto
+from gpu_agent.model_inventory import hub_access
+from gpu_agent.servicer import GpuAgentServicer, devices_to_proto, models_to_proto
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, agent_pb2_grpc
 
@@ -58,14 +59,16 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     agent.agent_id = settings.resolved_agent_id(port)
     agent.health = health_servicer
     address = settings.advertise_address(port)
-    log.info("agent %s serving on %s:%d (advertised as %s), %d %s device(s), task dirs under %s", agent.agent_id,
-             settings.agent_host, port, address, agent.slots, agent.inventory.kind, agent.agent_dir)
+    log.info("agent %s serving on %s:%d (advertised as %s), %d %s device(s), task dirs under %s, models from %s, "
+             "input cache %s", agent.agent_id, settings.agent_host, port, address, agent.slots, agent.inventory.kind,
+             agent.agent_dir, agent.models.models_dir, agent.cache_dir)
     if settings.control_plane_address:
         registrar = Registrar(
             control_plane_address=settings.control_plane_address, agent_id=agent.agent_id, address=address,
             hostname=agent.hostname, running_task_ids=agent.running_task_ids,
             heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token,
-            devices=lambda: devices_to_proto(agent.inventory.refresh()))
+            devices=lambda: devices_to_proto(agent.inventory.refresh()),
+            models=lambda: models_to_proto(agent.models.models()), hub_access=hub_access)
         registrar.start()
         agent.registrar = registrar
     return server, port, agent
@@ -84,6 +87,7 @@ async def stop_agent(server: grpc.aio.Server, agent: Agent, grace: float = 5.0) 
 async def serve(settings: AgentSettings | None = None) -> None:
     """Runs until SIGTERM or SIGINT."""
     server, _, agent = await start_agent(settings)
+    _ = agent.shallow_checks  # starts the submit-time check workers now, not on the first submit
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gpu_agent import artifacts, dry_run
 from gpu_agent.agent import Agent, AgentError, AlreadyExists, InvalidRequest, NoFreeSlot, TaskNotFound
+from gpu_agent.blob_cache import CacheError, InputSpec
+from gpu_agent.input_fetch import inputs_env
 from gpu_agent.inventory import DeviceInfo
+from gpu_agent.model_inventory import HeldModel
 from gpu_agent.task_run import TaskRun
 from protos import agent_pb2, agent_pb2_grpc, common_pb2
-from trainers import preflight
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +60,60 @@ def record_to_event(rec: dict[str, Any], attempt: int = 0) -> agent_pb2.AgentTas
 # Dry runs are subprocesses that may read big files and load tokenizers: a few at a time, a few more waiting.
 DRY_RUNS_AT_ONCE = 2
 DRY_RUNS_WAITING = 8
+# Submit-time checks (warm workers, quick): as many at once as the agent has check workers, and many more waiting.
+SHALLOW_CHECKS_AT_ONCE = 2
+SHALLOW_CHECKS_WAITING = 64
+
+
+class Gate:
+    """At most `at_once` inside, at most `waiting` more queued; `full` says a newcomer would exceed both."""
+
+    def __init__(self, at_once: int, waiting: int):
+        self._inside = asyncio.Semaphore(at_once)
+        self._limit = at_once + waiting
+        self._count = 0
+
+    @property
+    def full(self) -> bool:
+        return self._count >= self._limit
+
+    async def __aenter__(self) -> None:
+        self._count += 1
+        try:
+            await self._inside.acquire()
+        except BaseException:
+            self._count -= 1
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self._inside.release()
+        self._count -= 1
 
 
 class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
     def __init__(self, agent: Agent):
         self.agent = agent
-        self._dry_runs = asyncio.Semaphore(DRY_RUNS_AT_ONCE)
-        self._dry_runs_waiting = 0
+        self._dry_run_gate = Gate(DRY_RUNS_AT_ONCE, DRY_RUNS_WAITING)
+        self._shallow_gate = Gate(SHALLOW_CHECKS_AT_ONCE, SHALLOW_CHECKS_WAITING)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: AgentError) -> None:
         await context.abort(_CODES.get(type(exc), grpc.StatusCode.FAILED_PRECONDITION), str(exc))
 
     async def LaunchTask(self, request, context):
         try:
+            # Fast: the inputs are fetched by the attempt's own first step, not here (the scheduler waits on this).
             run = self.agent.launch(
                 request.task_id, request.type, request.config_json, dict(request.env), devices=list(request.devices),
                 attempt=request.attempt, log_seq_base=request.log_seq_base, metric_seq_base=request.metric_seq_base,
-                resume_from_checkpoint=request.resume_from_checkpoint)
+                resume_from_checkpoint=request.resume_from_checkpoint, inputs=specs_from_proto(request.inputs))
         except AgentError as exc:
             log.info("LaunchTask %s refused: %s", request.task_id, exc)
             await self._abort(context, exc)
         except OSError as exc:
             log.exception("LaunchTask %s: could not start the trainer", request.task_id)
             await context.abort(grpc.StatusCode.INTERNAL, f"could not start the trainer: {exc}")
-        return agent_pb2.LaunchTaskResponse(pid=run.process.pid, task_dir=str(run.directory))
+        return agent_pb2.LaunchTaskResponse(pid=run.process.pid, task_dir=str(run.directory),
+                                            output_dir=run.output_dir)
 
     async def StopTask(self, request, context):
         try:
@@ -101,28 +135,101 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             yield record_to_event(rec, run.attempt)
 
     async def ValidateTask(self, request, context):
-        if self._dry_runs_waiting >= DRY_RUNS_AT_ONCE + DRY_RUNS_WAITING:
+        # Submit-time checks and dry runs queue apart: a burst of submits must not wait behind tokenizer loads.
+        gate = self._shallow_gate if request.shallow else self._dry_run_gate
+        if gate.full:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"agent {self.agent.agent_id} is busy with dry runs; try again shortly")
-        self._dry_runs_waiting += 1
+        held = []
         try:
-            async with self._dry_runs:
-                report = await preflight.run_in_subprocess(
-                    request.type, request.config_json, self.agent.workspace, self.agent.agent_dir / "preflight",
-                    env={"BUGAGARIC_TASK_OWNER": request.owner,
-                         "BUGAGARIC_PATH_SCOPE": "admin" if request.admin_paths else "user"},
-                )
+            async with gate:
+                specs = specs_from_proto(request.inputs)
+                if specs:
+                    held = await asyncio.to_thread(self.agent.fetch_inputs, specs)
+                env = {"BUGAGARIC_TASK_OWNER": request.owner,
+                       "BUGAGARIC_PATH_SCOPE": "admin" if request.admin_paths else "user", **inputs_env(held)}
+                config_json, model_env = self.agent.place_model(request.config_json, env)
+                if request.shallow:  # a submit waits for it: warm workers, not a new interpreter
+                    report = await self.agent.shallow_checks.check(request.type, config_json, {**env, **model_env})
+                else:
+                    report = await dry_run.run(request.type, config_json, self.agent.workspace,
+                                               self.agent.agent_dir / "preflight", env={**env, **model_env})
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except CacheError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the task's inputs could not be fetched: {exc}")
+        except OSError as exc:  # the cache's disk (full, not writable)
+            log.exception("ValidateTask: fetching the inputs failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"the task's inputs could not be stored on this agent: {exc}")
         except RuntimeError as exc:
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
         finally:
-            self._dry_runs_waiting -= 1
+            for item in held:
+                item.close()
         return report_to_proto(report, self.agent.agent_id)
 
     async def DescribeAgent(self, request, context):
         return agent_pb2.AgentDescription(
             agent_id=self.agent.agent_id, hostname=self.agent.hostname, slots=self.agent.slots,
             free_slots=self.agent.free_slots, tasks=[_describe_task(run) for run in self.agent.tasks.values()],
-            devices=devices_to_proto(self.agent.inventory.refresh()))
+            devices=devices_to_proto(self.agent.inventory.refresh()),
+            models=models_to_proto(await asyncio.to_thread(self.agent.models.models)))
+
+    async def _output_dir(self, task_id: str, context) -> Path:
+        try:
+            run = self.agent.get(task_id)
+        except AgentError as exc:
+            await self._abort(context, exc)
+        if not run.output_dir:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"task {task_id}: no output directory was recorded for it on this agent")
+        return Path(run.output_dir)
+
+    async def ListArtifacts(self, request, context):
+        output_dir = await self._output_dir(request.task_id, context)
+        files = await asyncio.to_thread(artifacts.list_artifacts, output_dir)
+        return agent_pb2.AgentArtifactsResponse(
+            artifacts=[common_pb2.Artifact(path=f.path, size=f.size, kind=f.kind) for f in files],
+            output_dir=str(output_dir))
+
+    async def ReadArtifact(self, request, context):
+        output_dir = await self._output_dir(request.task_id, context)
+        try:
+            path = await asyncio.to_thread(artifacts.artifact_path, output_dir, request.path)
+            async for offset, data, total in _off_loop(artifacts.read_chunks(path, request.offset)):
+                yield common_pb2.FileChunk(data=data, offset=offset, total_size=total)
+        except artifacts.BadPath as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (artifacts.ArtifactNotFound, FileNotFoundError) as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def ReadModelArchive(self, request, context):
+        output_dir = await self._output_dir(request.task_id, context)
+        offset = 0
+        try:
+            async for data in _off_loop(artifacts.rechunk(artifacts.model_archive(output_dir))):
+                yield common_pb2.FileChunk(data=data, offset=offset)
+                offset += len(data)
+        except artifacts.ArtifactNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+
+_T = TypeVar("_T")
+
+
+async def _off_loop(items: Iterator[_T]) -> AsyncIterator[_T]:
+    """A blocking iterator (file reads) consumed in a worker thread, one item at a time."""
+    done = object()
+    while (item := await asyncio.to_thread(next, items, done)) is not done:
+        yield item
+
+
+def specs_from_proto(refs) -> list[InputSpec]:
+    return [InputSpec(ref=r.ref, sha256=r.sha256, size=r.size, suffix=r.suffix, archive=r.archive) for r in refs]
+
+
+def models_to_proto(models: list[HeldModel]) -> list[common_pb2.ModelInfo]:
+    return [common_pb2.ModelInfo(name=m.name, kind=m.kind, size_bytes=m.size_bytes, path=m.path) for m in models]
 
 
 def report_to_proto(report: dict[str, Any], agent_id: str) -> common_pb2.ValidationReport:

@@ -26,12 +26,27 @@ class AgentSettings(BaseSettings):
     heartbeat_seconds: float = 2.0
     # Shared secret with the control plane: sent on registration and heartbeats, required on every GpuAgent call.
     cluster_token: str = ""
+    # HF model directories this agent offers (reported to the control plane); relative -> under the workspace.
+    models_dir: str = "models"
+    # Datasets and published models fetched from the control plane, kept by sha256; "" -> <agent_dir>/cache.
+    agent_cache_dir: str = ""
+    agent_cache_max_bytes: int = 20 * 1024**3
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()
 
     def agent_dir_path(self) -> Path:
         path = Path(self.agent_dir).expanduser()
+        return path if path.is_absolute() else self.workspace_path() / path
+
+    def models_dir_path(self) -> Path:
+        path = Path(self.models_dir).expanduser()
+        return path if path.is_absolute() else self.workspace_path() / path
+
+    def cache_dir_path(self) -> Path:
+        if not self.agent_cache_dir:
+            return self.agent_dir_path() / "cache"
+        path = Path(self.agent_cache_dir).expanduser()
         return path if path.is_absolute() else self.workspace_path() / path
 
     def advertise_address(self, bound_port: int) -> str:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from gpu_agent.input_fetch import EXIT_INPUT_UNAVAILABLE
 from gpu_agent.log_spool import SpoolReader, SpoolWriter
 from gpu_agent.process_runner import TrainerProcess, describe_exit, write_state
 from trainers.errors import EXIT_INVALID_DATA
@@ -31,7 +32,7 @@ class TaskRun:
     def __init__(self, *, task_id: str, task_type: str, directory: Path, process: TrainerProcess,
                  default_grace: float, attempt: int = 1, devices: list[int] | None = None, log_seq_base: int = 0,
                  metric_seq_base: int = 0, resume_from_checkpoint: str = "", adopted: bool = False,
-                 started_at: float | None = None):
+                 started_at: float | None = None, output_dir: str = ""):
         self.task_id = task_id
         self.task_type = task_type
         self.directory = directory  # the attempt's directory
@@ -43,6 +44,7 @@ class TaskRun:
         self.metric_seq_base = metric_seq_base
         self.resume_from_checkpoint = resume_from_checkpoint
         self.adopted = adopted
+        self.output_dir = output_dir  # where the trainer writes (absolute, on this host); "" from older agents
         self.spool = SpoolWriter(directory, log_seq_base, metric_seq_base)
         self.status = RUNNING
         self.exit_code: int | None = None
@@ -70,7 +72,7 @@ class TaskRun:
                   log_seq_base=int(state.get("log_seq_base") or 0),
                   metric_seq_base=int(state.get("metric_seq_base") or 0),
                   resume_from_checkpoint=state.get("resume_from_checkpoint") or "", adopted=adopted,
-                  started_at=state.get("started_at"))
+                  started_at=state.get("started_at"), output_dir=state.get("output_dir") or "")
         run.stop_requested = bool(state.get("stop_requested"))
         run.stop_deadline = state.get("stop_deadline")
         run.exit_code = state.get("exit_code")
@@ -237,6 +239,8 @@ class TaskRun:
             return "succeeded", "exited", ""
         if code == EXIT_INVALID_DATA:
             return "failed", "invalid_data", tail or describe_exit(code)
+        if code == EXIT_INPUT_UNAVAILABLE:  # the fetch step could not bring the inputs; the trainer never ran
+            return "failed", "input_unavailable", tail or "the task's inputs could not be fetched"
         error = f"{describe_exit(code)}\n{tail}" if code < 0 else tail
         return "failed", "trainer_error", error.strip() or describe_exit(code)
 
@@ -252,7 +256,7 @@ class TaskRun:
             "started_at": self.started_at, "status": self.status, "stop_requested": self.stop_requested,
             "stop_deadline": self.stop_deadline, "exit_code": self.exit_code, "log_seq_base": self.log_seq_base,
             "metric_seq_base": self.metric_seq_base, "resume_from_checkpoint": self.resume_from_checkpoint,
-            "adopted": self.adopted, **extra,
+            "adopted": self.adopted, "output_dir": self.output_dir, **extra,
         })
 
     # -- readers ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/agent.proto\x12\x15\x62ugagaric.finetune.v1\x1a\x13protos/common.proto\"\xa4\x02\n\x11LaunchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12>\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x31.bugagaric.finetune.v1.LaunchTaskRequest.EnvEntry\x12\x0f\n\x07\x64\x65vices\x18\x05 \x03(\x05\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0clog_seq_base\x18\x07 \x01(\x04\x12\x17\n\x0fmetric_seq_base\x18\x08 \x01(\x04\x12\x1e\n\x16resume_from_checkpoint\x18\t \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x12LaunchTaskResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x10\n\x08task_dir\x18\x02 \x01(\t\">\n\x14\x41gentStopTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"J\n\x15\x41gentStopTaskResponse\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\"|\n\x17StreamTaskEventsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rafter_log_seq\x18\x02 \x01(\x04\x12\x18\n\x10\x61\x66ter_metric_seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\"\xb9\x01\n\x0e\x41gentTaskEvent\x12-\n\x03log\x18\x01 \x01(\x0b\x32\x1e.bugagaric.finetune.v1.LogLineH\x00\x12\x34\n\x06metric\x18\x02 \x01(\x0b\x32\".bugagaric.finetune.v1.MetricPointH\x00\x12\x39\n\x06status\x18\x03 \x01(\x0b\x32\'.bugagaric.finetune.v1.TaskStatusUpdateH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14\x44\x65scribeAgentRequest\"\xbe\x01\n\tAgentTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x14\n\x0clast_log_seq\x18\x04 \x01(\x04\x12\x17\n\x0flast_metric_seq\x18\x05 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x0f\n\x07\x64\x65vices\x18\x07 \x03(\x05\x12\x0f\n\x07\x61\x64opted\x18\x08 \x01(\x08\"\xba\x01\n\x10\x41gentDescription\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12/\n\x05tasks\x18\x05 \x03(\x0b\x32 .bugagaric.finetune.v1.AgentTask\x12.\n\x07\x64\x65vices\x18\x06 \x03(\x0b\x32\x1d.bugagaric.finetune.v1.Device2\x8d\x04\n\x08GpuAgent\x12\x61\n\nLaunchTask\x12(.bugagaric.finetune.v1.LaunchTaskRequest\x1a).bugagaric.finetune.v1.LaunchTaskResponse\x12\x65\n\x08StopTask\x12+.bugagaric.finetune.v1.AgentStopTaskRequest\x1a,.bugagaric.finetune.v1.AgentStopTaskResponse\x12k\n\x10StreamTaskEvents\x12..bugagaric.finetune.v1.StreamTaskEventsRequest\x1a%.bugagaric.finetune.v1.AgentTaskEvent0\x01\x12\x65\n\rDescribeAgent\x12+.bugagaric.finetune.v1.DescribeAgentRequest\x1a\'.bugagaric.finetune.v1.AgentDescription\x12\x63\n\x0cValidateTask\x12*.bugagaric.finetune.v1.ValidateTaskRequest\x1a\'.bugagaric.finetune.v1.ValidationReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/agent.proto\x12\x15\x62ugagaric.finetune.v1\x1a\x13protos/common.proto\"\xd4\x02\n\x11LaunchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12>\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x31.bugagaric.finetune.v1.LaunchTaskRequest.EnvEntry\x12\x0f\n\x07\x64\x65vices\x18\x05 \x03(\x05\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0clog_seq_base\x18\x07 \x01(\x04\x12\x17\n\x0fmetric_seq_base\x18\x08 \x01(\x04\x12\x1e\n\x16resume_from_checkpoint\x18\t \x01(\t\x12.\n\x06inputs\x18\n \x03(\x0b\x32\x1e.bugagaric.finetune.v1.BlobRef\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x12LaunchTaskResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x10\n\x08task_dir\x18\x02 \x01(\t\x12\x12\n\noutput_dir\x18\x03 \x01(\t\">\n\x14\x41gentStopTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"J\n\x15\x41gentStopTaskResponse\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\"|\n\x17StreamTaskEventsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rafter_log_seq\x18\x02 \x01(\x04\x12\x18\n\x10\x61\x66ter_metric_seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\"\xb9\x01\n\x0e\x41gentTaskEvent\x12-\n\x03log\x18\x01 \x01(\x0b\x32\x1e.bugagaric.finetune.v1.LogLineH\x00\x12\x34\n\x06metric\x18\x02 \x01(\x0b\x32\".bugagaric.finetune.v1.MetricPointH\x00\x12\x39\n\x06status\x18\x03 \x01(\x0b\x32\'.bugagaric.finetune.v1.TaskStatusUpdateH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14\x44\x65scribeAgentRequest\"\xbe\x01\n\tAgentTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x14\n\x0clast_log_seq\x18\x04 \x01(\x04\x12\x17\n\x0flast_metric_seq\x18\x05 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x0f\n\x07\x64\x65vices\x18\x07 \x03(\x05\x12\x0f\n\x07\x61\x64opted\x18\x08 \x01(\x08\"\xec\x01\n\x10\x41gentDescription\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12/\n\x05tasks\x18\x05 \x03(\x0b\x32 .bugagaric.finetune.v1.AgentTask\x12.\n\x07\x64\x65vices\x18\x06 \x03(\x0b\x32\x1d.bugagaric.finetune.v1.Device\x12\x30\n\x06models\x18\x07 \x03(\x0b\x32 .bugagaric.finetune.v1.ModelInfo\"(\n\x15\x41gentArtifactsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"`\n\x16\x41gentArtifactsResponse\x12\x32\n\tartifacts\x18\x01 \x03(\x0b\x32\x1f.bugagaric.finetune.v1.Artifact\x12\x12\n\noutput_dir\x18\x02 \x01(\t\"D\n\x13ReadArtifactRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x32\xc1\x06\n\x08GpuAgent\x12\x61\n\nLaunchTask\x12(.bugagaric.finetune.v1.LaunchTaskRequest\x1a).bugagaric.finetune.v1.LaunchTaskResponse\x12\x65\n\x08StopTask\x12+.bugagaric.finetune.v1.AgentStopTaskRequest\x1a,.bugagaric.finetune.v1.AgentStopTaskResponse\x12k\n\x10StreamTaskEvents\x12..bugagaric.finetune.v1.StreamTaskEventsRequest\x1a%.bugagaric.finetune.v1.AgentTaskEvent0\x01\x12\x65\n\rDescribeAgent\x12+.bugagaric.finetune.v1.DescribeAgentRequest\x1a\'.bugagaric.finetune.v1.AgentDescription\x12\x63\n\x0cValidateTask\x12*.bugagaric.finetune.v1.ValidateTaskRequest\x1a\'.bugagaric.finetune.v1.ValidationReport\x12l\n\rListArtifacts\x12,.bugagaric.finetune.v1.AgentArtifactsRequest\x1a-.bugagaric.finetune.v1.AgentArtifactsResponse\x12^\n\x0cReadArtifact\x12*.bugagaric.finetune.v1.ReadArtifactRequest\x1a .bugagaric.finetune.v1.FileChunk0\x01\x12\x64\n\x10ReadModelArchive\x12,.bugagaric.finetune.v1.AgentArtifactsRequest\x1a .bugagaric.finetune.v1.FileChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LAUNCHTASKREQUEST_ENVENTRY']._loaded_options = None
   _globals['_LAUNCHTASKREQUEST_ENVENTRY']._serialized_options = b'8\001'
   _globals['_LAUNCHTASKREQUEST']._serialized_start=67
-  _globals['_LAUNCHTASKREQUEST']._serialized_end=359
-  _globals['_LAUNCHTASKREQUEST_ENVENTRY']._serialized_start=317
-  _globals['_LAUNCHTASKREQUEST_ENVENTRY']._serialized_end=359
-  _globals['_LAUNCHTASKRESPONSE']._serialized_start=361
-  _globals['_LAUNCHTASKRESPONSE']._serialized_end=412
-  _globals['_AGENTSTOPTASKREQUEST']._serialized_start=414
-  _globals['_AGENTSTOPTASKREQUEST']._serialized_end=476
-  _globals['_AGENTSTOPTASKRESPONSE']._serialized_start=478
-  _globals['_AGENTSTOPTASKRESPONSE']._serialized_end=552
-  _globals['_STREAMTASKEVENTSREQUEST']._serialized_start=554
-  _globals['_STREAMTASKEVENTSREQUEST']._serialized_end=678
-  _globals['_AGENTTASKEVENT']._serialized_start=681
-  _globals['_AGENTTASKEVENT']._serialized_end=866
-  _globals['_DESCRIBEAGENTREQUEST']._serialized_start=868
-  _globals['_DESCRIBEAGENTREQUEST']._serialized_end=890
-  _globals['_AGENTTASK']._serialized_start=893
-  _globals['_AGENTTASK']._serialized_end=1083
-  _globals['_AGENTDESCRIPTION']._serialized_start=1086
-  _globals['_AGENTDESCRIPTION']._serialized_end=1272
-  _globals['_GPUAGENT']._serialized_start=1275
-  _globals['_GPUAGENT']._serialized_end=1800
+  _globals['_LAUNCHTASKREQUEST']._serialized_end=407
+  _globals['_LAUNCHTASKREQUEST_ENVENTRY']._serialized_start=365
+  _globals['_LAUNCHTASKREQUEST_ENVENTRY']._serialized_end=407
+  _globals['_LAUNCHTASKRESPONSE']._serialized_start=409
+  _globals['_LAUNCHTASKRESPONSE']._serialized_end=480
+  _globals['_AGENTSTOPTASKREQUEST']._serialized_start=482
+  _globals['_AGENTSTOPTASKREQUEST']._serialized_end=544
+  _globals['_AGENTSTOPTASKRESPONSE']._serialized_start=546
+  _globals['_AGENTSTOPTASKRESPONSE']._serialized_end=620
+  _globals['_STREAMTASKEVENTSREQUEST']._serialized_start=622
+  _globals['_STREAMTASKEVENTSREQUEST']._serialized_end=746
+  _globals['_AGENTTASKEVENT']._serialized_start=749
+  _globals['_AGENTTASKEVENT']._serialized_end=934
+  _globals['_DESCRIBEAGENTREQUEST']._serialized_start=936
+  _globals['_DESCRIBEAGENTREQUEST']._serialized_end=958
+  _globals['_AGENTTASK']._serialized_start=961
+  _globals['_AGENTTASK']._serialized_end=1151
+  _globals['_AGENTDESCRIPTION']._serialized_start=1154
+  _globals['_AGENTDESCRIPTION']._serialized_end=1390
+  _globals['_AGENTARTIFACTSREQUEST']._serialized_start=1392
+  _globals['_AGENTARTIFACTSREQUEST']._serialized_end=1432
+  _globals['_AGENTARTIFACTSRESPONSE']._serialized_start=1434
+  _globals['_AGENTARTIFACTSRESPONSE']._serialized_end=1530
+  _globals['_READARTIFACTREQUEST']._serialized_start=1532
+  _globals['_READARTIFACTREQUEST']._serialized_end=1600
+  _globals['_GPUAGENT']._serialized_start=1603
+  _globals['_GPUAGENT']._serialized_end=2436
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LaunchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "type", "config_json", "env", "devices", "attempt", "log_seq_base", "metric_seq_base", "resume_from_checkpoint")
+    __slots__ = ("task_id", "type", "config_json", "env", "devices", "attempt", "log_seq_base", "metric_seq_base", "resume_from_checkpoint", "inputs")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class LaunchTaskRequest(_message.Message):
     LOG_SEQ_BASE_FIELD_NUMBER: _ClassVar[int]
     METRIC_SEQ_BASE_FIELD_NUMBER: _ClassVar[int]
     RESUME_FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     type: str
     config_json: str
@@ -34,15 +35,18 @@ class LaunchTaskRequest(_message.Message):
     log_seq_base: int
     metric_seq_base: int
     resume_from_checkpoint: str
-    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.BlobRef]
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.BlobRef, _Mapping]]] = ...) -> None: ...
 
 class LaunchTaskResponse(_message.Message):
-    __slots__ = ("pid", "task_dir")
+    __slots__ = ("pid", "task_dir", "output_dir")
     PID_FIELD_NUMBER: _ClassVar[int]
     TASK_DIR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     pid: int
     task_dir: str
-    def __init__(self, pid: _Optional[int] = ..., task_dir: _Optional[str] = ...) -> None: ...
+    output_dir: str
+    def __init__(self, pid: _Optional[int] = ..., task_dir: _Optional[str] = ..., output_dir: _Optional[str] = ...) -> None: ...
 
 class AgentStopTaskRequest(_message.Message):
     __slots__ = ("task_id", "grace_seconds")
@@ -107,17 +111,43 @@ class AgentTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., pid: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., last_metric_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., adopted: _Optional[bool] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks", "devices")
+    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks", "devices", "models")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     slots: int
     free_slots: int
     tasks: _containers.RepeatedCompositeFieldContainer[AgentTask]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class AgentArtifactsRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class AgentArtifactsResponse(_message.Message):
+    __slots__ = ("artifacts", "output_dir")
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Artifact]
+    output_dir: str
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., output_dir: _Optional[str] = ...) -> None: ...
+
+class ReadArtifactRequest(_message.Message):
+    __slots__ = ("task_id", "path", "offset")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    path: str
+    offset: int
+    def __init__(self, task_id: _Optional[str] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...

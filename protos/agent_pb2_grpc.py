@@ -60,6 +60,21 @@ class GpuAgentStub:
                 request_serializer=protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
                 response_deserializer=protos_dot_common__pb2.ValidationReport.FromString,
                 _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/bugagaric.finetune.v1.GpuAgent/ListArtifacts',
+                request_serializer=protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.AgentArtifactsResponse.FromString,
+                _registered_method=True)
+        self.ReadArtifact = channel.unary_stream(
+                '/bugagaric.finetune.v1.GpuAgent/ReadArtifact',
+                request_serializer=protos_dot_agent__pb2.ReadArtifactRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.ReadModelArchive = channel.unary_stream(
+                '/bugagaric.finetune.v1.GpuAgent/ReadModelArchive',
+                request_serializer=protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class GpuAgentServicer:
@@ -100,6 +115,27 @@ class GpuAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListArtifacts(self, request, context):
+        """The files of a task's output directory on this host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadArtifact(self, request, context):
+        """One file of a task's output directory, in chunks from `offset`. INVALID_ARGUMENT for a path leaving it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadModelArchive(self, request, context):
+        """The task's final model (its output directory without checkpoints and logs) as one uncompressed tar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GpuAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +163,21 @@ def add_GpuAgentServicer_to_server(servicer, server):
                     servicer.ValidateTask,
                     request_deserializer=protos_dot_common__pb2.ValidateTaskRequest.FromString,
                     response_serializer=protos_dot_common__pb2.ValidationReport.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=protos_dot_agent__pb2.AgentArtifactsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.AgentArtifactsResponse.SerializeToString,
+            ),
+            'ReadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadArtifact,
+                    request_deserializer=protos_dot_agent__pb2.ReadArtifactRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
+            ),
+            'ReadModelArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadModelArchive,
+                    request_deserializer=protos_dot_agent__pb2.AgentArtifactsRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +315,87 @@ class GpuAgent:
             '/bugagaric.finetune.v1.GpuAgent/ValidateTask',
             protos_dot_common__pb2.ValidateTaskRequest.SerializeToString,
             protos_dot_common__pb2.ValidationReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/ListArtifacts',
+            protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
+            protos_dot_agent__pb2.AgentArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/ReadArtifact',
+            protos_dot_agent__pb2.ReadArtifactRequest.SerializeToString,
+            protos_dot_common__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadModelArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/ReadModelArchive',
+            protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
+            protos_dot_common__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,7 +90,17 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, check: TokenCheck) -> 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
-    raise NotImplementedError(f"{method}: only unary and server-streaming methods are guarded")
+    if handler.stream_unary:  # an upload: admitted once when it opens (it ends with one answer)
+        upload_behaviour = handler.stream_unary
+
+        async def stream_unary(request_iterator, context):
+            current_principal.set(await _admit(check, method, context))
+            return await upload_behaviour(request_iterator, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    raise NotImplementedError(f"{method}: only unary, server-streaming and client-streaming methods are guarded")
 
 
 # A stream outlives the check made when it opened: its credential is checked again this often (a logout, an expiry

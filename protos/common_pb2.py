@@ -25,27 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x15\x62ugagaric.finetune.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x07LogLine\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"Y\n\x0bMetricPoint\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x03 \x01(\t\"\xbf\x01\n\x10TaskStatusUpdate\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\"\\\n\x13ValidateTaskRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x64min_paths\x18\x04 \x01(\x08\";\n\x0b\x44\x61taProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd4\x01\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x34\n\x08problems\x18\x04 \x03(\x0b\x32\".bugagaric.finetune.v1.DataProblem\x12\x12\n\nstats_json\x18\x05 \x01(\t\x12\x13\n\x0b\x65rror_field\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\"\x95\x01\n\x06\x44\x65vice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x03\x12\x19\n\x11memory_free_bytes\x18\x06 \x01(\x03\x12\x1b\n\x13utilization_percent\x18\x07 \x01(\x01*\xda\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x18\n\x14TASK_STATUS_STARTING\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x18\n\x14TASK_STATUS_STOPPING\x10\x04\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x12\x17\n\x13TASK_STATUS_STOPPED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x15\x62ugagaric.finetune.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x07LogLine\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"Y\n\x0bMetricPoint\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x03 \x01(\t\"\xbf\x01\n\x10TaskStatusUpdate\x12\x31\n\x06status\x18\x01 \x01(\x0e\x32!.bugagaric.finetune.v1.TaskStatus\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\"\x9d\x01\n\x13ValidateTaskRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x64min_paths\x18\x04 \x01(\x08\x12\x0f\n\x07shallow\x18\x05 \x01(\x08\x12.\n\x06inputs\x18\x06 \x03(\x0b\x32\x1e.bugagaric.finetune.v1.BlobRef\";\n\x0b\x44\x61taProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd4\x01\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x34\n\x08problems\x18\x04 \x03(\x0b\x32\".bugagaric.finetune.v1.DataProblem\x12\x12\n\nstats_json\x18\x05 \x01(\t\x12\x13\n\x0b\x65rror_field\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\"\x95\x01\n\x06\x44\x65vice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x03\x12\x19\n\x11memory_free_bytes\x18\x06 \x01(\x03\x12\x1b\n\x13utilization_percent\x18\x07 \x01(\x01\"=\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"U\n\x07\x42lobRef\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06suffix\x18\x04 \x01(\t\x12\x0f\n\x07\x61rchive\x18\x05 \x01(\x08\"I\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0c\n\x04path\x18\x04 \x01(\t\"4\n\x08\x41rtifact\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t*\xda\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x18\n\x14TASK_STATUS_STARTING\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x18\n\x14TASK_STATUS_STOPPING\x10\x04\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x12\x17\n\x13TASK_STATUS_STOPPED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATUS']._serialized_start=983
-  _globals['_TASKSTATUS']._serialized_end=1201
+  _globals['_TASKSTATUS']._serialized_start=1328
+  _globals['_TASKSTATUS']._serialized_end=1546
   _globals['_LOGLINE']._serialized_start=79
   _globals['_LOGLINE']._serialized_end=173
   _globals['_METRICPOINT']._serialized_start=175
   _globals['_METRICPOINT']._serialized_end=264
   _globals['_TASKSTATUSUPDATE']._serialized_start=267
   _globals['_TASKSTATUSUPDATE']._serialized_end=458
-  _globals['_VALIDATETASKREQUEST']._serialized_start=460
-  _globals['_VALIDATETASKREQUEST']._serialized_end=552
-  _globals['_DATAPROBLEM']._serialized_start=554
-  _globals['_DATAPROBLEM']._serialized_end=613
-  _globals['_VALIDATIONREPORT']._serialized_start=616
-  _globals['_VALIDATIONREPORT']._serialized_end=828
-  _globals['_DEVICE']._serialized_start=831
-  _globals['_DEVICE']._serialized_end=980
+  _globals['_VALIDATETASKREQUEST']._serialized_start=461
+  _globals['_VALIDATETASKREQUEST']._serialized_end=618
+  _globals['_DATAPROBLEM']._serialized_start=620
+  _globals['_DATAPROBLEM']._serialized_end=679
+  _globals['_VALIDATIONREPORT']._serialized_start=682
+  _globals['_VALIDATIONREPORT']._serialized_end=894
+  _globals['_DEVICE']._serialized_start=897
+  _globals['_DEVICE']._serialized_end=1046
+  _globals['_FILECHUNK']._serialized_start=1048
+  _globals['_FILECHUNK']._serialized_end=1109
+  _globals['_BLOBREF']._serialized_start=1111
+  _globals['_BLOBREF']._serialized_end=1196
+  _globals['_MODELINFO']._serialized_start=1198
+  _globals['_MODELINFO']._serialized_end=1271
+  _globals['_ARTIFACT']._serialized_start=1273
+  _globals['_ARTIFACT']._serialized_end=1325
 # @@protoc_insertion_point(module_scope)

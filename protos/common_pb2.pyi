@@ -70,16 +70,20 @@ class TaskStatusUpdate(_message.Message):
     def __init__(self, status: _Optional[_Union[TaskStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., pid: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ValidateTaskRequest(_message.Message):
-    __slots__ = ("type", "config_json", "owner", "admin_paths")
+    __slots__ = ("type", "config_json", "owner", "admin_paths", "shallow", "inputs")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ADMIN_PATHS_FIELD_NUMBER: _ClassVar[int]
+    SHALLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     type: str
     config_json: str
     owner: str
     admin_paths: bool
-    def __init__(self, type: _Optional[str] = ..., config_json: _Optional[str] = ..., owner: _Optional[str] = ..., admin_paths: _Optional[bool] = ...) -> None: ...
+    shallow: bool
+    inputs: _containers.RepeatedCompositeFieldContainer[BlobRef]
+    def __init__(self, type: _Optional[str] = ..., config_json: _Optional[str] = ..., owner: _Optional[str] = ..., admin_paths: _Optional[bool] = ..., shallow: _Optional[bool] = ..., inputs: _Optional[_Iterable[_Union[BlobRef, _Mapping]]] = ...) -> None: ...
 
 class DataProblem(_message.Message):
     __slots__ = ("line", "field", "message")
@@ -130,3 +134,49 @@ class Device(_message.Message):
     memory_free_bytes: int
     utilization_percent: float
     def __init__(self, index: _Optional[int] = ..., kind: _Optional[str] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., utilization_percent: _Optional[float] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("data", "offset", "total_size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    total_size: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class BlobRef(_message.Message):
+    __slots__ = ("ref", "sha256", "size", "suffix", "archive")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    sha256: str
+    size: int
+    suffix: str
+    archive: bool
+    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., suffix: _Optional[str] = ..., archive: _Optional[bool] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "kind", "size_bytes", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    size_bytes: int
+    path: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("path", "size", "kind")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    kind: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...

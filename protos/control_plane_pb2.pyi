@@ -43,7 +43,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Task(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -98,7 +99,8 @@ class Task(_message.Message):
     checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
     attempts: _containers.RepeatedCompositeFieldContainer[TaskAttempt]
     validation: DataValidation
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ...) -> None: ...
+    published_model_sha256: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ..., published_model_sha256: _Optional[str] = ...) -> None: ...
 
 class DataValidation(_message.Message):
     __slots__ = ("state", "rows", "message")
@@ -379,7 +381,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices", "models", "hub_access")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +390,8 @@ class AgentInfo(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
@@ -396,7 +400,9 @@ class AgentInfo(_message.Message):
     alive: bool
     last_heartbeat: _timestamp_pb2.Timestamp
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    hub_access: bool
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ...) -> None: ...
 
 class SystemHealth(_message.Message):
     __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks", "serving")
@@ -415,20 +421,24 @@ class SystemHealth(_message.Message):
     def __init__(self, status: _Optional[str] = ..., database: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., queued_tasks: _Optional[int] = ..., running_tasks: _Optional[int] = ..., serving: _Optional[bool] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "running_task_ids", "devices")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "running_task_ids", "devices", "models", "hub_access")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
     slots: int
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    hub_access: bool
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
     __slots__ = ("heartbeat_interval_seconds",)
@@ -437,17 +447,159 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "running_task_ids", "devices")
+    __slots__ = ("agent_id", "running_task_ids", "devices", "models", "hub_access")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
-    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    hub_access: bool
+    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     known: bool
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class DatasetHeader(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class UploadDatasetRequest(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: DatasetHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[DatasetHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("id", "name", "type", "sha256", "size_bytes", "rows", "created_at", "owner", "stats_json", "preview_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STATS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    type: str
+    sha256: str
+    size_bytes: int
+    rows: int
+    created_at: _timestamp_pb2.Timestamp
+    owner: str
+    stats_json: str
+    preview_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., rows: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., stats_json: _Optional[str] = ..., preview_json: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ("type",)
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    def __init__(self, type: _Optional[str] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
+
+class GetDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelEntry(_message.Message):
+    __slots__ = ("name", "kind", "size_bytes", "agent_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    size_bytes: int
+    agent_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelEntry]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelEntry, _Mapping]]] = ...) -> None: ...
+
+class ListArtifactsRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class ListArtifactsResponse(_message.Message):
+    __slots__ = ("artifacts", "source")
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Artifact]
+    source: str
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("task_id", "path")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    path: str
+    def __init__(self, task_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class ExportTaskRequest(_message.Message):
+    __slots__ = ("task_id", "merge_lora", "dtype")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    MERGE_LORA_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    merge_lora: bool
+    dtype: str
+    def __init__(self, task_id: _Optional[str] = ..., merge_lora: _Optional[bool] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class FetchBlobRequest(_message.Message):
+    __slots__ = ("sha256", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...

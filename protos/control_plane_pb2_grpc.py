@@ -105,6 +105,51 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.GetSystemHealthRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.SystemHealth.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/bugagaric.finetune.v1.FinetuneService/UploadDataset',
+                request_serializer=protos_dot_control__plane__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ListDatasets',
+                request_serializer=protos_dot_control__plane__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/GetDataset',
+                request_serializer=protos_dot_control__plane__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/DeleteDataset',
+                request_serializer=protos_dot_control__plane__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ListModels',
+                request_serializer=protos_dot_control__plane__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ListArtifacts',
+                request_serializer=protos_dot_control__plane__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/bugagaric.finetune.v1.FinetuneService/DownloadArtifact',
+                request_serializer=protos_dot_control__plane__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/bugagaric.finetune.v1.FinetuneService/DownloadModel',
+                request_serializer=protos_dot_control__plane__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.ExportTask = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/ExportTask',
+                request_serializer=protos_dot_control__plane__pb2.ExportTaskRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
+                _registered_method=True)
 
 
 class FinetuneServiceServicer:
@@ -208,6 +253,70 @@ class FinetuneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDataset(self, request_iterator, context):
+        """Datasets: the first message is the header (name, type), then the file's bytes in order. Rows are validated as
+        they arrive; INVALID_ARGUMENT names the line and field of the first bad row, and nothing is kept.
+        RESOURCE_EXHAUSTED past the size limit. The same bytes are stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """With stats and the first rows as a preview.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """FAILED_PRECONDITION while a queued or running task uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """The models the agents hold, each with the agents that hold it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """The files of a task's output directory (from its agent, or from the published model once the agent is gone).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """One file of a task's output directory, streamed from its agent (or the published model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """The task's final model directory as one tar, from the blob store once published, else from its agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportTask(self, request, context):
+        """Queues an `export` task: the task's LoRA adapter merged into its base model (or the model packaged as it is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FinetuneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +389,51 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
                     servicer.GetSystemHealth,
                     request_deserializer=protos_dot_control__plane__pb2.GetSystemHealthRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.SystemHealth.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=protos_dot_control__plane__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Dataset.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=protos_dot_control__plane__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=protos_dot_control__plane__pb2.GetDatasetRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Dataset.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=protos_dot_control__plane__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=protos_dot_control__plane__pb2.ListModelsRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=protos_dot_control__plane__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=protos_dot_control__plane__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=protos_dot_control__plane__pb2.DownloadModelRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
+            ),
+            'ExportTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportTask,
+                    request_deserializer=protos_dot_control__plane__pb2.ExportTaskRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,6 +824,249 @@ class FinetuneService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/UploadDataset',
+            protos_dot_control__plane__pb2.UploadDatasetRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ListDatasets',
+            protos_dot_control__plane__pb2.ListDatasetsRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/GetDataset',
+            protos_dot_control__plane__pb2.GetDatasetRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/DeleteDataset',
+            protos_dot_control__plane__pb2.DeleteDatasetRequest.SerializeToString,
+            protos_dot_control__plane__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ListModels',
+            protos_dot_control__plane__pb2.ListModelsRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ListArtifacts',
+            protos_dot_control__plane__pb2.ListArtifactsRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/DownloadArtifact',
+            protos_dot_control__plane__pb2.DownloadArtifactRequest.SerializeToString,
+            protos_dot_common__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/DownloadModel',
+            protos_dot_control__plane__pb2.DownloadModelRequest.SerializeToString,
+            protos_dot_common__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/ExportTask',
+            protos_dot_control__plane__pb2.ExportTaskRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AuthServiceStub:
     """Accounts. Login is the only method callable without a token.
@@ -982,6 +1379,11 @@ class AgentRegistryStub:
                 request_serializer=protos_dot_control__plane__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.FetchBlob = channel.unary_stream(
+                '/bugagaric.finetune.v1.AgentRegistry/FetchBlob',
+                request_serializer=protos_dot_control__plane__pb2.FetchBlobRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class AgentRegistryServicer:
@@ -1000,6 +1402,13 @@ class AgentRegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchBlob(self, request, context):
+        """A blob (dataset or published model) from `offset`, for an agent to cache before a task starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1012,6 +1421,11 @@ def add_AgentRegistryServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=protos_dot_control__plane__pb2.HeartbeatRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'FetchBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchBlob,
+                    request_deserializer=protos_dot_control__plane__pb2.FetchBlobRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1069,6 +1483,33 @@ class AgentRegistry:
             '/bugagaric.finetune.v1.AgentRegistry/Heartbeat',
             protos_dot_control__plane__pb2.HeartbeatRequest.SerializeToString,
             protos_dot_control__plane__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AgentRegistry/FetchBlob',
+            protos_dot_control__plane__pb2.FetchBlobRequest.SerializeToString,
+            protos_dot_common__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,14 @@ def test_compose_file_is_valid_and_wires_the_services():
     assert services["gateway"]["environment"]["BUGAGARIC_GATEWAY_TRUSTED_PROXIES"] == console_ip
 
 
+def test_no_two_services_share_a_volume():
+    """The control plane and its agents share no disk (what crosses between them goes over gRPC)."""
+    services = json.loads(compose_config("--format", "json", BUGAGARIC_CLUSTER_TOKEN="secret").stdout)["services"]
+    sources = [(name, mount["source"]) for name, service in services.items() for mount in service.get("volumes", [])]
+    assert {"control-plane", "agent"} <= {name for name, _ in sources}
+    assert len({source for _, source in sources}) == len(sources), sources
+
+
 def test_compose_refuses_to_run_without_a_cluster_token():
     result = compose_config("-q")
     assert result.returncode != 0 and "BUGAGARIC_CLUSTER_TOKEN" in result.stderr

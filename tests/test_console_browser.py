@@ -1,11 +1,14 @@
 """The web console end to end in a real browser (headless Chromium via playwright) against the real stack:
 log in (and a wrong password), start an SFT task through the generated form, watch it run (status, live logs, the
 loss chart), stop a second task from its monitor, delete a finished one, save/load/delete a template, switch
-language. Screenshots of every page go to test-output/screenshots/."""
+language; upload a dataset (a bad one first), pick it and the agent's model in the form, train, download artifacts and
+the model from the monitor and start an export. Screenshots of every page go to test-output/screenshots/."""
 
 from __future__ import annotations
 
+import json
 import re
+import tarfile
 import time
 from pathlib import Path
 
@@ -250,3 +253,124 @@ def test_console_end_to_end(page, console):
     # No token, real or stale, ever went into a URL.
     leaked = [r.url for r in requests if "access_token" in r.url or token in r.url or "stale-token" in r.url]
     assert not leaked, leaked
+
+
+def _api(console, method: str, path: str, **kwargs) -> httpx.Response:
+    stack = console["stack"]
+    return httpx.request(method, f"{stack.base_url}/api{path}", timeout=30,
+                         headers={"authorization": f"Bearer {stack.admin_token}"}, **kwargs)
+
+
+def test_console_datasets_pickers_and_artifacts(page, console, tmp_path):
+    """Upload a dataset on the datasets page (a bad file first: the report names its line), see it listed with its
+    row count and previewed, pick it and the agent's model in the task form, train, then download an artifact and the
+    model .tar from the monitor's artifacts panel (fetched with the token) and start an export from there."""
+    from tests.helpers.tiny_models import write_sft_rows
+
+    url, stack = console["url"], console["stack"]
+    requests: list = []
+    page.on("request", lambda r: requests.append(r))
+    _login(page, url, stack.admin_password)
+    page.wait_for_url(re.compile(r".*/finetune$"))
+
+    # "数据集" in the sidebar -> the datasets page.
+    page.get_by_role("link", name="数据集", exact=True).click()
+    page.wait_for_url(f"{url}/datasets")
+    page.locator("[data-testid=dataset-upload]").wait_for()
+
+    # A file whose third row is not an SFT row: refused, the report names line 3, nothing is listed.
+    good = write_sft_rows(tmp_path / "console-sft.jsonl", 12)
+    rows = good.read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "console-bad.jsonl"
+    bad.write_text("\n".join(rows[:2] + [json.dumps({"unexpected": 1})] + rows[3:]) + "\n", encoding="utf-8")
+    page.select_option("[data-testid=upload-type]", "sft")
+    page.set_input_files("[data-testid=upload-file]", str(bad))
+    page.click("[data-testid=upload-submit]")
+    report = page.locator("[data-testid=upload-error][data-status='400']")
+    report.wait_for()
+    assert "line 3" in page.inner_text("[data-testid=upload-error-text]")
+    assert page.locator("[data-testid=upload-error] tr[data-line='3']").count() >= 1
+    assert page.locator("[data-testid=upload-error] tr[data-line]:not([data-line='3'])").count() == 0
+    screenshot(page, "11-datasets-bad-upload")
+    assert _api(console, "GET", "/finetune/datasets").json()["datasets"] == []
+
+    # The good file: uploaded with a progress bar, listed with its 12 rows.
+    page.set_input_files("[data-testid=upload-file]", str(good))
+    page.click("[data-testid=upload-submit]")
+    page.locator("[data-testid=upload-done]").wait_for()
+    (dataset,) = _api(console, "GET", "/finetune/datasets").json()["datasets"]
+    assert dataset["rows"] == 12 and dataset["type"] == "sft"
+    row = page.locator(f"tr[data-dataset-id='{dataset['id']}']")
+    row.wait_for()
+    assert row.get_attribute("data-rows") == "12"
+    assert row.locator("[data-testid=dataset-rows]").inner_text() == "12"
+    screenshot(page, "12-datasets")
+
+    # Its page: the reference to use in a task and the first rows.
+    row.get_by_role("link").click()
+    page.wait_for_url(f"{url}/datasets/{dataset['id']}")
+    assert page.inner_text("[data-testid=dataset-ref]") == f"dataset:{dataset['id']}"
+    page.locator("[data-testid=dataset-preview] pre").first.wait_for()
+    assert json.loads(page.locator("[data-testid=dataset-preview] pre").first.inner_text()) == json.loads(rows[0])
+    screenshot(page, "13-dataset-detail")
+
+    # The task form: the dataset picker fills dataset:<id>, the model picker the name of the agent's model.
+    model_name = Path(console["model"]).name
+    deadline = time.monotonic() + 60
+    while not any(m["name"] == model_name for m in _api(console, "GET", "/finetune/models").json()["models"]):
+        assert time.monotonic() < deadline, "the agent never reported its model"
+        time.sleep(1)
+    page.goto(f"{url}/finetune?type=sft")
+    page.locator(f"select[data-picker-for=train_data_path] option[value='{dataset['id']}']").wait_for(state="attached")
+    page.select_option("select[data-picker-for=train_data_path]", dataset["id"])
+    assert page.input_value("#field-train_data_path") == f"dataset:{dataset['id']}"
+    page.locator(f"select[data-picker-for=model_name_or_path] option[value='{model_name}']").wait_for(state="attached")
+    page.select_option("select[data-picker-for=model_name_or_path]", model_name)
+    assert page.input_value("#field-model_name_or_path") == model_name
+    screenshot(page, "14-finetune-pickers")
+
+    # Train on it (two steps) -> the monitor's artifacts panel.
+    _fill(page, "learning_rate", "5e-3")
+    _fill(page, "num_train_epochs", "1")
+    _fill(page, "per_device_train_batch_size", "8")
+    _fill(page, "max_length", "64")
+    page.click("[data-testid=start]")
+    page.wait_for_url(re.compile(r".*/tasks/[^/]+$"))
+    task_id = page.url.rsplit("/", 1)[1]
+    task = _api(console, "GET", f"/finetune/tasks/{task_id}").json()
+    assert task["config"]["train_data_path"] == f"dataset:{dataset['id']}"
+    assert task["config"]["model_name_or_path"] == model_name
+    assert _wait_status(page, {"succeeded", "failed", "stopped"}) == "succeeded"
+    panel = page.locator("[data-testid=artifacts]")
+    panel.locator("tr[data-kind=adapter]").first.wait_for()
+    screenshot(page, "15-monitor-artifacts")
+
+    # One file, then the whole model: saved by the browser, fetched with the token in the header only.
+    with page.expect_download() as download:
+        panel.locator("tr[data-artifact='adapter_config.json'] button").click()
+    saved = download.value.path()
+    assert download.value.suggested_filename == "adapter_config.json"
+    assert json.loads(Path(saved).read_text(encoding="utf-8"))["peft_type"] == "LORA"
+    with page.expect_download(timeout=120_000) as download:
+        page.click("[data-testid=download-model]")
+    assert download.value.suggested_filename == f"{task_id}-model.tar"
+    with tarfile.open(download.value.path()) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("adapter_config.json") for n in names), names
+    assert not any("checkpoint-" in n for n in names), names
+    token = page.evaluate("localStorage.getItem('bugagaric.token')")
+    fetched = [r for r in requests if "/artifacts/" in r.url or r.url.endswith("/model")]
+    assert fetched and all(r.headers.get("authorization") == f"Bearer {token}" for r in fetched)
+    assert not [r.url for r in requests if token in r.url]
+
+    # Export: merge_lora and dtype from the panel -> the new export task's monitor.
+    page.select_option("[data-testid=export-dtype]", "float32")
+    page.click("[data-testid=export-start]")
+    page.wait_for_url(re.compile(r".*/tasks/(?!" + re.escape(task_id) + r"$)[^/]+$"))
+    export_id = page.url.rsplit("/", 1)[1]
+    exported = _api(console, "GET", f"/finetune/tasks/{export_id}").json()
+    assert exported["type"] == "export"
+    assert exported["config"]["source"] == f"task:{task_id}"
+    assert exported["config"]["dtype"] == "float32" and exported["config"]["merge_lora"] is True
+    page.locator(".monitor-page[data-task-id='%s']" % export_id).wait_for()
+    screenshot(page, "16-monitor-export")

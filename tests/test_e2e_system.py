@@ -134,7 +134,7 @@ def test_real_sft_run_trains_and_saves_a_loadable_adapter(api, finished_sft, sta
     assert all({"step", "total_steps", "learning_rate", "eta_seconds"} <= p.keys() for p in points if "loss" in p)
 
     output_dir = Path(task["output_dir"])
-    assert output_dir == stack.workspace / "output" / "sft-run" / task["id"]  # a directory of its own
+    assert output_dir == stack.workspace / "output" / "sft-run"  # as named: the task's own (claimed at submit)
     assert json.loads((output_dir / ".bugagaric-task.json").read_text()) == {"task_id": task["id"], "owner": "admin"}
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["final_loss"] < summary["first_loss"]
@@ -376,11 +376,21 @@ def test_unknown_task_id_is_404(api):
         assert "nope" in error["message"]
 
 
-def test_missing_model_fails_the_task_with_a_clear_error(api):
-    task = start(api, sft_config(model_name_or_path="no-such-org/no-such-model", output_dir="output/no-model"))
+def test_a_model_no_agent_holds_is_refused_at_submit(api):
+    response = api.post("/api/finetune/start", json={"type": "sft", "config": sft_config(
+        model_name_or_path="no-such-org/no-such-model")})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["field"] == "model_name_or_path" and "no agent holds a model named 'no-such-org/no-such-model'" in error["message"]
+    assert "tiny-llama" in error["message"]  # what the agents do hold
+
+
+def test_a_model_path_missing_on_the_agent_fails_the_task_with_a_clear_error(api, stack):
+    missing = stack.workspace / "models" / "not-there"
+    task = start(api, sft_config(model_name_or_path=str(missing), output_dir="output/no-model"))
     failed = wait_for(api, task["id"], {"failed"}, timeout=60)
     assert failed["error_reason"] == "trainer_error" and failed["exit_code"] == 1
-    assert "no-such-org/no-such-model" in failed["error"] and "not found" in failed["error"]
+    assert str(missing) in failed["error"] and "not found" in failed["error"]
     assert failed["events"][-1]["reason"] == "trainer_error"
 
 

@@ -357,6 +357,10 @@ BAD_INPUTS = [
     ("GET", "/api/finetune/tasks/t1/logs/stream?access_token=abc", {}),
     ("GET", "/api/finetune/tasks/t1/events/stream", {"headers": {"last-event-id": "x"}}),
     ("DELETE", "/api/finetune/templates/%00", {}),
+    ("POST", "/api/finetune/datasets", {"content": b"not multipart", "headers": {"content-type": "text/plain"}}),
+    ("GET", "/api/finetune/datasets?type=%00", {}),
+    ("GET", "/api/finetune/tasks/t1/artifacts/a/%ED%A0%80", {}),
+    ("POST", "/api/finetune/tasks/t1/export", {"content": b'{"merge_lora": 1}'}),
     ("GET", "/api/nope", {}),
 ]
 
@@ -553,10 +557,25 @@ def test_bad_input_with_control_plane_down_is_503(dead_app, dead_client, monkeyp
         ("DELETE", "/api/finetune/tasks/t1/delete"),
         ("GET", "/api/finetune/templates"),
         ("GET", "/api/auth/me"),
+        ("GET", "/api/finetune/datasets"),
+        ("GET", "/api/finetune/datasets/d1"),
+        ("DELETE", "/api/finetune/datasets/d1"),
+        ("GET", "/api/finetune/models"),
+        ("GET", "/api/finetune/tasks/t1/artifacts"),
+        ("GET", "/api/finetune/tasks/t1/artifacts/sub/file.bin"),
+        ("GET", "/api/finetune/tasks/t1/model"),
+        ("POST", "/api/finetune/tasks/t1/export"),
     ],
 )
 def test_every_route_with_control_plane_down_is_503(dead_client, method, url):
     assert_error(dead_client.request(method, url, headers=DEAD_AUTH), 503, "unavailable", None)
+
+
+def test_an_upload_with_control_plane_down_is_503(dead_client):
+    body = (b'--b\r\nContent-Disposition: form-data; name="type"\r\n\r\nsft\r\n--b\r\nContent-Disposition: form-data; '
+            b'name="file"; filename="a.jsonl"\r\n\r\n{}\r\n--b--\r\n')
+    headers = {**DEAD_AUTH, "content-type": "multipart/form-data; boundary=b"}
+    assert_error(dead_client.post("/api/finetune/datasets", content=body, headers=headers), 503, "unavailable", None)
 
 
 def test_no_token_with_control_plane_down_is_still_401(dead_client):
@@ -635,6 +654,13 @@ ROUTES = {
     "/api/finetune/tasks/{task_id}/resume": {"post"},
     "/api/finetune/templates": {"get", "post"},
     "/api/finetune/templates/{template_id}": {"delete"},
+    "/api/finetune/datasets": {"get", "post"},
+    "/api/finetune/datasets/{dataset_id}": {"get", "delete"},
+    "/api/finetune/models": {"get"},
+    "/api/finetune/tasks/{task_id}/artifacts": {"get"},
+    "/api/finetune/tasks/{task_id}/artifacts/{path}": {"get"},
+    "/api/finetune/tasks/{task_id}/model": {"get"},
+    "/api/finetune/tasks/{task_id}/export": {"post"},
 }
 
 
@@ -762,7 +788,8 @@ def test_task_to_dict_full():
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
                        "agent_id", "error", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
                        "last_log_seq", "events", "priority", "queue_position", "devices", "attempt",
-                       "max_retries", "checkpoints", "attempts", "validation"]
+                       "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256"]
+    assert d["published_model_sha256"] == ""
     assert d["status"] == "running"
     assert d["config"] == {"epochs": 3, "learning_rate": 2e-05, "warmup_ratio": 1.0, "model": "m"}
     assert type(d["config"]["epochs"]) is int and type(d["config"]["warmup_ratio"]) is float

@@ -98,7 +98,8 @@ def test_a_chunked_body_over_the_limit_is_413_over_http(gateway, auth):
     ("url", "field"),
     [("/api/users/%ED%A0%80", "username"), ("/api/finetune/tasks/%ED%A0%80", "task_id"),
      ("/api/finetune/tasks/%ED%A0%80/logs", "task_id"), ("/api/finetune/tasks?type=%ED%A0%80", "type"),
-     ("/api/finetune/templates/%ED%A0%80", "template_id"), ("/api/finetune/tasks/a%00b", "task_id")],
+     ("/api/finetune/templates/%ED%A0%80", "template_id"), ("/api/finetune/tasks/a%00b", "task_id"),
+     ("/api/finetune/tasks/t1/artifacts/sub/%ED%A0%80/x", "path"), ("/api/finetune/tasks/t%00/artifacts/a/b", "task_id")],
 )
 def test_invalid_utf8_in_the_url_is_400_over_http(gateway, auth, url, field):
     method = "DELETE" if "/users/" in url or "/templates/" in url else "GET"

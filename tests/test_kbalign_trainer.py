@@ -35,7 +35,7 @@ def cfg(kbalign, input_path, **overrides):
 def test_registered_with_the_seed_template(kbalign):
     assert kbalign.entry_module == "trainers.kbalign"
     assert kbalign.default_config == {"model_name_or_path": "microsoft/DialoGPT-medium", "input_path": "data/kb.jsonl",
-                                      "output_dir": "output/kbalign", "gpu_vis": "0", "use_lora": True}
+                                      "gpu_vis": "0", "use_lora": True}  # no output_dir: each task gets its own
     config = kbalign.parse_config(kbalign.default_config)
     assert (config.iter_num, config.use_lora, config.require_question_mark) == (2, True, True)
     schema = kbalign.json_schema()

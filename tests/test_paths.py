@@ -18,7 +18,7 @@ from trainers.common.config import load_extra_args
 from trainers.common.jsonl import load_rows
 from trainers.common.model_loading import locate_model
 from trainers.errors import ConfigError, DataError
-from trainers.output_dirs import check_output_dir, check_resume_checkpoint, claim_output_dir, task_output_dir
+from trainers.output_dirs import check_output_dir, check_resume_checkpoint, claim_output_dir
 from trainers.preflight import check
 from trainers.sft.spec import parse_row
 
@@ -170,7 +170,6 @@ def test_config_file_cannot_move_the_output_or_read_outside(workspace, tmp_path)
 
 
 def test_every_task_writes_into_a_directory_of_its_own(workspace, tmp_path):
-    assert task_output_dir("output/sft", "t1") == "output/sft/t1" and task_output_dir(None, "t1") is None
     for given in ("/tmp/elsewhere", "../elsewhere", "data/out", "output", "var/agent/x"):
         refused(lambda: check_output_dir(given, "t1", workspace), "output_dir", "outside the output root")
     (workspace / "output").mkdir()

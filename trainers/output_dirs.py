@@ -1,9 +1,10 @@
 """Each task writes into a directory of its own under the output root, which no other task may name.
 
-The directory is `<output_dir the user gave>/<task id>` (or `<output root>/<type>/<task id>` when none was given);
-the trainer marks it with `.bugagaric-task.json` (task id, owner) before writing anything, and a task whose directory
-would lie inside another task's marked directory, or be another task's, is refused. The check runs where the files
-are: at submit (the control plane's data check) and again in the trainer on the agent.
+The directory is the `output_dir` the user gave (the control plane refuses a second task naming one already used),
+or `<output root>/<type>/<task id>` when none was given; the trainer marks it with `.bugagaric-task.json` (task id,
+owner) before writing anything, and a task whose directory would lie inside another task's marked directory, or be
+another task's, is refused. The check runs where the files
+are: on the agent, in the submit-time dry run and again in the trainer.
 """
 
 from __future__ import annotations
@@ -17,13 +18,6 @@ from trainers.errors import ConfigError
 from trainers.paths import TASK_MARKER, current_scope, owning_task, policy, resolve, shown
 
 FIELD = "output_dir"
-
-
-def task_output_dir(user_value: str | None, task_id: str) -> str | None:
-    """What a task's stored config says: the user's directory with the task id appended (None: the default)."""
-    if user_value is None:
-        return None
-    return str(PurePath(user_value) / task_id)
 
 
 def default_output_dir(task_type: str, task_id: str, base: Path | None = None) -> Path:

@@ -13,6 +13,11 @@ checkpoint) is resolved with symlinks followed and must land inside the roots th
 Inside the output root, a path is readable only within tasks of the same owner (admins: any): one user cannot train
 on, or resume from, another user's outputs.
 
+A platform object stands where a path may: `dataset:<id>` (an uploaded dataset) or `task:<id>` (a task's published
+model). The control plane checks that the caller may use it; the agent fetches it into its cache before the trainer
+starts and hands the trainer the local copies in `BUGAGARIC_INPUT_FILES` (`input_path`). A user cannot name the cache
+by path: it lies in the platform's state directory.
+
 Who a check is for (owner, admin or not) comes from `BUGAGARIC_TASK_OWNER` / `BUGAGARIC_PATH_SCOPE`, which the agent
 sets for a trainer and the control plane for its checks, or from `scope()` in a worker that checks for many owners.
 """
@@ -39,6 +44,26 @@ DEFAULT_MAX_READ_SECONDS = 900.0
 TASK_MARKER = ".bugagaric-task.json"
 
 Kind = Literal["data", "model"]
+# Set by the agent for a trainer or dry run: a JSON object {ref: local path} of the inputs it fetched.
+INPUTS_ENV = "BUGAGARIC_INPUT_FILES"
+REF_PREFIXES = ("dataset:", "task:")
+
+
+def is_ref(value: object) -> bool:
+    """Whether a config value names a platform object (`dataset:<id>`, `task:<id>`) rather than a path."""
+    return isinstance(value, str) and value.startswith(REF_PREFIXES) and len(value.split(":", 1)[1]) > 0
+
+
+def input_path(ref: str, field: str, *, error: type[ConfigError] = ConfigError) -> Path:
+    """The local copy of `ref` that the agent fetched for this task, or `error` naming `field`."""
+    try:
+        files = json.loads(os.environ.get(INPUTS_ENV) or "{}")
+    except ValueError:
+        files = {}
+    local = files.get(ref) if isinstance(files, dict) else None
+    if not local:
+        raise error(field, f"{field}: {ref} was not fetched onto this host (is it one of your datasets?)")
+    return Path(local)
 
 
 def workspace() -> Path:
@@ -175,6 +200,8 @@ def readable(value: str | os.PathLike[str], field: str, base: Path | None = None
     It must exist and lie inside the read roots, outside the platform's state, and, inside the output root, within
     a task of the same owner. Messages name what the user gave, never where a symlink pointed.
     """
+    if is_ref(value):  # the agent fetched it for this task after the control plane checked who may use it
+        return input_path(str(value), field, error=error)
     rules = policy(base)
     given = str(value)
     try:

@@ -3,13 +3,12 @@
 It checks a task exactly as its trainer would before loading a model — the config against the type's model, the data
 against its row validator (row count, the first 20 problems with line numbers and field paths) — and then runs the
 type's optional deeper checks (token-length statistics for LM types, which load the tokenizer). It runs as a
-subprocess of the agent so that a service never imports the training libraries.
+subprocess of the agent (gpu_agent.dry_run) so that a service never imports the training libraries.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -20,8 +19,6 @@ from typing import Any
 from trainers import paths, registry
 from trainers.errors import ConfigError, DataError
 from trainers.output_dirs import check_task_paths
-
-PREFLIGHT_TIMEOUT_SECONDS = 300
 
 
 def failed_report(type_name: str, field: str = "", message: str = "") -> dict[str, Any]:
@@ -57,32 +54,6 @@ def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True
         except Exception as exc:  # noqa: BLE001 - e.g. the model is not there: the data are still fine, say so
             report["warnings"].append(f"deeper checks skipped: {exc}")
     return report
-
-
-async def run_in_subprocess(type_name: str, config_json: str, workspace: Path, scratch_dir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs the dry run in a child process (cwd = workspace) and returns its report."""
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    config_file = scratch_dir / f"preflight-{os.getpid()}-{id(config_json)}.json"
-    config_file.write_text(config_json or "{}", encoding="utf-8")
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trainers.preflight", "--type", type_name, "--config", str(config_file),
-            cwd=workspace, env={**os.environ, **(env or {}), "BUGAGARIC_WORKSPACE": str(workspace)},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), PREFLIGHT_TIMEOUT_SECONDS)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise RuntimeError(f"the dry run took longer than {PREFLIGHT_TIMEOUT_SECONDS}s") from None
-    finally:
-        config_file.unlink(missing_ok=True)
-    try:
-        return json.loads(stdout.decode().strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"the dry run crashed (exit {process.returncode}): {' | '.join(tail)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

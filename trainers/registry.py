@@ -41,6 +41,17 @@ class TaskType:
     # Optional deeper dry-run checks, e.g. token-length statistics for LM types. May import heavy libraries: it runs
     # only inside the preflight subprocess (`python -m trainers.preflight`), never in a service. Returns extra stats.
     preflight: Callable[[BaseModel, Path], dict[str, Any]] | None = None
+    # The config keys that name an input (a data file, a knowledge base, a source model): each accepts a path on the
+    # agent or a platform object (`dataset:<id>`, `task:<id>`, see trainers.paths).
+    input_fields: tuple[str, ...] = ()
+    # A factory (no arguments) of the checker of one uploaded file's rows, with the trainer's own rules: calling the
+    # checker on a row's JSON value returns the parsed row or raises ValidationError/ValueError, and its `stats` are
+    # the type's counters (trainers.common.jsonl.RowChecker). A factory because a checker may keep state across one
+    # file's rows (KBAlign: the first row decides the kind). Used by trainers.common.row_stream.RowStream.for_type.
+    # None: the type takes no uploaded datasets.
+    row_parser: Callable[[], Callable[[Any], Any]] | None = None
+    # Offered in the templates and the console's type list (false for a type queued by other means, e.g. export).
+    listed: bool = True
 
     def parse_config(self, raw: Any) -> BaseModel:
         """Validates a config (a dict, or a JSON string); a ConfigError names the first bad field."""

@@ -3,6 +3,8 @@ import { Navigate, Route, Routes, useLocation, useNavigate } from "react-router-
 import { setUnauthorizedHandler } from "./api/client";
 import { useAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
+import { DatasetDetailPage } from "./pages/DatasetDetailPage";
+import { DatasetsPage } from "./pages/DatasetsPage";
 import { FinetunePage } from "./pages/FinetunePage";
 import { LoginPage } from "./pages/LoginPage";
 import { TaskMonitorPage } from "./pages/TaskMonitorPage";
@@ -61,6 +63,8 @@ export function App() {
         <Route path="/finetune" element={<FinetunePage />} />
         <Route path="/tasks" element={<TasksPage />} />
         <Route path="/tasks/:taskId" element={<TaskMonitorPage />} />
+        <Route path="/datasets" element={<DatasetsPage />} />
+        <Route path="/datasets/:datasetId" element={<DatasetDetailPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>

@@ -27,14 +27,14 @@ class LiveControlPlane:
     """The real control plane (gRPC server, store, scheduler; no agent) on a loopback port, running on an event loop
     of its own in a thread, so the gateway under test (TestClient, or uvicorn in a thread) can call it."""
 
-    def __init__(self, workspace: Path, port: int | None = None) -> None:
+    def __init__(self, workspace: Path, port: int | None = None, **settings) -> None:
         workspace.mkdir(parents=True, exist_ok=True)
         self.admin_password = secrets.token_urlsafe(12)
         self.settings = ControlPlaneSettings(
             control_plane_host="127.0.0.1", control_plane_port=port or free_port(),
             database_url=f"sqlite:///{workspace / 'bugagaric.db'}", workspace=workspace,
             cluster_token=secrets.token_urlsafe(24), admin_user="admin", admin_password=self.admin_password,
-            admin_password_file=workspace / "admin_password",
+            admin_password_file=workspace / "admin_password", **settings,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="control-plane", daemon=True)

@@ -74,14 +74,22 @@ class Stack:
     def agent_dir(self, name: str = "agent") -> Path:
         return Path(self.agent_envs[name]["BUGAGARIC_AGENT_DIR"])
 
-    def add_agent(self, name: str, slots: int) -> None:
-        """Configures (and starts) one more agent, as on another host: its own port, id and directory."""
+    def add_agent(self, name: str, slots: int, *, workspace: Path | None = None,
+                  models_dir: Path | None = None) -> None:
+        """Configures (and starts) one more agent, as on another host: its own port, id and directory; given a
+        workspace (and a models directory) of its own, it shares no path with the control plane."""
         self.agent_envs[name] = {
             "BUGAGARIC_AGENT_PORT": str(free_port()),
             "BUGAGARIC_AGENT_ID": name,
             "BUGAGARIC_AGENT_SLOTS": str(slots),
             "BUGAGARIC_AGENT_DIR": str(self.workspace / "var" / "agents" / name),
         }
+        if workspace is not None:
+            workspace.mkdir(parents=True, exist_ok=True)
+            self.agent_envs[name].update({"BUGAGARIC_WORKSPACE": str(workspace),
+                                          "BUGAGARIC_AGENT_DIR": str(workspace / "var" / "agent")})
+        if models_dir is not None:
+            self.agent_envs[name]["BUGAGARIC_MODELS_DIR"] = str(models_dir)
         self.start_agent(name)
 
     def start_agent(self, name: str) -> subprocess.Popen:
@@ -102,10 +110,11 @@ class Stack:
         log_dir = self.workspace / "var" / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(log_dir / f"{name}.log", "ab")
+        env = {**self.env, **(extra_env or {})}
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            cwd=self.workspace,
-            env={**self.env, **(extra_env or {})},
+            cwd=env["BUGAGARIC_WORKSPACE"],  # an agent with a workspace of its own runs there, as on its own host
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -156,7 +165,10 @@ class Stack:
 def start_stack(
     workspace: Path, *, slots: int = 3, stop_grace_seconds: float = 5.0, agent_timeout_seconds: float = 10.0,
     agent_gone_seconds: float = 300.0, extra_env: dict[str, str] | None = None,
+    agent_workspaces: dict[str, Path] | None = None,
 ) -> Stack:
+    """`agent_workspaces` (name -> directory): instead of one agent in the control plane's workspace, one agent per
+    entry, each with that workspace (and its models/ directory) of its own, sharing no path with the others."""
     workspace.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -182,7 +194,10 @@ def start_stack(
     env["BUGAGARIC_GATEWAY_PORT"] = str(stack.gateway_port)
     try:
         stack.start_service("control_plane", "control_plane")
-        stack.add_agent("agent", slots)
+        if agent_workspaces is None:
+            stack.add_agent("agent", slots)
+        for name, agent_workspace in (agent_workspaces or {}).items():
+            stack.add_agent(name, slots, workspace=agent_workspace, models_dir=agent_workspace / "models")
         stack.start_service("gateway", "gateway")
         stack.wait_healthy()
     except BaseException:

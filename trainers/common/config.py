@@ -64,7 +64,7 @@ class LMConfig(TaskConfig):
     output_dir: str | None = Field(
         default=None,
         description="Where the trained adapter/model is saved (relative to the workspace). "
-        "Default: output/<type>/<task id or timestamp>.",
+        "Default: a directory of the task's own, <output root>/<type>/<task id>.",
     )
     config_file: str | None = Field(
         default=None,

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from trainers.common.config import LMConfig, load_extra_args
-from trainers.common.jsonl import load_rows
+from trainers.common.jsonl import RowChecker, load_rows
 from trainers.common.rag_prompt import passages_of
 from trainers.registry import DataReport, TaskType, register
 from trainers.sft.spec import SEED_ROW_EXAMPLE, SeedRow, TextField
@@ -28,8 +28,8 @@ class DpoConfig(LMConfig):
 
     train_data_path: str = Field(
         min_length=1,
-        description="JSONL preference data (relative to the workspace): rows {query, retrieval_result, "
-        "chosen: {text}, rejected: {text}}.",
+        description="JSONL preference data: an uploaded dataset (dataset:<id>) or a path on the agent (relative "
+        "to its workspace). Rows {query, retrieval_result, chosen: {text}, rejected: {text}}.",
     )
     beta: float = Field(
         default=0.1, gt=0,
@@ -83,19 +83,23 @@ def parse_row(raw: Any) -> PreferenceRow:
     return row
 
 
+def _count(stats: dict[str, int], row: PreferenceRow) -> None:
+    stats["pairs"] += 1
+    stats["rows_with_passages"] += bool(passages_of(row.retrieval_result))
+
+
+def dpo_rows() -> RowChecker:
+    """A fresh checker of one file's preference rows (the type's `row_parser`), counting pairs and passages."""
+    return RowChecker(parse_row, {"pairs": 0, "rows_with_passages": 0}, _count)
+
+
 def load_dpo_rows(
     config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[PreferenceRow], DataReport]:
     """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
-    stats = {"pairs": 0, "rows_with_passages": 0}
-
-    def count(row: PreferenceRow) -> None:
-        stats["pairs"] += 1
-        stats["rows_with_passages"] += bool(passages_of(row.retrieval_result))
-
-    rows, report = load_rows(getattr(config, field), parse_row, field=field, workspace=workspace, keep=keep,
-                             on_row=count)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
+    checker = dpo_rows()
+    rows, report = load_rows(getattr(config, field), checker, field=field, workspace=workspace, keep=keep)
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
 
 
 def validate_data(config: DpoConfig, workspace: Path) -> DataReport:
@@ -127,7 +131,6 @@ def preflight(config: DpoConfig, workspace: Path) -> dict[str, Any]:
 DEFAULT_CONFIG = {
     "model_name_or_path": "microsoft/DialoGPT-medium",
     "train_data_path": "data/train.jsonl",
-    "output_dir": "output/dpo",
     "use_lora": True,
     "learning_rate": 5e-5,
     "num_train_epochs": 3,
@@ -148,5 +151,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
+        input_fields=("train_data_path", "eval_data_path"),
+        row_parser=dpo_rows,
     )
 )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig, load_extra_args
-from trainers.common.jsonl import load_rows
+from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
 
 DEFAULT_SCALE = 20.0  # = 1 / temperature 0.05, sentence-transformers' and FlagEmbedding's usual setting
@@ -35,14 +35,15 @@ class EmbeddingConfig(TaskConfig):
     )
     train_data: str | None = Field(
         default=None, min_length=1, validate_default=True,
-        description='JSONL training data (relative to the workspace), one row per query: {"query": "...", '
-        '"pos": ["relevant passage", ...], "neg": ["hard negative", ...]} (neg may be empty). Required '
-        "(or its alias train_data_path).",
+        description="JSONL training data: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
+        'its workspace), one row per query: {"query": "...", "pos": ["relevant passage", ...], "neg": ["hard '
+        'negative", ...]} (neg may be empty). Required (or its alias train_data_path).',
     )
     output_dir: str | None = Field(
         default=None,
-        description="Where the trained sentence-transformers model is saved (relative to the workspace). "
-        "Default: output/embedding/<task id or timestamp>.",
+        description="Where the trained sentence-transformers model is saved, on the agent that runs the task "
+        "(relative to its workspace; a directory no other task used). Default: a directory of the task's own, "
+        "<output root>/embedding/<task id>.",
     )
     config_file: str | None = Field(
         default=None,
@@ -98,8 +99,8 @@ class EmbeddingConfig(TaskConfig):
     logging_steps: int = Field(default=1, ge=1, description="Emit loss/progress metrics every N steps.",
                                json_schema_extra={"advanced": True})
     eval_data_path: str | None = Field(
-        default=None, description="Held-out evaluation rows in the training format (relative to the workspace); "
-        "scored before and after training with recall@1/5/10, MRR@10 and nDCG@10.",
+        default=None, description="Held-out evaluation rows in the training format (dataset:<id>, or a path on "
+        "the agent); scored before and after training with recall@1/5/10, MRR@10 and nDCG@10.",
         json_schema_extra={"advanced": True},
     )
     eval_ratio: float = Field(
@@ -163,21 +164,27 @@ class EmbeddingRow(BaseModel):
     neg: list[str] = Field(default_factory=list)
 
 
+def _count(stats: dict[str, int], row: EmbeddingRow) -> None:
+    stats["positives"] += len(row.pos)
+    stats["negatives"] += len(row.neg)
+    stats["rows_without_negatives"] += not row.neg
+
+
+def embedding_rows() -> RowChecker:
+    """A fresh checker of one file's embedding rows (the type's `row_parser`), counting positives and negatives."""
+    return RowChecker(EmbeddingRow.model_validate, {"positives": 0, "negatives": 0, "rows_without_negatives": 0},
+                      _count)
+
+
 def load_embedding_rows(
     config: EmbeddingConfig, workspace: Path | None = None, *, eval_file: bool = False, keep: bool = True
 ) -> tuple[list[EmbeddingRow], DataReport]:
     """The rows of the training file (or, with eval_file, of eval_data_path), with a few counts as stats;
     keep=False: stats only."""
     field, value = ("eval_data_path", config.eval_data_path) if eval_file else (config.data_field, config.data_path)
-    stats = {"positives": 0, "negatives": 0, "rows_without_negatives": 0}
-
-    def count(row: EmbeddingRow) -> None:
-        stats["positives"] += len(row.pos)
-        stats["negatives"] += len(row.neg)
-        stats["rows_without_negatives"] += not row.neg
-
-    rows, report = load_rows(value, EmbeddingRow, field=field, workspace=workspace, keep=keep, on_row=count)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=stats)
+    checker = embedding_rows()
+    rows, report = load_rows(value, checker, field=field, workspace=workspace, keep=keep)
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
 
 
 def validate_data(config: EmbeddingConfig, workspace: Path) -> DataReport:
@@ -228,7 +235,6 @@ def preflight(config: EmbeddingConfig, workspace: Path) -> dict[str, Any]:
 DEFAULT_CONFIG = {
     "model_name_or_path": "BAAI/bge-base-zh-v1.5",
     "train_data": "data/embedding.jsonl",
-    "output_dir": "output/embedding",
     "learning_rate": 2e-5,
     "num_train_epochs": 3,
     "per_device_train_batch_size": 16,
@@ -251,5 +257,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
+        input_fields=("train_data", "train_data_path", "eval_data_path"),
+        row_parser=embedding_rows,
     )
 )

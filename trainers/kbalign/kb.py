@@ -1,11 +1,13 @@
 """Reads a KBAlign input and cuts it into chunks. Cheap to import (no torch): the control plane validates with it.
 
-Input forms (`input_path`, relative to the workspace):
+Input forms (`input_path`: an uploaded dataset `dataset:<id>`, or a path on the agent relative to its workspace):
 - a JSONL file of chunks `{"text": ..., "title"?: ..., "id"?: ...}` (a bare JSON string per line is a text too);
 - a `.json` file holding a list of strings (or of `{"text": ...}` objects);
 - a folder of `.txt` / `.md` files, read recursively in sorted path order (one document per file);
 - a single `.txt` / `.md` file (one document);
 - a JSONL file of already annotated chat rows `{"messages": [...]}`: the annotation stage is skipped.
+
+An uploaded dataset is one JSONL or `.json` file, checked row by row by `kb_rows` (the type's `row_parser`).
 
 Long documents are cut into chunks of at most `chunk_size` characters, with `chunk_overlap` characters repeated
 between neighbours; a cut prefers a paragraph, line, sentence or word boundary in the chunk's second half.
@@ -19,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trainers.common.jsonl import load_rows
+from trainers.common.jsonl import RowChecker, load_rows
 from trainers.errors import DataError
 from trainers.paths import check_regular_file, limits, policy, readable, shown
 
@@ -121,8 +123,9 @@ def _chunks_of(doc_id: str, text: str, source: str, title: str | None, size: int
 
 # --- loading -------------------------------------------------------------------------------------------------------
 
-def _row_parser():
-    """Parses KB rows or chat rows; one kind per file (the first row decides)."""
+def kb_rows() -> RowChecker:
+    """A fresh checker of one KBAlign input file (the type's `row_parser`): KB rows (or bare strings) or chat rows,
+    one kind per file (the first row decides, hence a fresh one per file). Counts text_rows and chat_rows."""
     from trainers.sft.spec import ChatRow
 
     state: dict[str, str] = {}
@@ -139,7 +142,10 @@ def _row_parser():
                              "use one kind per file")
         return ChatRow.model_validate(raw) if kind == "chat" else KBRow.model_validate(raw)
 
-    return parse
+    def count(stats: dict[str, int], row: Any) -> None:
+        stats["text_rows" if isinstance(row, KBRow) else "chat_rows"] += 1
+
+    return RowChecker(parse, {"text_rows": 0, "chat_rows": 0}, count)
 
 
 def _read_text_file(path: Path, name: str) -> str:
@@ -191,7 +197,8 @@ def load_kb(path_value: str, chunk_size: int, chunk_overlap: int, workspace: Pat
                             chunk_overlap)
         return KnowledgeBase("text_file", str(path), 1, chunks)
 
-    rows, report = load_rows(path, _row_parser(), field=FIELD, workspace=workspace)
+    # The value as given, so a dataset ref is named as such (and found through the agent's fetched inputs).
+    rows, report = load_rows(path_value, kb_rows(), field=FIELD, workspace=workspace)
     if isinstance(rows[0], KBRow):
         chunks = []
         for number, row in enumerate(rows, start=1):

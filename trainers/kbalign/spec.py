@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from trainers.common.config import LMConfig, load_extra_args
 from trainers.common.jsonl import load_rows
-from trainers.kbalign.kb import KnowledgeBase, load_kb
+from trainers.kbalign.kb import KnowledgeBase, kb_rows, load_kb
 from trainers.registry import DataReport, TaskType, register
 
 
@@ -24,9 +24,10 @@ class KbalignConfig(LMConfig):
 
     input_path: str = Field(
         min_length=1,
-        description="The knowledge base (relative to the workspace): a JSONL file of chunks {text, title?, id?}, "
-        "a JSON list of strings, a folder of .txt/.md files (read recursively), or a JSONL file of already "
-        "annotated chat rows {messages: [...]} (then the self-annotation stage is skipped).",
+        description="The knowledge base: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
+        "its workspace). A JSONL file of chunks {text, title?, id?}, a JSON list of strings, a folder of .txt/.md "
+        "files (read recursively), or a JSONL file of already annotated chat rows {messages: [...]} (then the "
+        "self-annotation stage is skipped).",
     )
     iter_num: int = Field(default=2, ge=1, le=20, description="Tuning rounds. The annotations are split into this "
                           "many parts; round 1 is SFT on part 1, each later round adds self-verification feedback.")
@@ -142,7 +143,6 @@ def preflight(config: KbalignConfig, workspace: Path) -> dict[str, Any]:
 DEFAULT_CONFIG = {
     "model_name_or_path": "microsoft/DialoGPT-medium",
     "input_path": "data/kb.jsonl",
-    "output_dir": "output/kbalign",
     "gpu_vis": "0",
     "use_lora": True,
 }
@@ -166,5 +166,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
+        input_fields=("input_path", "eval_data_path"),
+        row_parser=kb_rows,
     )
 )

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.common.config import LMConfig, load_extra_args
-from trainers.common.jsonl import load_rows
+from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
 
 
@@ -18,8 +18,9 @@ class SftConfig(LMConfig):
 
     train_data_path: str = Field(
         min_length=1,
-        description="JSONL training data (relative to the workspace): RAG rows {query, retrieval_result, "
-        "chosen: {text}} or chat rows {messages: [{role, content}, ...]}.",
+        description="JSONL training data: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
+        "its workspace). RAG rows {query, retrieval_result, chosen: {text}} or chat rows {messages: [{role, "
+        "content}, ...]}.",
     )
 
 
@@ -68,18 +69,22 @@ def parse_row(raw: Any) -> SeedRow | ChatRow:
     return SeedRow.model_validate(raw)
 
 
+def _count(stats: dict[str, int], row: SeedRow | ChatRow) -> None:
+    stats["chat_rows" if isinstance(row, ChatRow) else "rag_rows"] += 1
+
+
+def sft_rows() -> RowChecker:
+    """A fresh checker of one file's SFT rows (the type's `row_parser`), counting RAG and chat rows."""
+    return RowChecker(parse_row, {"rag_rows": 0, "chat_rows": 0}, _count)
+
+
 def load_sft_rows(
     config: SftConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[SeedRow | ChatRow], DataReport]:
     """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
-    counts = {"rag_rows": 0, "chat_rows": 0}
-
-    def count(row: SeedRow | ChatRow) -> None:
-        counts["chat_rows" if isinstance(row, ChatRow) else "rag_rows"] += 1
-
-    rows, report = load_rows(getattr(config, field), parse_row, field=field, workspace=workspace, keep=keep,
-                             on_row=count)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=counts)
+    checker = sft_rows()
+    rows, report = load_rows(getattr(config, field), checker, field=field, workspace=workspace, keep=keep)
+    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
 
 
 def validate_data(config: SftConfig, workspace: Path) -> DataReport:
@@ -102,7 +107,6 @@ def preflight(config: SftConfig, workspace: Path) -> dict[str, Any]:
 DEFAULT_CONFIG = {
     "model_name_or_path": "microsoft/DialoGPT-medium",
     "train_data_path": "data/train.jsonl",
-    "output_dir": "output/sft",
     "use_lora": True,
     "learning_rate": 5e-5,
     "num_train_epochs": 3,
@@ -128,5 +132,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
+        input_fields=("train_data_path", "eval_data_path"),
+        row_parser=sft_rows,
     )
 )

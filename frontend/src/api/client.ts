@@ -2,7 +2,12 @@
 // The token only ever travels in the Authorization header, never in a URL (the live streams too: see sse.ts).
 
 import type {
+  ArtifactList,
+  Dataset,
+  DatasetDetail,
+  ExportDtype,
   LoginReply,
+  ModelEntry,
   LogLine,
   MetricPoint,
   SavedTemplate,
@@ -96,10 +101,24 @@ export function apiUrl(path: string, query?: RequestOptions["query"]): string {
   return `/api${path}${qs ? `?${qs}` : ""}`;
 }
 
-export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json" };
+/** The Authorization header for a call made outside `request` (uploads, downloads). */
+export function authHeaders(): Record<string, string> {
   const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** `/finetune/tasks/<id>/artifacts/<path>`: each segment encoded, the slashes kept (the route takes a path). */
+export function artifactPath(taskId: string, path: string): string {
+  const segments = path.split("/").filter(Boolean).map(encodeURIComponent);
+  return `/finetune/tasks/${encodeURIComponent(taskId)}/artifacts/${segments.join("/")}`;
+}
+
+export function modelArchivePath(taskId: string): string {
+  return `/finetune/tasks/${encodeURIComponent(taskId)}/model`;
+}
+
+export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json", ...authHeaders() };
   let body: string | undefined;
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -161,4 +180,16 @@ export const api = {
   stop: (id: string) => request<Task>(`/finetune/tasks/${encodeURIComponent(id)}`, { method: "DELETE" }),
   remove: (id: string) =>
     request<{ deleted: string }>(`/finetune/tasks/${encodeURIComponent(id)}/delete`, { method: "DELETE" }),
+  // Uploads go through uploadDataset (upload.ts): they need upload progress, which fetch cannot report.
+  datasets: (type?: string, signal?: AbortSignal) =>
+    request<{ datasets: Dataset[] }>("/finetune/datasets", { query: { type }, signal }),
+  dataset: (id: string, signal?: AbortSignal) =>
+    request<DatasetDetail>(`/finetune/datasets/${encodeURIComponent(id)}`, { signal }),
+  deleteDataset: (id: string) =>
+    request<{ deleted: string }>(`/finetune/datasets/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  models: (signal?: AbortSignal) => request<{ models: ModelEntry[] }>("/finetune/models", { signal }),
+  artifacts: (taskId: string, signal?: AbortSignal) =>
+    request<ArtifactList>(`/finetune/tasks/${encodeURIComponent(taskId)}/artifacts`, { signal }),
+  exportTask: (taskId: string, options: { merge_lora: boolean; dtype: ExportDtype }) =>
+    request<Task>(`/finetune/tasks/${encodeURIComponent(taskId)}/export`, { method: "POST", body: options }),
 };

@@ -67,6 +67,8 @@ export interface Task {
   last_log_seq: number;
   events: TaskEvent[];
   validation?: DataValidation | null;
+  /** The sha256 of the final model published to the platform's blob store; "" until published. */
+  published_model_sha256?: string;
 }
 
 export interface TaskList {
@@ -183,3 +185,49 @@ export interface LoginReply {
   expires_at: string | null;
   user: User;
 }
+
+/** The task types a dataset can be uploaded for (the server validates each row by that type's rules). */
+export const DATASET_TYPES = ["sft", "dpo", "embedding", "kbalign"] as const;
+
+/** An uploaded dataset (POST/GET /api/finetune/datasets). Used in a task config as `dataset:<id>`. */
+export interface Dataset {
+  id: string;
+  name: string;
+  type: string;
+  sha256: string;
+  size: number;
+  rows: number;
+  created_at: string | null;
+  owner: string | null;
+}
+
+/** GET /api/finetune/datasets/{id}: the dataset plus its stats and its first rows. */
+export interface DatasetDetail extends Dataset {
+  stats: Record<string, unknown>;
+  preview: unknown[];
+}
+
+/** A model some agents hold (GET /api/finetune/models). */
+export interface ModelEntry {
+  name: string;
+  kind: string;
+  size: number;
+  agents: string[];
+}
+
+export type ArtifactKind = "adapter" | "model" | "checkpoint" | "summary" | "log" | "predictions";
+
+export interface Artifact {
+  path: string;
+  size: number;
+  kind: ArtifactKind | string;
+}
+
+/** GET /api/finetune/tasks/{id}/artifacts: read from the agent's disk, or from the published model once it is gone. */
+export interface ArtifactList {
+  artifacts: Artifact[];
+  source: "agent" | "published" | string;
+}
+
+export const EXPORT_DTYPES = ["auto", "float32", "float16", "bfloat16"] as const;
+export type ExportDtype = (typeof EXPORT_DTYPES)[number];

@@ -56,6 +56,12 @@ export function Layout() {
               </span>
               {t("nav.tasks")}
             </NavLink>
+            <NavLink to="/datasets" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
+              <span className="nav-icon" aria-hidden>
+                ⛁
+              </span>
+              {t("nav.datasets")}
+            </NavLink>
           </nav>
           <div className="sidebar-foot">
             <LangSwitch />

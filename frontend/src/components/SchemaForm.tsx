@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useEffect, useState, type ReactNode } from "react";
 import { useI18n, type Translate } from "../i18n";
 import { splitAdvanced, type FieldError, type FieldSpec, type FormValue, type FormValues } from "../schema/form";
 
@@ -48,9 +48,11 @@ interface FieldProps {
   error?: FieldError;
   onChange: (name: string, value: FormValue) => void;
   onBlur: (name: string) => void;
+  /** Shown next to the input (e.g. a dataset picker). */
+  addon?: ReactNode;
 }
 
-function FieldInput({ field, value, error, onChange, onBlur }: FieldProps) {
+function FieldInput({ field, value, error, onChange, onBlur, addon }: FieldProps) {
   const { t } = useI18n();
   const id = `field-${field.name}`;
   const describedBy = `${id}-help`;
@@ -131,7 +133,14 @@ function FieldInput({ field, value, error, onChange, onBlur }: FieldProps) {
         ) : null}
         <code className="field-key">{field.name}</code>
       </label>
-      {input}
+      {addon ? (
+        <div className="field-with-addon">
+          {input}
+          {addon}
+        </div>
+      ) : (
+        input
+      )}
       {error ? (
         <div className="field-error" role="alert" data-error-for={field.name}>
           {fieldErrorText(t, error)}
@@ -151,10 +160,12 @@ export interface SchemaFormProps {
   errors: Record<string, FieldError>;
   onChange: (name: string, value: FormValue) => void;
   onBlur?: (name: string) => void;
+  /** Extra controls per field name, shown next to that field's input. */
+  addons?: Record<string, ReactNode>;
 }
 
 /** The config form generated from a JSON schema; advanced fields fold under "高级参数". */
-export function SchemaForm({ fields, values, errors, onChange, onBlur }: SchemaFormProps) {
+export function SchemaForm({ fields, values, errors, onChange, onBlur, addons }: SchemaFormProps) {
   const { t } = useI18n();
   const { basic, advanced } = splitAdvanced(fields);
   const [open, setOpen] = useState(false);
@@ -173,6 +184,7 @@ export function SchemaForm({ fields, values, errors, onChange, onBlur }: SchemaF
           error={errors[field.name]}
           onChange={onChange}
           onBlur={blur}
+          addon={addons?.[field.name]}
         />
       ))}
     </div>

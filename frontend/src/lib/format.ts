@@ -43,3 +43,16 @@ export function formatNumber(value: unknown): string {
 export function shortId(id: string): string {
   return id.length > 10 ? id.slice(0, 8) : id;
 }
+
+/** 1536 -> "1.5 KB" (powers of 1024, like the file managers users compare against). */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes) || bytes < 0) return "—";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+}

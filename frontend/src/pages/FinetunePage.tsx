@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useSearchParams } from "react-router-dom";
 import { api, ApiError } from "../api/client";
 import { isSavedTemplate, savedConfig, type SavedTemplate, type TypeTemplate, type ValidationReport } from "../api/types";
+import { ProblemTable } from "../components/ProblemTable";
 import { SchemaForm } from "../components/SchemaForm";
 import { ConfirmDialog, ErrorBanner, Spinner } from "../components/ui";
 import { useI18n } from "../i18n";
@@ -16,6 +17,7 @@ import {
   type FormValues,
 } from "../schema/form";
 import { formatDateTime, formatNumber } from "../lib/format";
+import { useInputSources, usePickerAddons } from "../lib/inputSources";
 
 interface TokenStats {
   p50?: number;
@@ -57,28 +59,7 @@ export function ValidationReportView({ report }: { report: ValidationReport }) {
       {report.problems.length ? (
         <>
           <h4>{t("report.problems", { n: report.problems.length })}</h4>
-          <div className="table-wrap">
-            <table className="table compact">
-              <thead>
-                <tr>
-                  <th>{t("report.line")}</th>
-                  <th>{t("report.field")}</th>
-                  <th>{t("report.message")}</th>
-                </tr>
-              </thead>
-              <tbody>
-                {report.problems.map((p, i) => (
-                  <tr key={`${p.line}-${i}`}>
-                    <td className="num">{p.line || "—"}</td>
-                    <td>
-                      <code>{p.field || "—"}</code>
-                    </td>
-                    <td>{p.message}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <ProblemTable problems={report.problems} />
         </>
       ) : null}
       {tokenStats.length ? (
@@ -211,19 +192,25 @@ export function FinetunePage() {
     else if (client && (submitted || touched[field.name])) shownErrors[field.name] = client;
   }
 
-  const onChange = (name: string, value: FormValue) => {
-    setValues((prev) => {
-      const next = { ...prev, [name]: value };
-      if (template) drafts.current[template.type] = next;
-      return next;
-    });
-    setServerErrors((prev) => {
-      if (!prev[name]) return prev;
-      const next = { ...prev };
-      delete next[name];
-      return next;
-    });
-  };
+  const templateType = template?.type ?? "";
+  const onChange = useCallback(
+    (name: string, value: FormValue) => {
+      setValues((prev) => {
+        const next = { ...prev, [name]: value };
+        if (templateType) drafts.current[templateType] = next;
+        return next;
+      });
+      setServerErrors((prev) => {
+        if (!prev[name]) return prev;
+        const next = { ...prev };
+        delete next[name];
+        return next;
+      });
+    },
+    [templateType],
+  );
+  const sources = useInputSources(templateType);
+  const addons = usePickerAddons(templateType, fields, values, sources, onChange);
   const onBlur = (name: string) => setTouched((prev) => (prev[name] ? prev : { ...prev, [name]: true }));
 
   const chooseType = (type: string) => {
@@ -416,7 +403,14 @@ export function FinetunePage() {
               }}
               noValidate
             >
-              <SchemaForm fields={fields} values={values} errors={shownErrors} onChange={onChange} onBlur={onBlur} />
+              <SchemaForm
+                fields={fields}
+                values={values}
+                errors={shownErrors}
+                onChange={onChange}
+                onBlur={onBlur}
+                addons={addons}
+              />
               <ErrorBanner message={banner} onClose={() => setBanner(null)} />
               {notice ? <div className="banner banner-info">{notice}</div> : null}
               <div className="form-actions">

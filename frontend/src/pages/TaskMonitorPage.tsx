@@ -2,6 +2,7 @@ import { useEffect, useMemo, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api } from "../api/client";
 import { ACTIVE_STATUSES, FINISHED_STATUSES, type Task } from "../api/types";
+import { ArtifactsPanel } from "../components/ArtifactsPanel";
 import { LogView } from "../components/LogView";
 import { MetricChart } from "../components/MetricChart";
 import { ConfirmDialog, ErrorBanner, ProgressBar, Spinner, StatusBadge } from "../components/ui";
@@ -248,6 +249,11 @@ export function TaskMonitorPage() {
         ) : null}
         <LogView lines={lines} status={<ModeTag mode={logMode} />} />
       </section>
+
+      {/* Artifacts for every finished task, not only succeeded ones: a failed or stopped run's logs and checkpoints
+          are what the user needs to debug or resume it. The whole-model download and the export button appear only
+          for a succeeded task (the panel hides them otherwise): only then is there a final model, published. */}
+      {isFinished ? <ArtifactsPanel task={task} /> : null}
 
       <section className="card">
         <div className="card-head">

@@ -1,4 +1,4 @@
-import { render, type RenderOptions } from "@testing-library/react";
+import { render, waitFor, type RenderOptions } from "@testing-library/react";
 import type { ReactElement, ReactNode } from "react";
 import { I18nProvider, type Lang } from "../i18n";
 
@@ -51,4 +51,13 @@ export function installFakeLayout(viewport = { width: 800, height: 400 }) {
       else delete (proto as unknown as Record<string, unknown>)[key];
     }
   };
+}
+
+/** Waits until `selector` matches an element in the document, and returns it. */
+export async function findBySelector<E extends Element = HTMLElement>(selector: string): Promise<E> {
+  return waitFor(() => {
+    const el = document.querySelector<E>(selector);
+    if (!el) throw new Error(`nothing matches ${selector}`);
+    return el;
+  });
 }
