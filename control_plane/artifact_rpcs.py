@@ -11,7 +11,7 @@ from typing import Iterator
 
 import grpc
 
-from control_plane.blob_store import BlobStore
+from control_plane.blob_store import BlobStore, off_the_loop
 from control_plane.grpc_errors import abort
 from control_plane.published_models import PublishedModels
 from protos import agent_pb2, common_pb2, control_plane_pb2
@@ -60,9 +60,8 @@ class ArtifactRpcs:
         published = self._published.get(task.id)
         if published is None:
             await _no_artifacts(context, task)
-        chunks = _tar_member_chunks(self._blobs, published.sha256, path)
         offset = 0
-        while (data := await asyncio.to_thread(next, chunks, None)) is not None:
+        async for data in off_the_loop(_tar_member_chunks(self._blobs, published.sha256, path)):
             if isinstance(data, Exception):
                 await abort(context, grpc.StatusCode.NOT_FOUND, f"path: {path!r} is not in the task's published "
                                                                "model (checkpoints and logs are not published)", "path")
@@ -73,9 +72,8 @@ class ArtifactRpcs:
         task = await self._task_or_404(request.task_id, context)
         published = self._published.get(task.id)
         if published is not None:
-            chunks = self._blobs.read(published.sha256)
             offset = 0
-            while (data := await asyncio.to_thread(next, chunks, None)) is not None:
+            async for data in off_the_loop(self._blobs.read(published.sha256)):
                 yield common_pb2.FileChunk(data=data, offset=offset, total_size=published.size_bytes)
                 offset += len(data)
             return

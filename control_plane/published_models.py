@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, timedelta
 from typing import Callable
 
 import grpc
@@ -14,13 +15,15 @@ from sqlmodel import Session, col, select
 
 from control_plane.agent_clients import AgentClients
 from control_plane.blob_store import BlobStore
-from control_plane.models import PublishedModel
+from control_plane.models import PublishedModel, Task, utcnow
 from protos import agent_pb2
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TRIES = 3
 PUBLISH_RETRY_SECONDS = 2.0
+# After a restart, tasks that succeeded this recently and have no published model are published again.
+RESUME_WINDOW = timedelta(days=1)
 
 
 class PublishedModels:
@@ -62,6 +65,17 @@ class ModelPublisher:
         self._agent_address = agent_address  # task id -> the address of the agent holding its output
         self._on_published = on_published
         self._jobs: dict[str, asyncio.Task] = {}
+
+    def resume(self, succeeded: list[Task]) -> None:
+        """After a restart: a task that succeeded while its model was being copied (or just before) gets it copied
+        now, if it ended within RESUME_WINDOW (older ones are served from their agents only)."""
+        since = utcnow() - RESUME_WINDOW
+        for task in succeeded:
+            finished = task.finished_at
+            if finished is not None and finished.tzinfo is None:  # SQLite gives naive UTC back
+                finished = finished.replace(tzinfo=UTC)
+            if finished is not None and finished >= since and self._published.get(task.id) is None:
+                self.publish_later(task.id)
 
     def publish_later(self, task_id: str) -> None:
         if task_id in self._jobs:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -10,7 +9,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from control_plane.agent_clients import AgentClients
-from control_plane.blob_store import BlobNotFound, BlobStore
+from control_plane.blob_store import BlobNotFound, BlobStore, off_the_loop
 from control_plane.model_catalog import ModelCatalog
 from control_plane.ingestion import Ingestion
 from control_plane.scheduler import Scheduler
@@ -58,7 +57,7 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
             self._reported[agent_id] = report
 
     async def FetchBlob(self, request, context):
-        """Streams a blob from `offset` in chunks, read off the event loop (a big dataset must not hold it)."""
+        """Streams a blob from `offset` in chunks, read off the event loop."""
         try:
             total = self._blobs.size(request.sha256)
             chunks = self._blobs.read(request.sha256, request.offset)
@@ -67,10 +66,7 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the blob's end ({total})")
         offset = request.offset
-        while True:
-            data = await asyncio.to_thread(next, chunks, None)
-            if data is None:
-                return
+        async for data in off_the_loop(chunks):
             yield common_pb2.FileChunk(data=data, offset=offset, total_size=total)
             offset += len(data)
 

@@ -28,6 +28,7 @@ from control_plane.notifier import TaskChangeNotifier
 from control_plane.published_models import ModelPublisher, PublishedModels
 from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
+from control_plane.state_machine import TaskStatus
 from control_plane.settings import ControlPlaneSettings
 from control_plane.task_inputs import TaskInputs
 from control_plane.task_store import TaskStore
@@ -137,6 +138,7 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     await server.start()
     ingestion.resume_active()
     checks.resume_pending()
+    publisher.resume(store.tasks_with_status([TaskStatus.SUCCEEDED]))
     scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
     log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
     return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task, checks, token_check,

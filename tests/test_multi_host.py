@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -103,6 +104,22 @@ def test_bad_uploads_output_dirs_and_other_users(hosts):
     finished = [wait_for_task(api, run, ended) for run in runs]
     assert all(t["status"] == "succeeded" for t in finished), finished
     assert len({t["output_dir"] for t in finished}) == 3
+
+
+def test_a_restarted_control_plane_publishes_what_it_had_not(hosts):
+    stack, api, _, _ = hosts
+    dataset = upload(api, jsonl(sft_rows(8)), name="republish.jsonl").json()
+    started = api.post("/api/finetune/start", json={"type": "sft", "config": {
+        "model_name_or_path": "tiny-llama", "train_data_path": f"dataset:{dataset['id']}", "max_length": 32,
+        "max_steps": 1}})
+    task = wait_for_task(api, started.json()["id"], lambda t: t["published_model_sha256"])
+    # As if the control plane had died while copying the model: no published row, then a restart.
+    stack.kill("control_plane")
+    with sqlite3.connect(stack.workspace / "var" / "bugagaric.db") as db:
+        db.execute("DELETE FROM published_model WHERE task_id = ?", (task["id"],))
+    stack.restart("control_plane")
+    again = wait_for_task(api, task["id"], lambda t: t["published_model_sha256"], timeout=120)
+    assert len(again["published_model_sha256"]) == 64
 
 
 # Last: it kills host-a for good.
