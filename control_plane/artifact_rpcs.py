@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import tarfile
-from pathlib import PurePosixPath
 from typing import Iterator
 
 import grpc
 
-from control_plane.blob_store import BlobStore, off_the_loop
+from control_plane.blob_store import BlobStore
 from control_plane.grpc_errors import abort
 from control_plane.published_models import PublishedModels
 from protos import agent_pb2, common_pb2, control_plane_pb2
-from trainers.artifact_kinds import artifact_kind
+from protos.blocking_streams import off_the_loop
+from trainers.artifact_kinds import BadArtifactPath, artifact_kind, relative_artifact_path
 
 # Agent errors passed on as they are: the agent's message says what is wrong with the path or the task.
 _RELAYED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -95,11 +95,11 @@ class ArtifactRpcs:
 
 async def _checked_path(path: str, context) -> str:
     """A relative "/"-separated path that stays inside the task's directory (the agent checks symlinks too)."""
-    parts = PurePosixPath(path).parts
-    if not path or path.startswith("/") or "\\" in path or ".." in parts or "\x00" in path:
-        await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                    f"path: {path!r} must be a relative path inside the task's output directory", "path")
-    return "/".join(part for part in parts if part != ".")
+    try:
+        pure = relative_artifact_path(path)
+    except BadArtifactPath as exc:
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "path")
+    return "/".join(part for part in pure.parts if part != ".")
 
 
 async def _relay_error(context, exc: grpc.aio.AioRpcError, agent_id: str) -> None:

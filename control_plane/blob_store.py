@@ -7,15 +7,12 @@ chunks from an offset (an agent resuming a broken transfer).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator, Generator, Iterator, Protocol, TypeVar
-
-T = TypeVar("T")
+from typing import Iterator, Protocol
 
 CHUNK_BYTES = 1024**2
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -132,12 +129,3 @@ class LocalBlobStore:
         if is_sha256(sha256):
             self.path(sha256).unlink(missing_ok=True)
 
-
-async def off_the_loop(chunks: Generator[T, None, None]) -> AsyncIterator[T]:
-    """A blocking generator (disk reads) driven from a worker thread, one item at a time, so that a big blob never
-    holds the event loop; closed at the end, also when the reader went away mid-stream."""
-    try:
-        while (item := await asyncio.to_thread(next, chunks, None)) is not None:
-            yield item
-    finally:
-        chunks.close()

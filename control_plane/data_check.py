@@ -119,12 +119,6 @@ class DataChecker:
                                                  "(BUGAGARIC_DATA_CHECK_TIMEOUT_SECONDS)")
         return _failed(CHECK_BROKEN_REASON, "the data check could not run on any agent")
 
-    def warm(self) -> None:
-        """Nothing to start: the checks run on the agents."""
-
-    def close(self) -> None:
-        pass
-
 
 def _failed(reason: str, message: str) -> CheckResult:
     return CheckResult({"ok": False, "rows": 0, "problems": [], "error": {"field": "", "message": message}}, reason)
@@ -184,4 +178,3 @@ class SubmissionChecks:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
-        self._checker.close()

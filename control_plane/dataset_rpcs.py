@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import AsyncIterator
 
 import grpc
@@ -82,8 +83,6 @@ def dataset_to_proto(dataset: Dataset, *, detail: bool = False) -> control_plane
         id=dataset.id, name=dataset.name, type=dataset.type, sha256=dataset.sha256, size_bytes=dataset.size_bytes,
         rows=dataset.rows, created_at=timestamp(dataset.created_at), owner=dataset.owner)
     if detail:
-        import json
-
         proto.stats_json = dataset.stats_json
         proto.preview_json.extend(json.dumps(row, ensure_ascii=False) for row in json.loads(dataset.preview_json))
     return proto

@@ -23,6 +23,7 @@ from trainers import registry
 from trainers.common.jsonl import MAX_PROBLEMS
 from trainers.common.row_stream import RowStream
 from trainers.errors import ConfigError, DataError
+from trainers.paths import size_text
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ class DatasetService:
         try:
             async for data in chunks:
                 if writer.size + len(data) > self.max_bytes:
-                    raise UploadTooLarge(f"file: the upload is over the {self.max_bytes} byte limit of a dataset "
-                                         "(BUGAGARIC_MAX_DATASET_BYTES)")
+                    raise UploadTooLarge(f"file: the upload is over the {size_text(self.max_bytes)} limit of a "
+                                         "dataset (BUGAGARIC_MAX_DATASET_BYTES)")
                 await loop.run_in_executor(self._pool, _feed, stream, writer, data)
             report = await loop.run_in_executor(self._pool, stream.finish)
             sha256 = await loop.run_in_executor(self._pool, writer.commit)

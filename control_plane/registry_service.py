@@ -9,13 +9,14 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from control_plane.agent_clients import AgentClients
-from control_plane.blob_store import BlobNotFound, BlobStore, off_the_loop
+from control_plane.blob_store import BlobNotFound, BlobStore
 from control_plane.model_catalog import ModelCatalog
 from control_plane.ingestion import Ingestion
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import ACTIVE
 from control_plane.task_store import TaskNotFound, TaskStore
 from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos.blocking_streams import off_the_loop
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
 from trainers import registry
 from trainers.errors import ConfigError
-from trainers.output_dirs import default_output_dir
+from trainers.output_dirs import output_dir_value
 from trainers.paths import is_ref, resolve
 
 if TYPE_CHECKING:
@@ -167,10 +167,7 @@ class Agent:
     def output_dir_of(self, config: object, type_name: str, task_id: str) -> Path:
         """Where the trainer writes, as it decides it (trainers.output_dirs.check_task_paths): the config's
         output_dir against the workspace, else the default directory of the task."""
-        value = getattr(config, "output_dir", None)
-        if value:
-            return resolve(str(value), self.workspace)
-        return default_output_dir(type_name, task_id, self.workspace)
+        return resolve(output_dir_value(config, type_name, task_id, self.workspace), self.workspace)
 
     def fetch_inputs(self, specs: Sequence[InputSpec]) -> list[Held]:
         """For a dry run in this process: the inputs held in the cache (blocking: call it off the event loop).

@@ -12,10 +12,10 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
-from trainers.artifact_kinds import artifact_kind, in_final_model
+from trainers.artifact_kinds import BadArtifactPath, artifact_kind, in_final_model, relative_artifact_path
 from trainers.paths import TASK_MARKER
 
 CHUNK_BYTES = 1024**2
@@ -74,13 +74,10 @@ def list_artifacts(output_dir: Path) -> list[ArtifactFile]:
 
 def artifact_path(output_dir: Path, given: str) -> Path:
     """The file `given` names inside output_dir, symlinks followed; BadPath or ArtifactNotFound naming `path`."""
-    if not given:
-        raise BadPath("path: empty; name a file of the task's output directory")
-    pure = PurePosixPath(given)
-    if pure.is_absolute() or given.startswith("\\") or (len(given) > 1 and given[1] == ":"):
-        raise BadPath(f"path: {given!r} is absolute; give it relative to the task's output directory")
-    if ".." in pure.parts or "\\" in given:
-        raise BadPath(f"path: {given!r} leaves the task's output directory")
+    try:
+        pure = relative_artifact_path(given)
+    except BadArtifactPath as exc:
+        raise BadPath(str(exc)) from None
     root = output_dir.resolve()
     try:
         target = (root / pure).resolve()

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from trainers.paths import size_text
+
 DEFAULT_MAX_BYTES = 20 * 1024**3
 VERIFY_TRIES = 3          # whole fetches whose sha256 does not match before giving up
 BREAK_TRIES = 8           # broken transfers (per whole fetch) before giving up
@@ -86,13 +88,6 @@ class Held:
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
-
-
-def _size_text(count: float) -> str:
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{int(count)} bytes"
 
 
 def sha256_of(path: Path) -> str:
@@ -205,11 +200,11 @@ class BlobCache:
             have = 0
         expected = spec.size
         if expected and expected > self.max_bytes:
-            raise CacheError(f"{spec.ref}: {_size_text(expected)} is more than the whole cache may hold "
-                             f"({_size_text(self.max_bytes)}, BUGAGARIC_AGENT_CACHE_MAX_BYTES)")
+            raise CacheError(f"{spec.ref}: {size_text(expected)} is more than the whole cache may hold "
+                             f"({size_text(self.max_bytes)}, BUGAGARIC_AGENT_CACHE_MAX_BYTES)")
         self._make_room(max(0, expected - have), keep=spec.sha256)
-        where = f", resuming at {_size_text(have)}" if have else ""
-        self.say(f"{spec.ref}: fetching {_size_text(expected) if expected else 'a blob'} "
+        where = f", resuming at {size_text(have)}" if have else ""
+        self.say(f"{spec.ref}: fetching {size_text(expected) if expected else 'a blob'} "
                  f"(sha256 {spec.sha256}) from the control plane{where}")
         started, transferred, breaks, delay = time.monotonic(), 0, 0, BACKOFF_START
         while True:
@@ -226,13 +221,13 @@ class BlobCache:
                 raise CacheError(f"{spec.ref}: the transfer broke {breaks} times; last: {broken}")
             if moved:  # it made progress since the last break: back off from the start again
                 delay = BACKOFF_START
-            self.say(f"{spec.ref}: the transfer broke at {_size_text(have)} ({broken}); resuming from offset "
+            self.say(f"{spec.ref}: the transfer broke at {size_text(have)} ({broken}); resuming from offset "
                      f"{have} in {delay:.1f} s")
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
         seconds = max(time.monotonic() - started, 1e-6)
-        self.say(f"{spec.ref}: fetched {_size_text(transferred)} in {seconds:.1f} s "
-                 f"({_size_text(transferred / seconds)}/s)")
+        self.say(f"{spec.ref}: fetched {size_text(transferred)} in {seconds:.1f} s "
+                 f"({size_text(transferred / seconds)}/s)")
         return transferred
 
     def _stream_into(self, spec: InputSpec, transfer: Transfer, partial: Path, have: int) -> tuple[int, str | None]:
@@ -262,9 +257,9 @@ class BlobCache:
 
     def _progress(self, spec: InputSpec, done: int, total: int) -> None:
         if total:
-            self.say(f"{spec.ref}: {100 * done / total:.0f}% ({_size_text(done)} of {_size_text(total)})")
+            self.say(f"{spec.ref}: {100 * done / total:.0f}% ({size_text(done)} of {size_text(total)})")
         else:
-            self.say(f"{spec.ref}: {_size_text(done)}")
+            self.say(f"{spec.ref}: {size_text(done)}")
 
     # -- installing -------------------------------------------------------------------------------------------
 
@@ -288,7 +283,7 @@ class BlobCache:
             raise CacheError(f"{spec.ref}: the archive cannot be unpacked ({exc})") from None
         os.replace(unpacking, final)
         partial.unlink(missing_ok=True)
-        self.say(f"{spec.ref}: unpacked into the cache ({_size_text(_entry_size(final))})")
+        self.say(f"{spec.ref}: unpacked into the cache ({size_text(_entry_size(final))})")
 
     # -- keeping within the limit -----------------------------------------------------------------------------
 
@@ -321,10 +316,10 @@ class BlobCache:
                 if sha == keep or not self._evict(sha, path):
                     continue
                 total -= size
-                self.say(f"cache: evicted {path.parent.name}/{path.name} ({_size_text(size)}, least recently used)")
+                self.say(f"cache: evicted {path.parent.name}/{path.name} ({size_text(size)}, least recently used)")
             if total + need > self.max_bytes:
-                self.say(f"cache: over its limit of {_size_text(self.max_bytes)} ({_size_text(total)} held by "
-                         f"running tasks, {_size_text(need)} more needed); going on")
+                self.say(f"cache: over its limit of {size_text(self.max_bytes)} ({size_text(total)} held by "
+                         f"running tasks, {size_text(need)} more needed); going on")
         finally:
             os.close(lock_fd)
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from gpu_agent.process_runner import SECRET_ENV
+from gpu_agent.process_runner import environment_without_secrets
 
 TIMEOUT_SECONDS = 300
 
@@ -25,8 +25,7 @@ async def run(type_name: str, config_json: str, workspace: Path, scratch_dir: Pa
     config_file = Path(name)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(config_json or "{}")
-    child_env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
-    child_env.update(env or {})
+    child_env = environment_without_secrets(env)
     child_env["BUGAGARIC_WORKSPACE"] = str(workspace)
     argv = [sys.executable, "-m", "trainers.preflight", "--type", type_name, "--config", str(config_file)]
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec, TransferBroken, TransferRefused
-from gpu_agent.process_runner import SECRET_ENV
+from gpu_agent.process_runner import environment_without_secrets
 
 PLAN_FILE = "inputs.json"
 TOKEN_FILE = "cluster-token"
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_UNAVAILABLE
     _say(f"inputs ready: {', '.join(item.spec.ref for item in held) or 'none'}; starting the trainer")
     try:
-        env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
-        os.execvpe(trainer[0], trainer, {**env, **inputs_env(held)})
+        os.execvpe(trainer[0], trainer, environment_without_secrets(inputs_env(held)))
     except OSError as exc:
         print(f"error: could not start the trainer {trainer[0]}: {exc}", file=sys.stderr, flush=True)
     return 127

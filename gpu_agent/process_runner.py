@@ -34,6 +34,15 @@ ATTEMPT_PREFIX = "attempt-"
 SECRET_ENV = ("BUGAGARIC_CLUSTER_TOKEN", "BUGAGARIC_ADMIN_PASSWORD")
 
 
+def environment_without_secrets(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `extra`, less the agent's own credentials: what a child that reads user data
+    (a trainer, a dry run) gets."""
+    env = {**os.environ, **(extra or {})}
+    for name in SECRET_ENV:
+        env.pop(name, None)
+    return env
+
+
 def task_dir(agent_dir: Path, task_id: str) -> Path:
     return agent_dir / "tasks" / task_id
 
@@ -149,10 +158,7 @@ def launch(
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / CONFIG_FILE
     config_path.write_text(config_json, encoding="utf-8")
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    for name in SECRET_ENV:  # the agent's own credentials are not the trainer's
-        env.pop(name, None)
+    env = environment_without_secrets(extra_env)
     # Set after the request's env: the agent tails exactly these paths.
     env.update(
         {

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +19,7 @@ from gpu_agent.inventory import DeviceInfo
 from gpu_agent.model_inventory import HeldModel
 from gpu_agent.task_run import TaskRun
 from protos import agent_pb2, agent_pb2_grpc, common_pb2
+from protos.blocking_streams import off_the_loop
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
         output_dir = await self._output_dir(request.task_id, context)
         try:
             path = await asyncio.to_thread(artifacts.artifact_path, output_dir, request.path)
-            async for offset, data, total in _off_loop(artifacts.read_chunks(path, request.offset)):
+            async for offset, data, total in off_the_loop(artifacts.read_chunks(path, request.offset)):
                 yield common_pb2.FileChunk(data=data, offset=offset, total_size=total)
         except artifacts.BadPath as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -207,21 +208,11 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
         output_dir = await self._output_dir(request.task_id, context)
         offset = 0
         try:
-            async for data in _off_loop(artifacts.rechunk(artifacts.model_archive(output_dir))):
+            async for data in off_the_loop(artifacts.rechunk(artifacts.model_archive(output_dir))):
                 yield common_pb2.FileChunk(data=data, offset=offset)
                 offset += len(data)
         except artifacts.ArtifactNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-
-
-_T = TypeVar("_T")
-
-
-async def _off_loop(items: Iterator[_T]) -> AsyncIterator[_T]:
-    """A blocking iterator (file reads) consumed in a worker thread, one item at a time."""
-    done = object()
-    while (item := await asyncio.to_thread(next, items, done)) is not done:
-        yield item
 
 
 def specs_from_proto(refs) -> list[InputSpec]:

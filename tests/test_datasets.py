@@ -157,3 +157,27 @@ def test_output_dir_is_claimed_once(plane, channel, users):
     assert "output_dir" in seen.value.details() and first.id in seen.value.details()
     field = dict(seen.value.trailing_metadata()).get("bugagaric-error-field")
     assert field == "output_dir"
+
+
+def test_a_task_that_has_not_run_has_no_artifacts_and_cannot_be_exported(plane, channel, users):
+    stub = control_plane_pb2_grpc.FinetuneServiceStub(channel)
+    dataset = upload(channel, users["alice"], rows(3), name="unrun.jsonl")
+    task = stub.StartTask(cp.StartTaskRequest(type="sft", config_json=json.dumps(
+        {"model_name_or_path": "tiny-llama", "train_data_path": f"dataset:{dataset.id}"})), metadata=users["alice"])
+
+    def refused(call, code, words):
+        with pytest.raises(grpc.RpcError) as seen:
+            call()
+        assert seen.value.code() == code and words in seen.value.details(), seen.value.details()
+
+    refused(lambda: stub.ListArtifacts(cp.ListArtifactsRequest(task_id=task.id), metadata=users["alice"]),
+            grpc.StatusCode.NOT_FOUND, "it has not run yet")
+    refused(lambda: list(stub.DownloadModel(cp.DownloadModelRequest(task_id=task.id), metadata=users["alice"])),
+            grpc.StatusCode.NOT_FOUND, "no model of it was published")
+    for bad in ("../x", "/etc/passwd", "a\\b", ""):
+        refused(lambda: list(stub.DownloadArtifact(cp.DownloadArtifactRequest(task_id=task.id, path=bad),
+                                                   metadata=users["alice"])), grpc.StatusCode.INVALID_ARGUMENT, "path")
+    refused(lambda: stub.ExportTask(cp.ExportTaskRequest(task_id=task.id), metadata=users["alice"]),
+            grpc.StatusCode.FAILED_PRECONDITION, "only a succeeded task can be exported")
+    refused(lambda: stub.ListArtifacts(cp.ListArtifactsRequest(task_id=task.id), metadata=users["bob"]),
+            grpc.StatusCode.NOT_FOUND, "not found")  # someone else's task does not exist for them

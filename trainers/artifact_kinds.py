@@ -1,5 +1,5 @@
-"""What a file of a task's output directory is, by its path: one rule for the agent's listing and the control plane's
-listing of a published model."""
+"""A file of a task's output directory by its path: which paths may name one, and what kind of file it is. One rule
+for the agent (the live directory) and the control plane (a published model)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,20 @@ def artifact_kind(relative: str) -> str:
 def in_final_model(relative: str) -> bool:
     """Whether a file belongs in the published model: not a checkpoint, not a log."""
     return artifact_kind(relative) not in (CHECKPOINT, LOG)
+
+
+class BadArtifactPath(ValueError):
+    """The message names `path`."""
+
+
+def relative_artifact_path(given: str) -> PurePosixPath:
+    """`given` as a path inside the output directory, judged by its text alone (the agent also follows symlinks):
+    not empty, not absolute, no `..`, no backslashes."""
+    if not given:
+        raise BadArtifactPath("path: empty; name a file of the task's output directory")
+    pure = PurePosixPath(given)
+    if pure.is_absolute() or given.startswith("\\") or (len(given) > 1 and given[1] == ":"):
+        raise BadArtifactPath(f"path: {given!r} is absolute; give it relative to the task's output directory")
+    if ".." in pure.parts or "\\" in given or "\x00" in given:
+        raise BadArtifactPath(f"path: {given!r} leaves the task's output directory")
+    return pure

@@ -85,6 +85,10 @@ def check_task_paths(config, task_type: str, task_id: str | None, base: Path | N
     model = getattr(config, "model_name_or_path", None)
     if isinstance(model, str):
         confine_local_model(model, base)
-    value = getattr(config, "output_dir", None) or default_output_dir(
+    return check_output_dir(output_dir_value(config, task_type, task_id, base), task_id, base)
+
+
+def output_dir_value(config, task_type: str, task_id: str | None, base: Path | None = None) -> str | Path:
+    """Where the task writes, before any check: the config's output_dir as given, else its default directory."""
+    return getattr(config, "output_dir", None) or default_output_dir(
         task_type, task_id or time.strftime("%Y%m%d-%H%M%S"), base)
-    return check_output_dir(value, task_id, base)

@@ -237,7 +237,7 @@ def check_regular_file(path: Path, field: str, given: str, *, error: type[Config
         raise error(field, f"{field}: {given} is not a regular file")
     limit = limits().max_file_bytes
     if info.st_size > limit:
-        raise error(field, f"{field}: {given} is {_size(info.st_size)}, over the {_size(limit)} limit of a data "
+        raise error(field, f"{field}: {given} is {size_text(info.st_size)}, over the {size_text(limit)} limit of a data "
                            "file (BUGAGARIC_MAX_DATA_FILE_BYTES)")
 
 
@@ -262,8 +262,9 @@ def _roots_text(rules: PathPolicy, kind: Kind, admin: bool) -> str:
     return ", ".join(names) + "; never the platform's state directory"
 
 
-def _size(count: int) -> str:
+def size_text(count: float) -> str:
+    """A byte count for a person: "1.5 GiB", "12 bytes"."""
     for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if count >= size:
             return f"{count / size:.1f} {unit}"
-    return f"{count} bytes"
+    return f"{int(count)} bytes"
