@@ -8,6 +8,8 @@ COPY control_plane control_plane
 COPY gpu_agent gpu_agent
 COPY trainers trainers
 COPY gateway gateway
-RUN pip install --no-cache-dir "torch==2.13.0" .
+# EXTRAS=gpu adds bitsandbytes (QLoRA) and liger-kernel on a GPU host's image: `docker compose build --build-arg EXTRAS=gpu`.
+ARG EXTRAS=""
+RUN pip install --no-cache-dir "torch==2.13.0" ".${EXTRAS:+[$EXTRAS]}"
 ENV BUGAGARIC_WORKSPACE=/workspace
 WORKDIR /workspace

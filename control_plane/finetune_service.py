@@ -21,7 +21,7 @@ from control_plane.blob_store import BlobStore
 from control_plane.data_check import CHECK_BROKEN_REASON, CheckResult, SubmissionChecks
 from control_plane.dataset_rpcs import DatasetRpcs
 from control_plane.dataset_service import DatasetService
-from control_plane.model_catalog import ModelCatalog, holders, unavailable_model_message
+from control_plane.model_catalog import ModelCatalog, config_holders, unavailable_model_message
 from control_plane.published_models import PublishedModels
 from control_plane.task_inputs import Caller, TaskInputs, reads_agent_paths
 from control_plane.models import Task, TaskValidation, utcnow
@@ -95,9 +95,9 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
         live = {agent.id for agent in self._scheduler.live_agents()}
-        problem = unavailable_model_message(stored.get("model_name_or_path"), self._catalog.inventories(live))
+        problem = unavailable_model_message(stored, self._catalog.inventories(live))
         if problem is not None:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem, "model_name_or_path")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem[1], problem[0])
         claim = _output_dir_claim(stored.get("output_dir"))
         if claim is not None and (holder := self._store.output_dir_holder(claim)) is not None:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(OutputDirTaken(claim, holder)), "output_dir")
@@ -357,14 +357,14 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, exc.code(), f"dry run on agent {agents[0].id} failed: {exc.details()}")
 
     def candidate_agents(self, type_name: str, config_json: str) -> list:
-        """The live agents a task of this config could run on (those holding its model, if it names one)."""
+        """The live agents a task of this config could run on (those holding the models it names, if any)."""
         try:
-            model = json.loads(config_json or "{}").get("model_name_or_path")
-        except (ValueError, AttributeError):
-            model = None
+            config = json.loads(config_json or "{}")
+        except ValueError:
+            config = {}
         agents = self._scheduler.live_agents()
-        allowed = holders(model if isinstance(model, str) else None,
-                          self._catalog.inventories({agent.id for agent in agents}))
+        allowed = config_holders(config if isinstance(config, dict) else {},
+                                 self._catalog.inventories({agent.id for agent in agents}))
         return [agent for agent in agents if allowed is None or agent.id in allowed]
 
     def check_request(self, type_name: str, config_json: str, owner: str, admin: bool) -> common_pb2.ValidateTaskRequest:

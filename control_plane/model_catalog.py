@@ -1,5 +1,5 @@
-"""The models the agents hold (reported in registration and heartbeats), and what a task's `model_name_or_path`
-means for placement.
+"""The models the agents hold (reported in registration and heartbeats), and what the models a task's config names
+(`model_name_or_path`, and the other fields of trainers.registry.MODEL_FIELDS) mean for placement.
 
 A value that is a model's name or path on some agents places the task on those agents only. An agent path
 (absolute, `./`, `../`, `~`) is the placed agent's business. Anything else is a hub id: fine where an agent can reach
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from control_plane.models import AgentInventory, utcnow
+from trainers.registry import model_values
 
 _AGENT_PATH_PREFIXES = ("/", "./", "../", "~")
 
@@ -63,14 +64,33 @@ def holders(value: str | None, inventories: list[Inventory]) -> set[str] | None:
     return found or None
 
 
-def unavailable_model_message(value: str | None, inventories: list[Inventory]) -> str | None:
-    """Why no agent can run a task naming this model, or None when one can (or no agent has reported yet)."""
-    if not value or is_agent_path(value) or not inventories:
+def config_holders(config: dict, inventories: list[Inventory]) -> set[str] | None:
+    """The agents holding every held model the config names (an empty set: no agent holds them all); None: any
+    agent."""
+    allowed: set[str] | None = None
+    for _, value in model_values(config):
+        found = holders(value, inventories)
+        if found is not None:
+            allowed = found if allowed is None else allowed & found
+    return allowed
+
+
+def unavailable_model_message(config: dict, inventories: list[Inventory]) -> tuple[str, str] | None:
+    """(field, why) when no agent can run a task naming these models, or None when one can (or no agent has
+    reported yet)."""
+    if not inventories:
         return None
-    if any(inv.holds(value) or inv.hub_access for inv in inventories):
-        return None
-    held = sorted({model["name"] for inv in inventories for model in inv.models})
-    listing = ", ".join(held) if held else "none"
-    return (f"model_name_or_path: no agent holds a model named {value!r} and none can reach a model hub "
-            f"(models the agents hold: {listing}; GET /api/finetune/models). Put it in an agent's models directory, "
-            "or give a path on the agent (absolute, or ./relative to its workspace)")
+    named = [(name, value) for name, value in model_values(config) if not is_agent_path(value)]
+    for name, value in named:
+        if any(inv.holds(value) or inv.hub_access for inv in inventories):
+            continue
+        held = sorted({model["name"] for inv in inventories for model in inv.models})
+        listing = ", ".join(held) if held else "none"
+        return name, (f"{name}: no agent holds a model named {value!r} and none can reach a model hub "
+                      f"(models the agents hold: {listing}; GET /api/finetune/models). Put it in an agent's models "
+                      "directory, or give a path on the agent (absolute, or ./relative to its workspace)")
+    if config_holders(config, inventories) == set():
+        models = " and ".join(repr(value) for _, value in named)
+        return named[-1][0], (f"{named[-1][0]}: no single agent holds {models}; put them in the models directory of "
+                              "one agent")
+    return None

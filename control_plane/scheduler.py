@@ -11,7 +11,7 @@ import grpc
 
 from control_plane.agent_clients import AgentClients
 from control_plane.ingestion import Ingestion
-from control_plane.model_catalog import ModelCatalog, holders
+from control_plane.model_catalog import ModelCatalog, config_holders
 from control_plane.models import Agent, Task, utcnow
 from control_plane.placement import Placement, choose
 from control_plane.recovery import requeue_or_fail
@@ -85,7 +85,8 @@ class Scheduler:
         held = self._store.held_devices()
         inventories = self._catalog.inventories({agent.id for agent in agents})
         for task in queue:
-            allowed = holders(_model_of(task), inventories)  # a task naming a held model goes where it is
+            # A task naming held models goes where they are.
+            allowed = config_holders(json.loads(task.config_json), inventories)
             placement = choose(task, [a for a in agents if allowed is None or a.id in allowed], held)
             if placement is None:
                 return
@@ -163,9 +164,3 @@ class Scheduler:
             self._store.transition(task_id, target, reason, message, only_attempt=attempt, **fields)
         except IllegalTransition as error:
             log.info("task %s: %s", task_id, error)
-
-
-
-def _model_of(task: Task) -> str | None:
-    model = json.loads(task.config_json).get("model_name_or_path")
-    return model if isinstance(model, str) else None

@@ -14,7 +14,7 @@ from gpu_agent import devices as device_claims
 from gpu_agent import input_fetch, process_runner
 from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec
 from gpu_agent.inventory import Inventory
-from gpu_agent.model_inventory import ModelInventory, model_roots_env, place_model
+from gpu_agent.model_inventory import ModelInventory, model_roots_env, place_models
 from gpu_agent.settings import AgentSettings
 from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
@@ -150,19 +150,20 @@ class Agent:
         return run
 
     def place_model(self, config_json: str, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-        """The config with a held model's name replaced by its local path, and the model roots the trainer (or
-        dry run) needs to read it."""
+        """The config with each held model's name replaced by its local path, and the model roots the trainer (or
+        dry run) needs to read them."""
         try:
             config = json.loads(config_json or "{}")
         except ValueError:
             return config_json, {}  # the type's own parser says what is wrong with it
         if not isinstance(config, dict):
             return config_json, {}
-        model = place_model(config, self.models)
-        if model is not None:
+        models = place_models(config, self.models)
+        for model in models:
             log.info("model %s: held here, at %s", model.name, model.local_path)
+        if models:
             config_json = json.dumps(config)
-        return config_json, model_roots_env(self.models, model, dict(env))
+        return config_json, model_roots_env(self.models, models, dict(env))
 
     def output_dir_of(self, config: object, type_name: str, task_id: str) -> Path:
         """Where the trainer writes, as it decides it (trainers.output_dirs.check_task_paths): the config's

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainers.registry import model_values
+
 log = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 30.0
@@ -155,25 +157,27 @@ def hub_access() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-MODEL_FIELD = "model_name_or_path"
 MODEL_ROOTS_ENV = "BUGAGARIC_MODEL_ROOTS"
 
 
-def place_model(config: dict, inventory: ModelInventory) -> HeldModel | None:
-    """Rewrites the config's `model_name_or_path` to the local path of the held model it names; returns that model."""
-    value = config.get(MODEL_FIELD)
-    model = inventory.lookup(value) if isinstance(value, str) else None
-    if model is not None:
-        config[MODEL_FIELD] = str(model.local_path)
-    return model
+def place_models(config: dict, inventory: ModelInventory) -> list[HeldModel]:
+    """Rewrites each model field of the config (trainers.registry.MODEL_FIELDS) that names a held model to that
+    model's local path; returns the models placed."""
+    placed = []
+    for field, value in model_values(config):
+        model = inventory.lookup(value)
+        if model is not None:
+            config[field] = str(model.local_path)
+            placed.append(model)
+    return placed
 
 
-def model_roots_env(inventory: ModelInventory, model: HeldModel | None, env: dict[str, str]) -> dict[str, str]:
-    """BUGAGARIC_MODEL_ROOTS for a trainer or dry run: what it was, plus the models directory (and the placed model
+def model_roots_env(inventory: ModelInventory, models: list[HeldModel], env: dict[str, str]) -> dict[str, str]:
+    """BUGAGARIC_MODEL_ROOTS for a trainer or dry run: what it was, plus the models directory (and each placed model
     where a symlink takes it outside), so the path policy lets it read the models this agent offers."""
     current = env.get(MODEL_ROOTS_ENV, os.environ.get(MODEL_ROOTS_ENV, ""))
     roots = [p for p in current.split(os.pathsep) if p.strip()]
-    for extra in (inventory.models_dir.resolve(), model.local_path if model is not None else None):
-        if extra is not None and str(extra) not in roots:
+    for extra in (inventory.models_dir.resolve(), *(model.local_path for model in models)):
+        if str(extra) not in roots:
             roots.append(str(extra))
     return {MODEL_ROOTS_ENV: os.pathsep.join(roots)}

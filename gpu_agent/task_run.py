@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 from gpu_agent.input_fetch import EXIT_INPUT_UNAVAILABLE
 from gpu_agent.log_spool import SpoolReader, SpoolWriter
 from gpu_agent.process_runner import TrainerProcess, describe_exit, write_state
-from trainers.errors import EXIT_INVALID_DATA
+from trainers.errors import EXIT_INVALID_DATA, EXIT_STOPPED_EARLY
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,9 @@ class TaskRun:
             return "failed", "invalid_data", tail or describe_exit(code)
         if code == EXIT_INPUT_UNAVAILABLE:  # the fetch step could not bring the inputs; the trainer never ran
             return "failed", "input_unavailable", tail or "the task's inputs could not be fetched"
+        if code == EXIT_STOPPED_EARLY:  # a SIGTERM from outside the platform (a host shutdown, an operator)
+            return "failed", "trainer_error", ("the trainer was stopped by a SIGTERM the platform did not send; it saved "
+                                               "a checkpoint, and a retry resumes from it")
         error = f"{describe_exit(code)}\n{tail}" if code < 0 else tail
         return "failed", "trainer_error", error.strip() or describe_exit(code)
 

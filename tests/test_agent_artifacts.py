@@ -75,6 +75,21 @@ def test_kinds_and_listing(tmp_path):
     assert artifacts.list_artifacts(tmp_path / "missing") == []
 
 
+@pytest.mark.parametrize("relative, kind, published", [
+    ("adapter_model.safetensors", "adapter", True),
+    ("rounds/round_1/final/adapter_model.safetensors", "checkpoint", False),  # KBAlign: one round's model
+    ("rounds/round_2/checkpoint-3/optimizer.pt", "checkpoint", False),
+    ("stages/split/state.json", "checkpoint", False),  # KBAlign: a stage snapshot to resume from
+    ("annotations/pairs.jsonl", "predictions", True),  # KBAlign: the pairs the model wrote and trained on
+    ("checkpoint-7/model.safetensors", "checkpoint", False),
+    ("rounds.json", "model", True),
+])
+def test_kinds_of_intermediate_states(relative, kind, published):
+    from trainers.artifact_kinds import artifact_kind, in_final_model
+
+    assert (artifact_kind(relative), in_final_model(relative)) == (kind, published)
+
+
 @pytest.mark.parametrize("given, error", [
     ("../elsewhere/secret.txt", artifacts.BadPath),
     ("sub/../../elsewhere/secret.txt", artifacts.BadPath),

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from gpu_agent.model_inventory import ModelInventory, directory_size
+from control_plane.model_catalog import Inventory, config_holders, unavailable_model_message
+from gpu_agent.model_inventory import ModelInventory, directory_size, model_roots_env, place_models
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from tests.helpers.tiny_models import write_sft_rows
@@ -80,6 +81,44 @@ def test_the_inventory_rescans_when_the_directory_changes(tmp_path, tiny_llama_d
     inventory.rescan_seconds = 0  # the periodic rescan finds it
     assert [m.name for m in inventory.models()] == ["llama-a", "org/llama-b", "org/llama-c"]
     assert inventory.lookup("org/llama-c").kind == "causal_lm" and inventory.lookup("nope") is None
+
+
+def test_every_model_field_of_a_config_is_placed(tmp_path, tiny_llama_dir, minilm_dir):
+    """KBAlign's embedding model and GISTEmbed's guide are models too: named by a held model's name, the trainer gets
+    its local path and may read it."""
+    models = tmp_path / "models"
+    fill_models_dir(models, tiny_llama_dir, minilm_dir)
+    inventory = ModelInventory(models, tmp_path / "ws")
+    config = {"model_name_or_path": "tiny-llama", "embedding_model_name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
+              "input_path": "kb.jsonl"}
+    placed = place_models(config, inventory)
+    assert [m.name for m in placed] == ["tiny-llama", "sentence-transformers/all-MiniLM-L6-v2"]
+    assert config == {"model_name_or_path": str((models / "tiny-llama").resolve()),
+                      "embedding_model_name_or_path": str(minilm_dir.resolve()), "input_path": "kb.jsonl"}
+    roots = model_roots_env(inventory, placed, {"BUGAGARIC_MODEL_ROOTS": ""})["BUGAGARIC_MODEL_ROOTS"].split(os.pathsep)
+    assert str(minilm_dir.resolve()) in roots  # the symlink leads outside the models directory: that root too
+    hub_guide = {"model_name_or_path": "tiny-llama", "guide_model_name_or_path": "BAAI/bge-small-en-v1.5"}
+    assert [m.name for m in place_models(hub_guide, inventory)] == ["tiny-llama"]
+    assert hub_guide["guide_model_name_or_path"] == "BAAI/bge-small-en-v1.5"  # not held: a hub id, left as it is
+
+
+def test_placement_and_submit_checks_cover_every_model_field():
+    a = Inventory("a", [{"name": "tiny-llama", "path": "/m/tiny-llama"}, {"name": "minilm", "path": "/m/minilm"}])
+    b = Inventory("b", [{"name": "tiny-llama", "path": "/m/tiny-llama"}])
+    c = Inventory("c", [{"name": "other-encoder", "path": "/m/other"}])
+    both = {"model_name_or_path": "tiny-llama", "embedding_model_name_or_path": "minilm"}
+    assert config_holders(both, [a, b, c]) == {"a"}  # only agent a holds both models
+    assert config_holders({"model_name_or_path": "tiny-llama"}, [a, b, c]) == {"a", "b"}
+    assert config_holders({"model_name_or_path": "/abs/on/agent"}, [a, b, c]) is None
+    assert unavailable_model_message(both, [a, b, c]) is None
+
+    field, message = unavailable_model_message({**both, "embedding_model_name_or_path": "typo-encoder"}, [a, b])
+    assert field == "embedding_model_name_or_path"
+    assert message.startswith("embedding_model_name_or_path: no agent holds a model named 'typo-encoder'")
+    apart = {"model_name_or_path": "tiny-llama", "embedding_model_name_or_path": "other-encoder"}
+    assert config_holders(apart, [b, c]) == set()
+    field, message = unavailable_model_message(apart, [b, c])
+    assert field == "embedding_model_name_or_path" and "no single agent holds 'tiny-llama' and 'other-encoder'" in message
 
 
 class RecordingRegistry(control_plane_pb2_grpc.AgentRegistryServicer):

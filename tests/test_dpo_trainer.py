@@ -110,10 +110,13 @@ def test_eval_data_is_validated_too(dpo, tmp_path):
 
 
 def test_records_and_preflight_token_stats(dpo, tiny_llama_dir, tmp_path):
-    from trainers.dpo.data import to_record
+    from trainers.common.model_loading import load_tokenizer
+    from trainers.common.prompt_fit import PromptFitter
+    from trainers.dpo.data import fit_record
     from trainers.dpo.spec import parse_row
 
-    record = to_record(parse_row(GOOD))
+    fitted, record = fit_record(parse_row(GOOD), PromptFitter(load_tokenizer(str(tiny_llama_dir)), 128))
+    assert fitted.fits and not fitted.trimmed
     assert record == {
         "prompt": [{"role": "user", "content": "Passages:\n[1] The sky is blue.\n\nQuestion: What colour is the sky?"}],
         "chosen": [{"role": "assistant", "content": "Blue."}],
@@ -122,27 +125,46 @@ def test_records_and_preflight_token_stats(dpo, tiny_llama_dir, tmp_path):
     write_dpo_rows(tmp_path / "data/train.jsonl", 6)
     stats = dpo.preflight(dpo.parse_config(tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl", max_length=16)),
                           tmp_path)
-    for key in ("tokens", "tokens_chosen", "tokens_rejected"):
-        assert stats[key]["max_length"] == 16 and stats[key]["max"] > 0
-    assert stats["tokens"]["max"] == max(stats["tokens_chosen"]["max"], stats["tokens_rejected"]["max"])
-    assert stats["tokens"]["truncated_rows"] == 6  # every pair is longer than 16 tokens
+    assert stats["tokens"]["max_length"] == 16 and stats["tokens"]["max"] > 16
+    assert stats["tokens"]["truncated_rows"] == 6  # every pair is longer than 16 tokens as given
+    # ... and even without passages the question + the longer answer exceed 16: every line is named.
+    assert (stats["rows_trained"], stats["rows_dropped"], stats["rows_dropped_lines"]) == (0, 6, [1, 2, 3, 4, 5, 6])
+    assert "6 row(s) will be skipped" in stats["warnings"][0]
+
+
+def test_the_longer_answer_decides_what_fits(tiny_llama_dir):
+    """Passages are trimmed so that the prompt fits with chosen AND with rejected, whichever is longer."""
+    from trainers.common.model_loading import load_tokenizer
+    from trainers.common.prompt_fit import PromptFitter
+    from trainers.dpo.data import fit_record
+    from trainers.dpo.spec import parse_row
+
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    row = parse_row({**GOOD, "retrieval_result": ["The sky is blue. " * 30],
+                     "rejected": {"text": "The sky is green and the grass is blue and the snow is red. " * 3}})
+    fitted, record = fit_record(row, PromptFitter(tokenizer, 120))
+    assert fitted.fits and fitted.trimmed and fitted.passages_cut == 1
+    chosen = len(tokenizer.apply_chat_template(record["prompt"] + record["chosen"], tokenize=True, return_dict=False))
+    rejected = len(tokenizer.apply_chat_template(record["prompt"] + record["rejected"], tokenize=True,
+                                                 return_dict=False))
+    assert chosen < rejected <= 120 and fitted.tokens == rejected
 
 
 def test_lora_uses_the_adapter_free_base_as_reference(dpo, tiny_llama_dir, tmp_path):
     """With LoRA there is one copy of the weights (reference = adapter disabled); without, a separate frozen copy."""
     from trainers.common.cli import RunContext
-    from trainers.dpo.train import build_trainer
+    from trainers.dpo.train import DpoWorkflow
 
     write_dpo_rows(tmp_path / "data/train.jsonl", 4)
     ctx = RunContext("dpo", tmp_path, tmp_path / "output", None, None)
     lora = dpo.parse_config(tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl"))
-    trainer = build_trainer(lora, ctx)[0]
+    trainer = DpoWorkflow(lora, ctx).build().trainer
     assert trainer.ref_model is None and hasattr(trainer.model, "disable_adapter")
     assert (trainer.args.beta, trainer.args.max_length, trainer.args.loss_type) == (0.1, 128, ["sigmoid"])
 
     full = dpo.parse_config(tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl", use_lora=False, beta=0.3,
                                             loss_type="ipo"))
-    trainer = build_trainer(full, ctx)[0]
+    trainer = DpoWorkflow(full, ctx).build().trainer
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
     assert not any(p.requires_grad for p in trainer.ref_model.parameters())
     assert (trainer.args.beta, trainer.args.loss_type) == (0.3, ["ipo"])
@@ -152,8 +174,10 @@ def test_lora_uses_the_adapter_free_base_as_reference(dpo, tiny_llama_dir, tmp_p
 
 def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir, tmp_path):
     write_dpo_rows(tmp_path / "data/train.jsonl", 32)
+    write_dpo_rows(tmp_path / "data/heldout.jsonl", 8, colour_shift=3)  # topic-colour pairs never trained on
     metrics = tmp_path / "metrics.jsonl"
-    config = tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl")
+    config = tiny_dpo_config(str(tiny_llama_dir), "data/train.jsonl", eval_data_path="data/heldout.jsonl",
+                             eval_steps=12)
     (tmp_path / "cfg.json").write_text(json.dumps(config), encoding="utf-8")
     env = {**os.environ, "BUGAGARIC_WORKSPACE": str(tmp_path), "BUGAGARIC_METRICS_FILE": str(metrics),
            "BUGAGARIC_TASK_ID": "dpo-1", "HF_HUB_OFFLINE": "1"}
@@ -164,8 +188,9 @@ def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir,
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
 
     events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
-    steps = [e for e in events if e["event"] == "step"]
+    assert events[0]["event"] == "start" and [e["event"] for e in events[-2:]] == ["end", "eval"]
+    evaluations = [e for e in events if e["event"] == "step" and "eval_loss" in e]
+    steps = [e for e in events if e["event"] == "step" and "loss" in e]
     total = config["max_steps"]
     assert len(steps) == total and steps[-1]["step"] == total and all(e["task_id"] == "dpo-1" for e in events)
     for key in ("loss", "learning_rate", "epoch", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
@@ -184,6 +209,15 @@ def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir,
     assert summary["task_type"] == "dpo" and summary["global_step"] == total and summary["num_rows"] == 32
     assert summary["final_loss"] < summary["first_loss"] and summary["beta"] == 0.1
     assert summary["final_reward_accuracy"] >= 0.75 and summary["final_reward_margin"] > 0
+    # The preference holds on the held-out pairs, not only on the last training batch.
+    held_out = summary["eval_after"]
+    print(f"held-out reward accuracy {held_out['reward_accuracy']:.3f}, margin {held_out['reward_margin']:.3f}")
+    assert held_out["pairs"] == 8 and held_out["reward_accuracy"] > 0.75 and held_out["reward_margin"] > 0
+    assert summary["stopped_early"] is False and summary["rows_trained"] == 32
+    [after] = [e for e in events if e["event"] == "eval"]
+    assert after["phase"] == "after" and after["reward_accuracy"] == held_out["reward_accuracy"]
+    assert [e["step"] for e in evaluations] == [12, 24]  # evaluated during training too (eval_steps)
+    assert all("eval_rewards/accuracies" in e for e in evaluations)
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -148,8 +148,11 @@ async def test_lines_metrics_follow_and_success(env):
         (dict(stderr_lines=2, exit_code=3), S.TASK_STATUS_FAILED, "invalid_data", "err 2", None),
         (dict(stderr_lines=25, exit_code=1), S.TASK_STATUS_FAILED, "trainer_error", "err 6\n", "err 5\n"),
         (dict(stderr_lines=1, self_signal=9), S.TASK_STATUS_FAILED, "trainer_error", "killed by signal 9", None),
+        # A trainer that saved a checkpoint on a SIGTERM nobody on the platform sent: not a success.
+        (dict(stderr_lines=1, exit_code=143), S.TASK_STATUS_FAILED, "trainer_error",
+         "stopped by a SIGTERM the platform did not send", None),
     ],
-    ids=["invalid-data", "trainer-error", "signal"],
+    ids=["invalid-data", "trainer-error", "signal", "stopped-from-outside"],
 )
 async def test_failures(env, config, status, reason, error_has, error_lacks):
     await launch(env.stub, "t-fail", **config)

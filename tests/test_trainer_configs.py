@@ -172,22 +172,18 @@ def test_config_file_must_exist_and_be_a_mapping(sft, tmp_path):
 
 # --- prompt and record shape ----------------------------------------------------------------------------------------
 
-def test_rag_prompt_and_records():
+def test_rag_prompt_and_chat_rows():
     from trainers.common.rag_prompt import build_rag_prompt
-    from trainers.sft.data import to_record
+    from trainers.sft.data import split_chat
     from trainers.sft.spec import parse_row
 
     assert build_rag_prompt("Q?") == "Q?"
     assert build_rag_prompt("Q?", ["p one", "p two"]) == "Passages:\n[1] p one\n[2] p two\n\nQuestion: Q?"
     assert build_rag_prompt("Q?", "only") == "Passages:\n[1] only\n\nQuestion: Q?"
-
-    rec = to_record(parse_row(GOOD_ROW))
-    assert rec["prompt"] == [{"role": "user", "content": "Passages:\n[1] The sky is blue.\n\nQuestion: What colour is the sky?"}]
-    assert rec["completion"] == [{"role": "assistant", "content": "Blue."}]
     chat = parse_row({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                                    {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})
-    rec = to_record(chat)
-    assert [m["content"] for m in rec["prompt"]] == ["a", "b", "c"] and rec["completion"][0]["content"] == "d"
+    prompt, completion = split_chat(chat)
+    assert [m["content"] for m in prompt] == ["a", "b", "c"] and completion == [{"role": "assistant", "content": "d"}]
 
 
 def test_metrics_emitter_appends_json_lines(tmp_path, capsys):

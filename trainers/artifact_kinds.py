@@ -8,14 +8,22 @@ from pathlib import PurePosixPath
 ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS = "adapter", "model", "checkpoint", "summary", "log", "predictions"
 KINDS = (ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS)
 _SUMMARY_WORDS = ("summary", "metrics", "results", "trainer_state")
+# Directories of intermediate states, not the task's model: KBAlign's per-round models (rounds/round_<k>/final and
+# their Trainer checkpoints) and its stage snapshots (stages/<label>/).
+_INTERMEDIATE_DIRS = ("rounds", "stages")
+# Training data the model wrote for itself (KBAlign's question-answer pairs and critiques).
+_MODEL_WRITTEN_DIRS = ("annotations",)
 
 
 def artifact_kind(relative: str) -> str:
     """One of KINDS for a "/"-separated path relative to the output directory."""
     parts = PurePosixPath(relative).parts
     name = parts[-1].lower()
-    if parts[0].startswith("checkpoint-") and len(parts) > 1:
+    directories = parts[:-1]
+    if directories and (directories[0] in _INTERMEDIATE_DIRS or any(d.startswith("checkpoint-") for d in directories)):
         return CHECKPOINT
+    if directories and directories[0] in _MODEL_WRITTEN_DIRS:
+        return PREDICTIONS
     if name.startswith("adapter_model.") or name == "adapter_config.json":
         return ADAPTER
     if name.endswith(".log"):

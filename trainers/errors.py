@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Exit codes of `python -m trainers.<type>`. The agent turns EXIT_INVALID_DATA into the reason `invalid_data`;
-# any other non-zero code is a `trainer_error`.
+# EXIT_STOPPED_EARLY (what a shell reports for a SIGTERM death) means a stop ended training with a checkpoint saved
+# and no final model; any other non-zero code is a `trainer_error`.
 EXIT_OK = 0
 EXIT_TRAINER_ERROR = 1
 EXIT_INVALID_DATA = 3
+EXIT_STOPPED_EARLY = 143
 
 
 @dataclass(frozen=True)

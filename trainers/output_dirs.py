@@ -66,15 +66,41 @@ def claim_output_dir(value: str | os.PathLike[str], task_id: str | None, base: P
 
 
 def check_resume_checkpoint(value: str, output_dir: Path, base: Path | None = None) -> Path:
-    """A checkpoint to resume from must be one this task wrote: inside its own output directory."""
+    """A checkpoint to resume from must be one this task wrote: inside its own output directory. A `checkpoint-N`
+    that is gone because save_total_limit rotated it away (the run went on saving after the control plane last heard
+    from it) stands for the newest later `checkpoint-M` beside it."""
     rules = policy(base)
+    given = resolve(value, rules.workspace)
     try:
-        path = resolve(value, rules.workspace).resolve(strict=True)
+        path = given.resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ConfigError("checkpoint", f"checkpoint: not found: {value}") from None
+        path = _later_checkpoint(given)
+        if path is None:
+            raise ConfigError("checkpoint", f"checkpoint: not found: {value}") from None
     if output_dir.resolve() not in path.parents:
         raise ConfigError("checkpoint", f"checkpoint: {value!r} is not inside this task's output directory")
     return path
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    prefix, _, step = path.name.partition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
+def _later_checkpoint(missing: Path) -> Path | None:
+    """The newest complete `checkpoint-M` (M > N) in the directory of a missing `checkpoint-N`, resolved; None if
+    none. Complete: its trainer_state.json, which the Trainer writes last, is there (a run killed mid-save leaves a
+    checkpoint without it)."""
+    step = _checkpoint_step(missing)
+    try:
+        parent = missing.parent.resolve(strict=True)
+        later = [p for p in parent.iterdir() if p.is_dir() and (_checkpoint_step(p) or -1) > (step or 0)
+                 and (p / "trainer_state.json").is_file()]
+    except OSError:
+        return None
+    if step is None or not later:
+        return None
+    return max(later, key=_checkpoint_step).resolve()
 
 
 def check_task_paths(config, task_type: str, task_id: str | None, base: Path | None = None) -> Path:

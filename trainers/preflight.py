@@ -2,7 +2,10 @@
 
 It checks a task exactly as its trainer would before loading a model — the config against the type's model, the data
 against its row validator (row count, the first 20 problems with line numbers and field paths) — and then runs the
-type's optional deeper checks (token-length statistics for LM types, which load the tokenizer). It runs as a
+type's optional deeper checks with the trainer's own code (the training arguments through transformers' parser, the
+options this agent's hardware and packages must allow, token lengths and the rows that do not fit max_length, which
+load the tokenizer). A deeper check that finds the config or the data wrong fails the report; one that cannot run
+(e.g. the model is not on this agent) leaves a warning. It runs as a
 subprocess of the agent (gpu_agent.dry_run) so that a service never imports the training libraries.
 """
 
@@ -50,9 +53,19 @@ def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True
     report.update(ok=True, rows=data.rows, stats=dict(data.stats))
     if deep and task_type.preflight is not None:
         try:
-            report["stats"].update(task_type.preflight(config, workspace))
+            extra = dict(task_type.preflight(config, workspace))
+        except DataError as exc:  # e.g. a row too long for max_length under truncation: error
+            report.update(ok=False, problems=[asdict(p) for p in exc.problems],
+                          error={"field": exc.field, "message": exc.message})
+            return report
+        except ConfigError as exc:  # e.g. a config_file argument of the wrong type, QLoRA on a CPU-only agent
+            report.update(ok=False, error={"field": exc.field, "message": exc.message})
+            return report
         except Exception as exc:  # noqa: BLE001 - e.g. the model is not there: the data are still fine, say so
             report["warnings"].append(f"deeper checks skipped: {exc}")
+        else:
+            report["warnings"].extend(extra.pop("warnings", []))
+            report["stats"].update(extra)
     return report
 
 

@@ -24,6 +24,19 @@ class DataReport:
     rows: int
     problems: list[DataProblem] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    # The line (JSONL) or row (JSON list) number of each row kept, in order, when the rows were kept.
+    lines: list[int] = field(default_factory=list)
+
+
+# The config keys that name a model (the trained one, KBAlign's embedding model, GISTEmbed's guide): each may be a
+# model an agent holds (by name), a path on the agent, or a hub id. The agent rewrites a held model's name to its
+# local path; the control plane places a task on an agent holding every held model it names.
+MODEL_FIELDS = ("model_name_or_path", "embedding_model_name_or_path", "guide_model_name_or_path")
+
+
+def model_values(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) of each model a config names."""
+    return [(name, config[name]) for name in MODEL_FIELDS if isinstance(config.get(name), str) and config[name]]
 
 
 @dataclass(frozen=True)

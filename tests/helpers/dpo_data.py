@@ -11,11 +11,13 @@ _TOPICS = ["apple", "sky", "grass", "snow", "sun", "coal", "lemon", "cherry", "o
 _COLOURS = ["red", "blue", "green", "white", "yellow", "black", "yellow", "red", "blue", "white"]
 
 
-def dpo_rows(n: int) -> list[dict[str, Any]]:
-    """Seed-format preference rows: chosen always states the topic's colour, rejected always the same wrong pattern."""
+def dpo_rows(n: int, colour_shift: int = 0) -> list[dict[str, Any]]:
+    """Seed-format preference rows: chosen always states the topic's colour, rejected always the same wrong pattern.
+    `colour_shift` pairs each topic with another colour: held-out pairs the model never saw, with the same
+    preference (a plain statement over the babble)."""
     rows = []
     for i in range(n):
-        topic, colour = _TOPICS[i % len(_TOPICS)], _COLOURS[i % len(_COLOURS)]
+        topic, colour = _TOPICS[i % len(_TOPICS)], _COLOURS[(i + colour_shift) % len(_COLOURS)]
         row: dict[str, Any] = {
             "query": f"What colour is the {topic}?",
             "chosen": {"text": f"The {topic} is {colour}."},
@@ -29,10 +31,10 @@ def dpo_rows(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def write_dpo_rows(path: Path, n: int) -> Path:
+def write_dpo_rows(path: Path, n: int, colour_shift: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in dpo_rows(n)), encoding="utf-8")
+    path.write_text("".join(json.dumps(row) + "\n" for row in dpo_rows(n, colour_shift)), encoding="utf-8")
     return path
 
 

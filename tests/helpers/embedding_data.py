@@ -6,6 +6,8 @@ other attributes of the same thing ("the kalomi has tiska three."). Matching the
 the other rows (in-batch negatives: any encoder, even a random one, learns that fast); telling the positive from the
 hard negatives needs the query word -> marker word association (price -> vorn, colour -> tiska, ...), which no
 pretrained model knows and which the training rows teach. Held-out rows use new names with the same associations.
+`entity_rows` asks several attributes of each thing, so the things' other passages are the hard negatives a miner
+finds among the training passages.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def names(n: int, seed: int = 0) -> list[str]:
 
 
 def embedding_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """n rows {query, pos, neg}. Every 5th row has a second positive; every 10th has no negatives (the trainer then
-    borrows other rows' positives)."""
+    """n rows {query, pos, neg}, one thing each. Every 5th row has a second positive; every 10th has no negatives
+    (the trainer mines some for it)."""
     rng = random.Random(seed)
     rows = []
     for i, name in enumerate(names(n, seed)):
@@ -55,11 +57,34 @@ def embedding_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-def write_embedding_rows(path: Path, n: int, seed: int = 0) -> Path:
+def entity_rows(entities: int, *, relations: int = 4, first: int = 0, seed: int = 0,
+                without_negatives_every: int = 0) -> list[dict[str, Any]]:
+    """Several rows about each made-up thing, one per attribute asked ("what is the price of the kalomi?", "what is
+    the colour of the kalomi?", ...): a row's positive is the thing's passage with the asked attribute's marker word,
+    and its negatives are the thing's other passages, which are the other rows' positives. A pretrained model matches
+    the name, then guesses among the thing's passages (recall@1 near 1 / relations); learning the query word ->
+    marker word association fixes that. `first`: skip that many names (disjoint training and held-out things);
+    every `without_negatives_every`-th row has no `neg` (the trainer mines negatives for it)."""
+    rng = random.Random(seed)
+    rows = []
+    for name in names(first + entities, seed)[first:]:
+        passages = [f"the {name} has {marker} {rng.choice(VALUES)}." for _, marker in RELATIONS[:relations]]
+        for r, (asked, _) in enumerate(RELATIONS[:relations]):
+            bare = without_negatives_every and (len(rows) + 1) % without_negatives_every == 0
+            rows.append({"query": f"what is the {asked} of the {name}?", "pos": [passages[r]],
+                         "neg": [] if bare else [p for s, p in enumerate(passages) if s != r]})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in embedding_rows(n, seed)), encoding="utf-8")
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def write_embedding_rows(path: Path, n: int, seed: int = 0) -> Path:
+    return write_rows(path, embedding_rows(n, seed))
 
 
 def corpus_lines(n: int = 400) -> list[str]:

@@ -24,29 +24,41 @@ class QaRow(BaseModel):
     answer: str = Field(min_length=1)
 
 
+def load_qa_rows(config: QaConfig, workspace: Path | None = None, *, field: str = "train_data_path"):
+    return load_rows(getattr(config, field), QaRow, field=field, workspace=workspace)
+
+
 def validate_data(config: QaConfig, workspace: Path) -> DataReport:
-    return load_rows(config.train_data_path, QaRow, field="train_data_path", workspace=workspace)[1]
+    return load_qa_rows(config, workspace)[1]
 
 
 def train(config: QaConfig, ctx) -> dict:
-    from trl import SFTConfig
+    """The shared training skeleton with the qa rows: a plugin names its rows, its records and its trainer."""
+    from trl import SFTConfig, SFTTrainer
 
-    from trainers.common.hf_callback import MetricsCallback
-    from trainers.common.lora import lora_config
-    from trainers.common.metrics import MetricsEmitter
-    from trainers.common.model_loading import load_causal_lm
-    from trainers.common.sft_training import train_sft_records
-    from trainers.common.training_args import build_args
+    from trainers.common.workflow import LMWorkflow
 
-    rows, _ = load_rows(config.train_data_path, QaRow, field="train_data_path", workspace=ctx.workspace)
-    records = [{"prompt": [{"role": "user", "content": r.question}], "completion": [{"role": "assistant", "content": r.answer}]}
-               for r in rows]
-    args = build_args(SFTConfig, config, ctx.output_dir, ctx.workspace, max_length=config.max_length)
-    model, tokenizer = load_causal_lm(config.model_name_or_path, ctx.workspace)
-    trainer, _ = train_sft_records(model, tokenizer, args, records, peft_config=lora_config(config, model),
-                                   callback=MetricsCallback(MetricsEmitter(task_id=ctx.task_id), num_rows=len(rows)))
-    trainer.save_model(str(ctx.output_dir))
-    return {}
+    class QaWorkflow(LMWorkflow):
+        task_type = "qa"
+        load_file = staticmethod(load_qa_rows)
+
+        @staticmethod
+        def fit_record(row: QaRow, fitter):
+            completion = [{"role": "assistant", "content": row.answer}]
+            fitted = fitter.fit(row.question, [], [completion])
+            return fitted, {"prompt": fitted.prompt, "completion": completion}
+
+        def args_class(self):
+            return SFTConfig
+
+        def type_args(self):
+            return {"max_length": self.config.max_length}
+
+        def make_trainer(self, model, tokenizer, args, prepared):
+            return SFTTrainer(model=model, args=args, train_dataset=prepared.train, processing_class=tokenizer,
+                              peft_config=self.peft_config())
+
+    return QaWorkflow(config, ctx).run()
 
 
 TASK_TYPE = register(TaskType(

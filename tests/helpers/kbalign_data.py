@@ -64,23 +64,28 @@ def tiny_kbalign_config(model_dir: Path | str, input_path: Path | str, **overrid
         "output_dir": "output/kbalign",
         "use_lora": True,
         "iter_num": 2,
-        "short_pairs": 6,
+        "max_chunks": 8,
+        "pairs_per_chunk": 2,
         "long_pairs": 4,
-        "max_attempts": 2,
+        "long_questions_per_cluster": 2,
+        "long_answer_passages": 2,
+        "max_attempts": 1,
         "chunk_size": 120,
         "chunk_overlap": 20,
-        "cluster_group_size": 2,
+        "cluster_size": 3,
+        "retrieval_top_k": 2,
+        "eval_max_questions": 3,
         "max_new_tokens": 12,
         "temperature": 0.7,
         "top_p": 0.9,
         "do_sample": True,
         "generation_batch_size": 8,
         "require_question_mark": False,
-        "require_question_word": False,
-        "min_question_chars": 1,
-        "max_question_chars": 2000,
-        "min_answer_chars": 1,
-        "max_answer_chars": 2000,
+        "min_question_words": 1,
+        "max_question_words": 500,
+        "min_answer_words": 1,
+        "max_answer_words": 500,
+        "reject_no_answer": False,
         "learning_rate": 1e-2,
         "num_train_epochs": 30,
         "per_device_train_batch_size": 2,
@@ -90,3 +95,13 @@ def tiny_kbalign_config(model_dir: Path | str, input_path: Path | str, **overrid
     }
     config.update(overrides)
     return config
+
+
+def write_general_rows(path: Path | str, n: int = 12) -> Path:
+    """General-domain chat rows (arithmetic), the kind a user mixes in to keep the model's general abilities."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i + 1}?"},
+                          {"role": "assistant", "content": f"{i} plus {i + 1} is {2 * i + 1}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from trainers import output_dirs, paths, registry
 from trainers.common import graceful_stop
-from trainers.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_TRAINER_ERROR, ConfigError, ModelNotFound, TrainerError
+from trainers.errors import (EXIT_INVALID_DATA, EXIT_OK, EXIT_STOPPED_EARLY, EXIT_TRAINER_ERROR, ConfigError,
+                             ModelNotFound, TrainerError)
 from trainers.registry import DataReport
 
 
@@ -67,7 +68,8 @@ def _resolve_train_fn(train_fn: TrainFn | str) -> TrainFn:
 
 
 def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = None) -> int:
-    """Runs one training task and returns the exit code (0 ok, 3 invalid config/data, 1 anything else)."""
+    """Runs one training task and returns the exit code (0 ok, 3 invalid config/data, 143 stopped early with a
+    checkpoint saved, 1 anything else)."""
     parser = argparse.ArgumentParser(prog=f"python -m trainers.{task_type_name}")
     parser.add_argument("--config", required=True, help="JSON file holding the task's config object")
     args = parser.parse_args(argv)
@@ -92,9 +94,12 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
         report = task_type.validate_data(config, workspace)
         output_dir = output_dirs.claim_output_dir(
             output_dirs.check_task_paths(config, task_type_name, task_id, workspace), task_id, workspace)
-        resume = graceful_stop.resume_checkpoint()
-        if resume:
-            resume = str(output_dirs.check_resume_checkpoint(resume, output_dir, workspace))
+        resume = asked = graceful_stop.resume_checkpoint()
+        if asked:
+            resume = str(output_dirs.check_resume_checkpoint(asked, output_dir, workspace))
+            if Path(resume).name != Path(asked).name:
+                print(f"checkpoint {asked} is gone (save_total_limit keeps the newest checkpoints); the newest later "
+                      f"one stands for it", flush=True)
     except ConfigError as exc:
         return _report_config_error(exc)
 
@@ -110,6 +115,10 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
             preflight(config.model_name_or_path, workspace)  # a missing model fails in a second, not after imports
         _resolve_train_fn(train_fn)(config, context)
         _leave_process_group()
+    except graceful_stop.StoppedEarly as exc:  # a stop, not a finish: the agent must not read it as success
+        print(str(exc), flush=True)
+        _leave_process_group(wait_for_others=False)  # ranks may have stopped a step apart: no barrier to hang on
+        return EXIT_STOPPED_EARLY
     except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
         return _report_config_error(exc)
     except ModelNotFound as exc:  # the user's input, not a bug: no traceback
@@ -126,7 +135,7 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
     return EXIT_OK
 
 
-def _leave_process_group() -> None:
+def _leave_process_group(wait_for_others: bool = True) -> None:
     """A data-parallel run (torchrun) ends together: every rank waits until rank 0 has written the model, then the
     process group is taken down before the process exits (a rank exiting with gloo's threads still running can abort
     with "terminate called without an active exception" and fail a run that succeeded)."""
@@ -135,7 +144,8 @@ def _leave_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

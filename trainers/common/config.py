@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from trainers.errors import ConfigError
 from trainers.paths import policy, readable_file, shown
@@ -75,7 +76,8 @@ class LMConfig(TaskConfig):
     learning_rate: float = Field(default=5e-5, gt=0, description="Peak learning rate.")
     num_train_epochs: float = Field(default=3, gt=0, description="Passes over the training data.")
     per_device_train_batch_size: int = Field(default=4, ge=1, description="Rows per batch on each device.")
-    max_length: int = Field(default=1024, ge=16, description="Longest tokenized sequence; longer rows are cut.")
+    max_length: int = Field(default=1024, ge=16, description="Longest tokenized sequence (prompt + answer). A longer "
+                            "row has its retrieved passages trimmed to fit (see truncation).")
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     gradient_accumulation_steps: int = Field(
         default=1, ge=1, description="Batches accumulated per optimizer step (effective batch = batch x this x GPUs).",
@@ -107,10 +109,31 @@ class LMConfig(TaskConfig):
         json_schema_extra={"advanced": True},
     )
     gradient_checkpointing: bool = Field(
-        default=False, description="Trade compute for memory on large models.", json_schema_extra={"advanced": True},
+        default=False, description="Trade compute for memory on large models (activations are recomputed in the "
+        "backward pass).", json_schema_extra={"advanced": True},
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        default="auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp16; fp32 on CPU.",
+        default="auto", description="Mixed precision: the weights being trained stay float32 and the matrix "
+        "products run in half precision. auto = bf16 on GPUs that support it, else fp16; fp32 on a CPU (bf16 given "
+        "explicitly runs as CPU autocast).", json_schema_extra={"advanced": True},
+    )
+    use_liger_kernel: bool = Field(
+        default=False, description="Use Liger's fused Triton kernels (less memory, faster). Needs a CUDA device "
+        "and the liger-kernel package on the agent.", json_schema_extra={"advanced": True},
+    )
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        default=None, description="QLoRA: load the frozen base model in 4-bit (NF4) or 8-bit through "
+        "bitsandbytes and train a LoRA adapter on top. Needs use_lora, a CUDA device and bitsandbytes on the "
+        "agent.", json_schema_extra={"advanced": True},
+    )
+    save_total_limit: int | None = Field(
+        default=3, ge=1, description="Keep at most this many checkpoints; older ones are deleted (none: keep all).",
+        json_schema_extra={"advanced": True},
+    )
+    truncation: Literal["passages", "error"] = Field(
+        default="passages", description="Rows longer than max_length: passages = the retrieved passages are "
+        "trimmed or dropped until the row fits (never the question or the answer); a row that still does not fit "
+        "is skipped and reported by line. error = such a row fails the task instead of being skipped.",
         json_schema_extra={"advanced": True},
     )
     seed: int = Field(default=42, description="Random seed for reproducible runs.", json_schema_extra={"advanced": True})
@@ -118,11 +141,29 @@ class LMConfig(TaskConfig):
     lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha.", json_schema_extra={"advanced": True})
     lora_dropout: float = Field(default=0.05, ge=0, le=1, description="Dropout on the LoRA layers.",
                                 json_schema_extra={"advanced": True})
-    lora_target_modules: list[str] | None = Field(
-        default=None,
-        description='Module names LoRA wraps (e.g. ["q_proj", "v_proj"], or ["all-linear"]). '
-        "Default: peft's choice for the architecture, else all linear layers.",
+    lora_target_modules: list[str] = Field(
+        default=["all-linear"], min_length=1,
+        description='Module names LoRA wraps, e.g. ["q_proj", "v_proj"]. Default ["all-linear"]: every linear '
+        "layer but the output head (what QLoRA and LLaMA-Factory use).",
         json_schema_extra={"advanced": True},
+    )
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization_needs_lora(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("use_lora") is False:
+            raise PydanticCustomError("needs_lora", "a quantized base model can only train a LoRA adapter "
+                                                    "(set use_lora: true, or leave quantization out)")
+        return value
+
+
+class PackedLMConfig(LMConfig):
+    """The LM types trained by trl's SFTTrainer (sft, kbalign), which can pack rows (trl's DPO trainer cannot)."""
+
+    packing: bool = Field(
+        default=False, description="Pack several short rows into one max_length sequence without padding (trl's "
+        "best-fit packing, padding-free). Faster on GPUs when rows are much shorter than "
+        "max_length; the loss still covers the answers only.", json_schema_extra={"advanced": True},
     )
 
 

@@ -11,7 +11,17 @@ import signal
 import sys
 import threading
 
-EXIT_STOPPED_EARLY = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM death
+from trainers.errors import EXIT_STOPPED_EARLY
+
+
+class StoppedEarly(Exception):
+    """Raised by a trainer after a stop request ended its training: the checkpoint and the summary (stopped_early)
+    are written, the final model is not. The CLI exits with EXIT_STOPPED_EARLY, so the run never reads as finished."""
+
+    def __init__(self, checkpoint: str | None):
+        super().__init__(f"stopped early; resume from {checkpoint}" if checkpoint else "stopped early")
+        self.checkpoint = checkpoint
+
 
 _requested = threading.Event()
 _training = threading.Event()
@@ -32,6 +42,17 @@ def _on_sigterm(signum, frame) -> None:
 
 def requested() -> bool:
     return _requested.is_set()
+
+
+def request() -> None:
+    """What a SIGTERM does, for code that stops a run inside this process (in-process tests)."""
+    _on_sigterm(signal.SIGTERM, None)
+
+
+def reset() -> None:
+    """Forgets a stop request and the training state: the next run in this process starts clean."""
+    _requested.clear()
+    _training.clear()
 
 
 def training_started() -> None:

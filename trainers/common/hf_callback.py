@@ -40,6 +40,8 @@ class MetricsCallback(TrainerCallback):
         return round(per_step * max(0, state.max_steps - state.global_step), 1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.ended:  # an evaluation after training: the workflow reports it as an `eval` event
+            return
         logs = dict(logs or {})
         if "train_runtime" in logs:
             self._end(state, logs)
@@ -79,6 +81,7 @@ class MetricsCallback(TrainerCallback):
         values.setdefault("train_runtime", round(time.monotonic() - self.started, 3))
         values["final_loss"] = self.losses[-1] if self.losses else logs.get("train_loss")
         values["first_loss"] = self.losses[0] if self.losses else None
+        values["stopped_early"] = graceful_stop.requested()  # a stopped run's end is not a finish
         self.end_record = self.emitter.end(**values)
 
 
@@ -90,7 +93,17 @@ def run_summary(trainer, result, callback: MetricsCallback) -> dict[str, Any]:
         "final_loss": callback.losses[-1] if callback.losses else None,
         "train_loss": result.training_loss,
         "train_runtime": result.metrics.get("train_runtime"),
+        "peak_gpu_memory_gb": peak_gpu_memory_gb(),
     }
+
+
+def peak_gpu_memory_gb() -> float | None:
+    """The most CUDA memory this process's tensors held (what sizing a batch needs); None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def write_summary(output_dir, summary: dict[str, Any]) -> None:

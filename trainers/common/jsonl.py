@@ -172,6 +172,8 @@ def load_rows(
     `keep=False` streams: each good row is checked (and counted, when `parse_row` is a RowChecker) and dropped, so
     checking a big file takes the memory of one row, not of the file; the returned list is then empty.
 
+    The report's `lines` holds each kept row's line (or row) number, and its `stats` a RowChecker's counters.
+
     `field` is the config key that pointed at the file (e.g. `train_data_path`), used as the error's field. The file
     must be one tasks may read (`trainers.paths.readable_file`: inside the data roots, a regular file within the size
     limit); a row longer than the row limit, or reading longer than the time limit, is refused.
@@ -184,6 +186,7 @@ def load_rows(
     is_json_list = is_json_list_name(path)
     tally = RowTally(field, name, "row" if is_json_list else "line")
     rows: list[Any] = []
+    lines: list[int] = []
     rules = limits()
     deadline = time.monotonic() + rules.max_read_seconds
     if is_json_list:
@@ -201,11 +204,13 @@ def load_rows(
             row = tally.check(number, value, parse)
             if keep and row is not NOT_A_ROW:
                 rows.append(row)
+                lines.append(number)
     finally:
         if not is_json_list:
             handle.close()
     tally.raise_if_bad()
-    return rows, DataReport(path=str(path), rows=tally.good)
+    stats = parse_row.stats if isinstance(parse_row, RowChecker) else {}
+    return rows, DataReport(path=str(path), rows=tally.good, stats=stats, lines=lines)
 
 
 def _numbered_lines(handle: BinaryIO, limit: int) -> Iterator[tuple[int, Any]]:

@@ -30,18 +30,18 @@ def hub_offline() -> bool:
 FIELD = "model_name_or_path"
 
 
-def confine_local_model(name_or_path: str, workspace: Path | None = None) -> Path | None:
-    """A base model given as a path that exists must lie where tasks may read models (ConfigError otherwise); returns
-    it resolved, or None when there is no such local path (then it is a hub id, or missing)."""
+def confine_local_model(name_or_path: str, workspace: Path | None = None, field: str = FIELD) -> Path | None:
+    """A model given as a path that exists must lie where tasks may read models (ConfigError naming `field`
+    otherwise); returns it resolved, or None when there is no such local path (then it is a hub id, or missing)."""
     local = resolve(name_or_path, workspace)
     if not os.path.lexists(local):
         return None
-    return readable(name_or_path, FIELD, workspace, kind="model")
+    return readable(name_or_path, field, workspace, kind="model")
 
 
-def locate_model(name_or_path: str, workspace: Path | None = None) -> str:
+def locate_model(name_or_path: str, workspace: Path | None = None, field: str = FIELD) -> str:
     """Returns what to pass to from_pretrained: an absolute local directory, or the hub id unchanged."""
-    local = confine_local_model(name_or_path, workspace) or resolve(name_or_path, workspace)
+    local = confine_local_model(name_or_path, workspace, field) or resolve(name_or_path, workspace)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelNotFound(f"model {name_or_path!r} not found: {local} exists but is not a model directory "
@@ -53,19 +53,29 @@ def locate_model(name_or_path: str, workspace: Path | None = None) -> str:
     return name_or_path
 
 
-def preflight(name_or_path: str, workspace: Path | None = None) -> None:
+def preflight(name_or_path: str, workspace: Path | None = None, field: str = FIELD) -> str:
     """Cheap check (no torch) run before the heavy imports: fails fast on a missing local directory, or on a hub id
-    that is not in the local cache while the hub is off (HF_HUB_OFFLINE)."""
-    source = locate_model(name_or_path, workspace)
+    that is not in the local cache while the hub is off (HF_HUB_OFFLINE). Returns where the model loads from."""
+    source = locate_model(name_or_path, workspace, field)
     if os.path.isabs(source) or not hub_offline():
-        return
+        return source
     from huggingface_hub import try_to_load_from_cache
 
     if not isinstance(try_to_load_from_cache(source, "config.json"), str):
-        raise _load_failed(name_or_path, source, FileNotFoundError("not in the local cache"))
+        raise load_failure(name_or_path, source, FileNotFoundError("not in the local cache"))
+    return source
 
 
-def _load_failed(name: str, source: str, exc: Exception) -> TrainerError:
+def locate_named_model(name_or_path: str, field: str, workspace: Path | None = None) -> str:
+    """`preflight` for a model named by another config key (KBAlign's embedding model, GISTEmbed's guide): every
+    error names that key."""
+    try:
+        return preflight(name_or_path, workspace, field)
+    except ModelNotFound as exc:
+        raise ModelNotFound(f"{field}: {exc}") from None
+
+
+def load_failure(name: str, source: str, exc: Exception) -> TrainerError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if os.path.isabs(source):  # a local model directory that exists but does not load
         return TrainerError(f"model {name!r} at {source} could not be loaded: {reason}")
@@ -83,7 +93,7 @@ def load_tokenizer(name_or_path: str, workspace: Path | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise _load_failed(name_or_path, source, exc) from exc
+        raise load_failure(name_or_path, source, exc) from exc
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token  # the usual causal-LM choice; padding is masked anyway
@@ -103,9 +113,41 @@ def load_causal_lm(name_or_path: str, workspace: Path | None = None, tokenizer=N
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _load_failed(name_or_path, source, exc) from exc
+        raise load_failure(name_or_path, source, exc) from exc
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))  # a pad token was added above
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_model_to_train(config, args, workspace: Path | None = None, tokenizer=None):
+    """(model, tokenizer) as a trainer should get them under `args` (the built training arguments):
+
+    - full fine-tuning: float32 weights whatever the precision; bf16/fp16 only run the matrix products (autocast),
+      so the optimizer updates float32 master weights (half-precision weights would lose small updates, and fp16
+      gradients cannot be unscaled);
+    - LoRA: the frozen base in the compute dtype (half the memory), the adapter float32 (peft's default);
+    - QLoRA (`quantization`): the frozen base quantized by bitsandbytes on this process's GPU, made ready for k-bit
+      training (peft), compute dtype as above.
+    """
+    import torch
+
+    from trainers.common.training_args import compute_dtype
+
+    dtype = compute_dtype(args) if config.use_lora else torch.float32
+    kwargs = {"dtype": dtype}
+    quantization = getattr(config, "quantization", None)
+    if quantization:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=quantization == "4bit", load_in_8bit=quantization == "8bit",
+            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model, tokenizer = load_causal_lm(config.model_name_or_path, workspace, tokenizer=tokenizer, **kwargs)
+    if quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     return model, tokenizer

@@ -31,6 +31,16 @@ class DpoConfig(LMConfig):
         description="JSONL preference data: an uploaded dataset (dataset:<id>) or a path on the agent (relative "
         "to its workspace). Rows {query, retrieval_result, chosen: {text}, rejected: {text}}.",
     )
+    # DPO moves a model that already answers well: far smaller steps than SFT (LLaMA-Factory's DPO examples use 5e-6
+    # with LoRA; full fine-tuning usually wants 5e-7 to 1e-6).
+    learning_rate: float = Field(default=5e-6, gt=0, description="Peak learning rate. DPO wants small steps: 5e-6 "
+                                 "suits LoRA; for full fine-tuning use about 5e-7 to 1e-6.")
+    # Reward accuracy on pairs the model never trained on is what says it learned the preference.
+    eval_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Hold this fraction of the pairs out; after training their reward "
+        "accuracy and margin are reported (ignored when eval_data_path is given; 0: none).",
+        json_schema_extra={"advanced": True},
+    )
     beta: float = Field(
         default=0.1, gt=0,
         description="DPO temperature: how far the model may move from the reference model (higher = stays closer).",
@@ -97,9 +107,7 @@ def load_dpo_rows(
     config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[PreferenceRow], DataReport]:
     """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
-    checker = dpo_rows()
-    rows, report = load_rows(getattr(config, field), checker, field=field, workspace=workspace, keep=keep)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
+    return load_rows(getattr(config, field), dpo_rows(), field=field, workspace=workspace, keep=keep)
 
 
 def validate_data(config: DpoConfig, workspace: Path) -> DataReport:
@@ -110,29 +118,19 @@ def validate_data(config: DpoConfig, workspace: Path) -> DataReport:
 
 
 def preflight(config: DpoConfig, workspace: Path) -> dict[str, Any]:
-    """Dry-run extras: token lengths of prompt+chosen and prompt+rejected as the trainer renders them. `tokens` is the
-    longer of the two per pair (what `max_length` cuts)."""
-    from trainers.common.model_loading import load_tokenizer
-    from trainers.common.token_stats import conversation_lengths, length_stats
-    from trainers.dpo.data import to_records
+    """Dry-run extras, with the trainer's own code: the training arguments, and how the pairs fit max_length —
+    `tokens` is the longer of prompt+chosen and prompt+rejected per pair as given (what max_length must hold),
+    rows trimmed and rows too long by line."""
+    from trainers.dpo.train import DpoWorkflow
 
-    rows, _ = load_dpo_rows(config, workspace)
-    records = to_records(rows)
-    tokenizer = load_tokenizer(config.model_name_or_path, workspace)
-    chosen = conversation_lengths(tokenizer, (r["prompt"] + r["chosen"] for r in records))
-    rejected = conversation_lengths(tokenizer, (r["prompt"] + r["rejected"] for r in records))
-    return {
-        "tokens": length_stats([max(c, r) for c, r in zip(chosen, rejected)], config.max_length),
-        "tokens_chosen": length_stats(chosen, config.max_length),
-        "tokens_rejected": length_stats(rejected, config.max_length),
-    }
+    return DpoWorkflow.for_dry_run(config, workspace).dry_run()
 
 
 DEFAULT_CONFIG = {
     "model_name_or_path": "microsoft/DialoGPT-medium",
     "train_data_path": "data/train.jsonl",
     "use_lora": True,
-    "learning_rate": 5e-5,
+    "learning_rate": 5e-6,
     "num_train_epochs": 3,
     "per_device_train_batch_size": 4,
     "beta": 0.1,

@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig, load_extra_args
+from trainers.common.model_loading import confine_local_model
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
 
 DEFAULT_SCALE = 20.0  # = 1 / temperature 0.05, sentence-transformers' and FlagEmbedding's usual setting
+GIST_LOSSES = ("gist", "cached_gist")
 
 
 class EmbeddingConfig(TaskConfig):
@@ -56,19 +58,49 @@ class EmbeddingConfig(TaskConfig):
         default=16, ge=1, description="Queries per batch on each device. With the in-batch-negatives losses every "
         "other query's passages are negatives too, so larger batches train better (see cached_mnrl).",
     )
-    loss: Literal["mnrl", "cached_mnrl"] = Field(
+    loss: Literal["mnrl", "cached_mnrl", "gist", "cached_gist"] = Field(
         default="mnrl",
         description="mnrl: MultipleNegativesRankingLoss (InfoNCE over in-batch and hard negatives). cached_mnrl: the "
-        "same loss computed in mini-batches (GradCache), for batch sizes that do not fit in memory at once.",
+        "same loss computed in mini-batches (GradCache), for batch sizes that do not fit in memory at once. gist: "
+        "GISTEmbedLoss, the same contrast but a guide model (guide_model_name_or_path) drops in-batch and hard "
+        "negatives it scores above the positive (likely false negatives); at most 1 hard negative per example. "
+        "cached_gist: GIST in mini-batches (any number of hard negatives).",
+    )
+    guide_model_name_or_path: str | None = Field(
+        default=None, min_length=1,
+        description="gist / cached_gist only: the guide model that judges which negatives are false negatives (a "
+        "local directory or a hub id, like model_name_or_path). Default: a frozen copy of the base model.",
+        json_schema_extra={"advanced": True},
     )
     mini_batch_size: int = Field(
-        default=32, ge=1, description="cached_mnrl only: texts embedded at once; memory use, not the result, "
-        "depends on it.", json_schema_extra={"advanced": True},
+        default=32, ge=1, description="cached_mnrl / cached_gist only: texts embedded at once; memory use, not the "
+        "result, depends on it.", json_schema_extra={"advanced": True},
     )
     num_hard_negatives: int = Field(
         default=1, ge=0, le=64,
-        description="Hard negatives from each row's `neg` per training example (0: in-batch negatives only). A row "
-        "with fewer gets its own repeated, or other rows' positives when it has none.",
+        description="Hard negatives per training example (0: in-batch negatives only). They come from the row's "
+        "`neg`, taken in turn and repeated when it has fewer; a row without `neg` gets them mined (see "
+        "hard_negative_mining). gist takes at most 1.",
+    )
+    hard_negative_mining: bool = Field(
+        default=True,
+        description="Rows without `neg`: mine hard negatives for them with the base model before training "
+        "(sentence-transformers' mine_hard_negatives over every training passage; never the row's own positives). "
+        "false: such rows train with in-batch negatives only.",
+        json_schema_extra={"advanced": True},
+    )
+    mining_relative_margin: float = Field(
+        default=0.05, ge=0, lt=1,
+        description="False-negative guard of the mining: a candidate scoring above positive score - margin x "
+        "|positive score| is skipped as probably relevant. 0.05 is NV-Retriever's TopK-PercPos (95%) setting.",
+        json_schema_extra={"advanced": True},
+    )
+    matryoshka_dims: list[int] | None = Field(
+        default=None, min_length=1,
+        description="Train with MatryoshkaLoss at these embedding sizes (e.g. [768, 256, 64]) so embeddings can be "
+        "cut to any of them; each at most the model's embedding dimension (sorted largest first). The held-out "
+        "queries are also scored at the smallest size after training.",
+        json_schema_extra={"advanced": True},
     )
     query_instruction: str | None = Field(
         default=None,
@@ -100,17 +132,32 @@ class EmbeddingConfig(TaskConfig):
                                json_schema_extra={"advanced": True})
     eval_data_path: str | None = Field(
         default=None, description="Held-out evaluation rows in the training format (dataset:<id>, or a path on "
-        "the agent); scored before and after training with recall@1/5/10, MRR@10 and nDCG@10.",
+        "the agent); scored before, during (see eval_steps) and after training with recall@1/5/10, MRR@10 and nDCG@10.",
         json_schema_extra={"advanced": True},
     )
     eval_ratio: float = Field(
-        default=0.1, ge=0, lt=1, description="Hold this fraction of the training rows out for the before/after "
-        "retrieval evaluation (ignored when eval_data_path is given; 0: no evaluation).",
+        default=0.1, ge=0, lt=1, description="Hold this fraction of the training rows out for the retrieval "
+        "evaluation before, during and after training (ignored when eval_data_path is given; 0: no evaluation, and "
+        "the final model is the last step's).",
         json_schema_extra={"advanced": True},
     )
     eval_max_distractors: int = Field(
         default=2000, ge=0, description="Training passages added to the evaluation corpus as distractors, besides "
         "the evaluation rows' own positives and negatives (0: none).", json_schema_extra={"advanced": True},
+    )
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="With held-out rows: score them every N steps during training (else every "
+        "save_steps, else once per epoch); the checkpoint with the best nDCG@10 becomes the final model.",
+        json_schema_extra={"advanced": True},
+    )
+    save_steps: int | None = Field(
+        default=None, ge=1, description="Save a checkpoint every N steps (a multiple of eval_steps when both are "
+        "given). With held-out rows a checkpoint is saved at every evaluation anyway.",
+        json_schema_extra={"advanced": True},
+    )
+    save_total_limit: int | None = Field(
+        default=3, ge=1, description="Keep at most this many checkpoints (the best one is always kept); older ones "
+        "are deleted (none: keep all).", json_schema_extra={"advanced": True},
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp16; fp32 on CPU.",
@@ -127,6 +174,41 @@ class EmbeddingConfig(TaskConfig):
             raise PydanticCustomError("both_given", "give train_data or its alias train_data_path, not both")
         if value is None and alias is None and "train_data_path" in info.data:  # (a bad alias has its own error)
             raise PydanticCustomError("missing", "Field required (train_data, or its alias train_data_path)")
+        return value
+
+    @field_validator("guide_model_name_or_path")
+    @classmethod
+    def _guide_needs_gist(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("loss") not in GIST_LOSSES:
+            raise PydanticCustomError("needs_gist", "a guide model is used by the gist and cached_gist losses only")
+        return value
+
+    @field_validator("num_hard_negatives")
+    @classmethod
+    def _gist_takes_one_negative(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("loss") == "gist":
+            raise PydanticCustomError("gist_negatives", "the gist loss takes at most 1 hard negative per example; "
+                                                        "use cached_gist for more")
+        return value
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _matryoshka_dims(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if any(dim < 1 for dim in value):
+            raise PydanticCustomError("positive", "every dimension must be a positive integer")
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("distinct", "the dimensions must be distinct")
+        return sorted(value, reverse=True)
+
+    @field_validator("save_steps")
+    @classmethod
+    def _save_at_evaluations(cls, value: int | None, info: ValidationInfo) -> int | None:
+        eval_steps = info.data.get("eval_steps")
+        if value is not None and eval_steps and value % eval_steps:
+            raise PydanticCustomError("multiple", "must be a multiple of eval_steps ({eval_steps}), so the best "
+                                                  "checkpoint is one that was evaluated", {"eval_steps": eval_steps})
         return value
 
     @field_validator("temperature")
@@ -182,13 +264,13 @@ def load_embedding_rows(
     """The rows of the training file (or, with eval_file, of eval_data_path), with a few counts as stats;
     keep=False: stats only."""
     field, value = ("eval_data_path", config.eval_data_path) if eval_file else (config.data_field, config.data_path)
-    checker = embedding_rows()
-    rows, report = load_rows(value, checker, field=field, workspace=workspace, keep=keep)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
+    return load_rows(value, embedding_rows(), field=field, workspace=workspace, keep=keep)
 
 
 def validate_data(config: EmbeddingConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)  # a missing/unparsable config_file fails here too, before any GPU time
+    if config.guide_model_name_or_path:  # a path must be one tasks may read; its presence is the dry run's check
+        confine_local_model(config.guide_model_name_or_path, workspace, "guide_model_name_or_path")
     if config.eval_data_path:
         load_embedding_rows(config, workspace, eval_file=True, keep=False)
     return load_embedding_rows(config, workspace, keep=False)[1]
@@ -211,8 +293,57 @@ def _model_max_seq_length(source: str, tokenizer) -> int:
     return min(limits) if limits else 512
 
 
-def preflight(config: EmbeddingConfig, workspace: Path) -> dict[str, Any]:
-    """Dry-run extras: token lengths of the queries (with the instruction) and passages vs max_seq_length."""
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _hidden_size(directory: Path) -> int | None:
+    config = _json(directory / "config.json") or {}
+    size = next((config.get(key) for key in ("hidden_size", "d_model", "dim") if key in config), None)
+    return size if isinstance(size, int) else None
+
+
+# sentence-transformers modules that leave the embedding size as it is.
+_SIZE_KEEPING_MODULES = {"Normalize", "Dropout", "LayerNorm"}
+
+
+def saved_embedding_dimension(source: str) -> int | None:
+    """The embedding size a local model directory will produce, read from its files without loading it (for the dry
+    run): the encoder's hidden size (a plain HF encoder gets mean pooling), then what the Pooling and Dense modules
+    of modules.json make of it. None when it cannot be told (a hub id, a module this does not know)."""
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    modules = _json(root / "modules.json")
+    if not isinstance(modules, list):
+        return _hidden_size(root)
+    dim: int | None = None
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = root / str(module.get("path", ""))
+        config = _json(folder / "config.json") or {}
+        if kind == "Transformer":
+            dim = _hidden_size(folder)
+        elif kind == "Pooling":
+            dim = config.get("embedding_dimension", config.get("word_embedding_dimension", dim))
+            modes = config.get("pooling_mode")
+            if isinstance(modes, str):
+                modes = [modes]
+            if not isinstance(modes, list):  # the older format: one true/false flag per mode
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+            dim = dim * max(1, len(modes)) if isinstance(dim, int) else None
+        elif kind == "Dense":
+            dim = config.get("out_features")
+        elif kind not in _SIZE_KEEPING_MODULES:
+            return None
+    return dim if isinstance(dim, int) else None
+
+
+def query_passage_token_stats(config: EmbeddingConfig, workspace: Path) -> dict[str, Any]:
+    """Token lengths of the queries (with the instruction) and passages vs max_seq_length."""
     from trainers.common.model_loading import load_tokenizer, locate_model
     from trainers.common.token_stats import length_stats
 
@@ -230,6 +361,15 @@ def preflight(config: EmbeddingConfig, workspace: Path) -> dict[str, Any]:
         "query_tokens": length_stats(lengths([prefix + r.query for r in rows]), max_len),
         "passage_tokens": length_stats(lengths(passages), max_len),
     }
+
+
+def preflight(config: EmbeddingConfig, workspace: Path) -> dict[str, Any]:
+    """Dry-run extras: the trainer's own checks first (training arguments with the config_file extras, the guide
+    model, matryoshka_dims against the model's size: a ConfigError like the run's), then the token lengths."""
+    from trainers.embedding.train import EmbeddingWorkflow
+
+    checks = EmbeddingWorkflow.for_dry_run(config, workspace).dry_run()
+    return {**checks, **query_passage_token_stats(config, workspace)}
 
 
 DEFAULT_CONFIG = {
@@ -250,7 +390,8 @@ TASK_TYPE = register(
     TaskType(
         name="embedding",
         description="Contrastive fine-tuning of a retrieval embedding model (sentence-transformers) on queries with "
-        "relevant passages and hard negatives; recall@k / MRR / nDCG on held-out queries before and after.",
+        "relevant passages and hard negatives (mined by the model for rows without any); recall@k / MRR / nDCG on "
+        "held-out queries before, during (best checkpoint kept) and after training.",
         config_model=EmbeddingConfig,
         entry_module="trainers.embedding",
         validate_data=validate_data,

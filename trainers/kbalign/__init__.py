@@ -1,2 +1,3 @@
-"""KBAlign: self-annotation of a knowledge base (short- and long-dependency question-answer pairs) and iterative
-tuning with self-verification (arXiv 2411.14790)."""
+"""KBAlign: self-annotation of a knowledge base (several short-range question-answer pairs per chunk, long-range
+pairs over clusters of related chunks) and iterative tuning with self-verification over one learning-rate schedule,
+with KB-QA evaluation after every round (arXiv 2411.14790; see README.md)."""

@@ -46,6 +46,7 @@ class KnowledgeBase:
     documents: int
     chunks: list[Chunk] = field(default_factory=list)
     chat_rows: list[Any] = field(default_factory=list)  # trainers.sft.spec.ChatRow when kind == "chat"
+    chat_lines: list[int] = field(default_factory=list)  # the line of each chat row, for messages
 
     @property
     def annotated(self) -> bool:
@@ -206,4 +207,24 @@ def load_kb(path_value: str, chunk_size: int, chunk_overlap: int, workspace: Pat
             chunks += _chunks_of(doc_id, row.text, str(path), row.title, chunk_size, chunk_overlap)
         kind: InputKind = "json" if path.suffix.lower() == ".json" else "jsonl"
         return KnowledgeBase(kind, report.path, len(rows), chunks)
-    return KnowledgeBase("chat", report.path, len(rows), chat_rows=rows)
+    lines = report.lines if len(report.lines) == len(rows) else list(range(1, len(rows) + 1))
+    return KnowledgeBase("chat", report.path, len(rows), chat_rows=rows, chat_lines=lines)
+
+
+def sample_evenly(n: int, budget: int) -> list[int]:
+    """Indices of at most `budget` of n items spread evenly over all of them (every item when n <= budget): a
+    knowledge base larger than the annotation budget is annotated across its whole length, not just its start."""
+    if n <= budget:
+        return list(range(n))
+    return [int(i * n / budget) for i in range(budget)]
+
+
+def digest(chunks: list[Chunk]) -> str:
+    """A fingerprint of the chunks (ids and texts, in order): a resumed run must see the same knowledge base."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for chunk in chunks:
+        for text in (chunk.id, chunk.text):
+            h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:16]

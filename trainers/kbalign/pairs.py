@@ -1,78 +1,70 @@
-"""Annotated question-answer pairs, their split into tuning rounds, and the trl records built from them.
-Cheap to import (no torch)."""
+"""Annotated question-answer pairs: where they came from, which round trains them, whether their training prompt
+carries retrieved passages. Cheap to import (no torch)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from trainers.common.rag_prompt import build_rag_prompt
 from trainers.kbalign.kb import Chunk
-from trainers.kbalign.prompts import CHECK_REQUEST, feedback_completion
 
 Messages = list[dict[str, str]]
 
 
 @dataclass
 class Pair:
-    grain: str  # "short" (one chunk), "long" (a group of related chunks) or "chat" (an annotated input row)
+    grain: str  # "short" (one chunk), "long" (a cluster of chunks) or "chat" (an annotated input row)
     question: str
     answer: str
-    chunk_ids: list[str] = field(default_factory=list)
-    passages: list[str] = field(default_factory=list)
+    chunk_ids: list[str] = field(default_factory=list)  # the chunks it was annotated from
     messages: Messages | None = None  # chat rows: the turns before the answer
+    line: int = 0  # its line in annotations/pairs.jsonl (or in the input, for chat rows): named by fit messages
+    part: int = 0  # the round that trains it (1..iter_num); 0: held out for evaluation
+    rag: bool = False  # its training prompt carries the passages retrieved for its question
+    retrieved: list[int] = field(default_factory=list)  # chunk indices, best first
+    input_line: int = 0  # chat rows: the row's line in input_path
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"grain": self.grain, "question": self.question, "answer": self.answer}
+        out: dict[str, Any] = {"grain": self.grain, "question": self.question, "answer": self.answer,
+                               "part": self.part, "rag": self.rag}
         if self.chunk_ids:
             out["chunk_ids"] = self.chunk_ids
+        if self.messages is not None:
+            out["messages"] = self.messages
+        if self.retrieved:
+            out["retrieved"] = self.retrieved
+        if self.input_line:
+            out["input_line"] = self.input_line
         return out
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any], line: int) -> "Pair":
+        return cls(row["grain"], row["question"], row["answer"], list(row.get("chunk_ids", [])),
+                   row.get("messages"), line, int(row.get("part", 0)), bool(row.get("rag", False)),
+                   list(row.get("retrieved", [])), int(row.get("input_line", 0)))
 
 
 def passage_text(chunk: Chunk) -> str:
     return f"{chunk.title}: {chunk.text}" if chunk.title else chunk.text
 
 
-def pair_from_chunks(grain: str, question: str, answer: str, chunks: list[Chunk]) -> Pair:
-    return Pair(grain, question, answer, [c.id for c in chunks], [passage_text(c) for c in chunks])
-
-
-def pairs_from_chat_rows(rows: list[Any]) -> list[Pair]:
+def pairs_from_chat_rows(rows: list[Any], lines: list[int]) -> list[Pair]:
     """Annotated input: each chat row's last assistant message is the reference answer to the turns before it."""
-    from trainers.sft.data import to_record
+    from trainers.sft.data import split_chat
 
     pairs = []
-    for row in rows:
-        record = to_record(row)
-        prompt = record["prompt"]
+    for row, line in zip(rows, lines):
+        prompt, completion = split_chat(row)
         question = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), prompt[-1]["content"])
-        pairs.append(Pair("chat", question, record["completion"][0]["content"], messages=prompt))
+        pairs.append(Pair("chat", question, completion[0]["content"], messages=prompt, line=line, input_line=line))
     return pairs
 
 
-def prompt_messages(pair: Pair, with_context: bool, fit: Callable[[Pair], list[str]] | None = None) -> Messages:
-    """The question as the model is asked it: the chat turns, a RAG prompt over the source chunk(s), or the bare
-    question (closed-book). `fit` shortens the passages to the token budget."""
-    if pair.messages is not None:
-        return [dict(m) for m in pair.messages]
-    passages = (fit(pair) if fit else pair.passages) if with_context else []
-    return [{"role": "user", "content": build_rag_prompt(pair.question, passages)}]
-
-
-def qa_record(prompt: Messages, answer: str) -> dict[str, Any]:
-    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
-
-
-def verification_record(prompt: Messages, draft: str, correct: bool, reference: str) -> dict[str, Any]:
-    """The model's own draft, the request to check it, then the feedback and the corrected (reference) answer."""
-    turns = prompt + [{"role": "assistant", "content": draft}, {"role": "user", "content": CHECK_REQUEST}]
-    return {"prompt": turns, "completion": [{"role": "assistant", "content": feedback_completion(correct, reference)}]}
-
-
 def split_parts(pairs: list[Pair], parts: int, seed: int) -> list[list[Pair]]:
-    """`parts` non-empty parts (fewer when there are fewer pairs), each with a share of every grain: the pairs of
-    each grain are shuffled and dealt out round-robin, the count running on across grains."""
+    """`parts` non-empty parts (fewer when there are fewer pairs), the reference code's round-robin split
+    (split_verify.py: `lines[i::num]`) done grain by grain after a seeded shuffle, so every part has its share of
+    short and long pairs; the count runs on across grains."""
     parts = max(1, min(parts, len(pairs)))
     rng = random.Random(seed)
     out: list[list[Pair]] = [[] for _ in range(parts)]
@@ -84,3 +76,10 @@ def split_parts(pairs: list[Pair], parts: int, seed: int) -> list[list[Pair]]:
             out[dealt % parts].append(pair)
             dealt += 1
     return out
+
+
+def choose_rag(n: int, ratio: float, seed: int) -> list[bool]:
+    """Which of n training prompts carry retrieved passages: round(n x ratio) of them, seeded (the reference code
+    flips a coin per pair; a fixed count keeps small runs at the ratio)."""
+    chosen = set(random.Random(seed).sample(range(n), round(n * ratio))) if n else set()
+    return [i in chosen for i in range(n)]

@@ -1,81 +1,124 @@
 """KBAlign's config model and input validator, registered as task type "kbalign". Cheap to import: no torch.
 
 KBAlign (arXiv 2411.14790) adapts a model to a knowledge base by itself: the model annotates question-answer pairs
-from the knowledge base (short-dependency pairs from single chunks, long-dependency pairs from clusters of related
-chunks), then is tuned on them over several rounds, each later round adding self-verification feedback.
+from the knowledge base (several short-range pairs per chunk, long-range pairs over clusters of related chunks),
+then is tuned on them over several rounds, each later round training on its own self-verification critiques. See
+trainers/kbalign/README.md for the paper's steps, the reference code's files and what this trainer does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from trainers.common.config import LMConfig, load_extra_args
+from trainers.common.config import PackedLMConfig, load_extra_args
+from trainers.common.model_loading import confine_local_model
 from trainers.common.jsonl import load_rows
 from trainers.kbalign.kb import KnowledgeBase, kb_rows, load_kb
 from trainers.registry import DataReport, TaskType, register
 
+_ADVANCED = {"advanced": True}
 
-class KbalignConfig(LMConfig):
+
+class KbalignConfig(PackedLMConfig):
     schema_order = ("model_name_or_path", "input_path", "output_dir", "gpu_vis", "use_lora", "iter_num",
-                    "short_pairs", "long_pairs", "chunk_size", "chunk_overlap", "cluster_group_size")
+                    "embedding_model_name_or_path", "max_chunks", "pairs_per_chunk", "long_pairs", "chunk_size",
+                    "chunk_overlap", "cluster_size", "rag_ratio", "retrieval_top_k", "eval_mode")
 
     input_path: str = Field(
         min_length=1,
         description="The knowledge base: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
         "its workspace). A JSONL file of chunks {text, title?, id?}, a JSON list of strings, a folder of .txt/.md "
         "files (read recursively), or a JSONL file of already annotated chat rows {messages: [...]} (then the "
-        "self-annotation stage is skipped).",
+        "self-annotation stages are skipped).",
     )
-    iter_num: int = Field(default=2, ge=1, le=20, description="Tuning rounds. The annotations are split into this "
-                          "many parts; round 1 is SFT on part 1, each later round adds self-verification feedback.")
-    short_pairs: int = Field(default=200, ge=0, description="Short-dependency question-answer pairs to annotate "
-                             "(each from one chunk).")
-    long_pairs: int = Field(default=100, ge=0, description="Long-dependency pairs to annotate (each from a group of "
-                            "related chunks found by clustering).")
-    max_attempts: int = Field(default=3, ge=1, description="Generation budget: at most this many generations per "
-                              "wanted pair (per grain) before annotation stops with what passed the filters.")
+    iter_num: int = Field(default=2, ge=1, le=20, description="Tuning rounds. The annotated pairs are split into "
+                          "this many parts; round 1 trains on part 1, each later round on its part plus the model's "
+                          "own verification critiques of it.")
+    embedding_model_name_or_path: str | None = Field(
+        default=None, description="Sentence-embedding model (sentence-transformers; a local directory or a hub id) "
+        "that embeds chunks and questions for clustering and retrieval, as the reference code does (MiniLM, BGE). "
+        "Empty: the tuned model's own mean-pooled hidden states, a weaker retriever (the dry run warns).",
+    )
+    # --- short-range annotation ---
+    max_chunks: int = Field(default=2000, ge=1, description="Annotation budget: at most this many chunks are "
+                            "annotated with short-range pairs; a larger knowledge base is sampled evenly across its "
+                            "whole length.")
+    pairs_per_chunk: int = Field(default=3, ge=1, le=20, description="Question-answer pairs asked for (and kept at "
+                                 "most) per chunk.")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Times a chunk is asked again when none of its "
+                              "pairs passes the filters (the reference code retries up to 3 times).")
+    # --- long-range annotation ---
+    long_pairs: int = Field(default=200, ge=0, description="Most long-range pairs kept (questions over clusters of "
+                            "related chunks, answered from several of them); 0 turns long-range annotation off.")
+    cluster_size: int = Field(default=10, ge=2, le=100, description="Chunks per cluster: MiniBatchKMeans makes "
+                              "chunks // cluster_size clusters, each capped at this many members (the reference "
+                              "code's 10).")
+    long_questions_per_cluster: int = Field(default=3, ge=1, le=20, description="Questions asked per cluster.",
+                                            json_schema_extra=_ADVANCED)
+    long_answer_passages: int = Field(default=10, ge=1, le=100, description="Passages of its cluster each "
+                                      "long-range question is answered against (most similar first); the answers "
+                                      "that say something are merged into one.", json_schema_extra=_ADVANCED)
     chunk_size: int = Field(default=1000, ge=32, description="Longest chunk, in characters; longer documents are "
                             "cut at paragraph/sentence/word boundaries.")
     chunk_overlap: int = Field(default=100, ge=0, description="Characters shared by neighbouring chunks of a "
                                "document (less than chunk_size).")
-    cluster_group_size: int = Field(default=3, ge=2, description="Chunks per group for long-dependency pairs; "
-                                    "the chunks are clustered (KMeans on the model's own mean-pooled hidden "
-                                    "states) into about chunks / cluster_group_size clusters.")
-    train_with_context: bool = Field(default=True, description="Put the source chunk(s) into the training prompt "
-                                     "(a RAG prompt: numbered passages, then the question), as the RAG stack will "
-                                     "at inference. Off: the question alone (closed-book).")
-    max_new_tokens: int = Field(default=256, ge=4, description="Longest generation (annotation and draft answers).",
-                                json_schema_extra={"advanced": True})
+    # --- training prompts ---
+    rag_ratio: float = Field(default=0.5, ge=0, le=1, description="Share of the training prompts that carry the "
+                             "passages retrieved from the knowledge base for their question (so the model sees "
+                             "retrieval noise); the rest are closed-book. The reference code's coin flip: 0.5.")
+    retrieval_top_k: int = Field(default=8, ge=1, le=50, description="Passages retrieved per question (training "
+                                 "prompts, verification drafts, RAG evaluation); the reference code's 8.")
+    general_data_path: str | None = Field(
+        default=None, description="Optional general-domain chat data {messages: [...]} (an uploaded dataset or a "
+        "path on the agent) mixed into every round, so the model keeps its general abilities.",
+    )
+    general_data_ratio: float = Field(default=0.2, ge=0, le=10, description="General-domain rows mixed in per "
+                                      "knowledge-base training record (with general_data_path).")
+    # --- evaluation ---
+    eval_ratio: float = Field(default=0.1, ge=0, lt=1, description="Share of the annotated pairs held out as KB-QA "
+                              "evaluation questions (ignored when eval_data_path is given).",
+                              json_schema_extra=_ADVANCED)
+    eval_data_path: str | None = Field(
+        default=None, description="Held-out KB-QA questions: chat rows {messages: [...]}, the last user turn the "
+        "question and the last assistant turn its reference answer.", json_schema_extra=_ADVANCED,
+    )
+    eval_mode: Literal["rag", "closed_book", "both"] = Field(
+        default="both", description="How the KB-QA evaluation asks (base model, then after every round): rag = with "
+        "the passages retrieved for the question, closed_book = the question alone, both.")
+    eval_max_questions: int = Field(default=200, ge=1, description="Most evaluation questions asked per phase.",
+                                    json_schema_extra=_ADVANCED)
+    # --- generation ---
+    max_new_tokens: int = Field(default=256, ge=4, description="Longest generation (annotation replies, drafts, "
+                                "critiques, evaluation answers).", json_schema_extra=_ADVANCED)
     temperature: float = Field(default=0.7, gt=0, description="Sampling temperature of the annotation.",
-                               json_schema_extra={"advanced": True})
+                               json_schema_extra=_ADVANCED)
     top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling of the annotation.",
-                         json_schema_extra={"advanced": True})
-    do_sample: bool = Field(default=True, description="Sample the annotation (off: greedy decoding). Draft answers "
-                            "and verdicts of the verification rounds are always greedy.",
-                            json_schema_extra={"advanced": True})
-    generation_batch_size: int = Field(default=8, ge=1, description="Prompts per generate/embedding call.",
-                                       json_schema_extra={"advanced": True})
-    require_question_mark: bool = Field(default=True, description="Keep a pair only when its question ends with "
-                                        "'?' (or '？').", json_schema_extra={"advanced": True})
-    require_question_word: bool = Field(default=False, description="Keep a pair only when its question starts with "
-                                        "a question word (what, who, how, ...; or holds a Chinese interrogative).",
-                                        json_schema_extra={"advanced": True})
-    min_question_chars: int = Field(default=4, ge=0, json_schema_extra={"advanced": True},
-                                    description="Shortest question kept, in characters (low by default: Chinese "
-                                    "questions are short).")
-    max_question_chars: int = Field(default=300, ge=1, json_schema_extra={"advanced": True},
-                                    description="Longest question kept, in characters.")
-    min_answer_chars: int = Field(default=2, ge=0, json_schema_extra={"advanced": True},
-                                  description="Shortest answer kept, in characters.")
-    max_answer_chars: int = Field(default=1500, ge=1, json_schema_extra={"advanced": True},
-                                  description="Longest answer kept, in characters.")
+                         json_schema_extra=_ADVANCED)
+    do_sample: bool = Field(default=True, description="Sample the annotation (off: greedy). Drafts, critiques, "
+                            "merged answers and evaluation answers are always greedy.", json_schema_extra=_ADVANCED)
+    generation_batch_size: int = Field(default=8, ge=1, description="Prompts per generate/embedding call (and per "
+                                       "resumable step of a stage).", json_schema_extra=_ADVANCED)
+    # --- filters (the reference code's) ---
+    require_question_mark: bool = Field(default=True, description="Keep a pair only when its question has a '?' "
+                                        "(or '？') and its answer has none.", json_schema_extra=_ADVANCED)
+    min_question_words: int = Field(default=4, ge=0, description="Fewest words of a question (a Chinese character "
+                                    "counts as a word).", json_schema_extra=_ADVANCED)
+    max_question_words: int = Field(default=25, ge=1, description="Most words of a question.",
+                                    json_schema_extra=_ADVANCED)
+    min_answer_words: int = Field(default=1, ge=0, description="Fewest words of an answer.",
+                                  json_schema_extra=_ADVANCED)
+    max_answer_words: int = Field(default=70, ge=1, description="Most words of an answer.",
+                                  json_schema_extra=_ADVANCED)
+    reject_no_answer: bool = Field(default=True, description="Reject a pair whose answer (or question) says the "
+                                   "passage does not hold the answer (\"not mentioned\", \"no information\", "
+                                   "\"未提及\", ...).", json_schema_extra=_ADVANCED)
     verify_overlap_threshold: float = Field(
-        default=0.5, ge=0, le=1, json_schema_extra={"advanced": True},
-        description="Self-verification fallback: when the model's verdict has no yes/no, its draft counts as correct "
-        "if its token-overlap F1 with the reference answer reaches this.",
+        default=0.5, ge=0, le=1, json_schema_extra=_ADVANCED,
+        description="Self-verification: when the model's critique gives no readable verdict, a draft whose token F1 "
+        "with the reference answer reaches this counts as correct.",
     )
 
     # Field validators (not a model validator) so that an error names the key that is wrong.
@@ -87,14 +130,7 @@ class KbalignConfig(LMConfig):
             raise ValueError(f"must be less than chunk_size ({size})")
         return value
 
-    @field_validator("long_pairs")
-    @classmethod
-    def _some_pairs(cls, value: int, info: ValidationInfo) -> int:
-        if value + info.data.get("short_pairs", 1) < 1:
-            raise ValueError("short_pairs + long_pairs must be at least 1")
-        return value
-
-    @field_validator("max_question_chars", "max_answer_chars")
+    @field_validator("max_question_words", "max_answer_words")
     @classmethod
     def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
         low_name = info.field_name.replace("max_", "min_")
@@ -104,40 +140,50 @@ class KbalignConfig(LMConfig):
         return value
 
 
+EMBEDDING_FIELD = "embedding_model_name_or_path"
+
+
 def load_knowledge_base(config: KbalignConfig, workspace: Path | None = None) -> KnowledgeBase:
     return load_kb(config.input_path, config.chunk_size, config.chunk_overlap, workspace)
 
 
-def _load_eval_rows(config: KbalignConfig, workspace: Path | None = None, *, keep: bool = True) -> list:
-    """eval_data_path: chat rows {messages: [...]} (e.g. an edited annotations/train_messages.jsonl)."""
+def _chat_rows(config: KbalignConfig, field: str, workspace: Path | None, keep: bool = True):
     from trainers.sft.spec import ChatRow
 
-    return load_rows(config.eval_data_path or "", ChatRow, field="eval_data_path", workspace=workspace, keep=keep)[0]
+    rows, report = load_rows(getattr(config, field), ChatRow, field=field, workspace=workspace, keep=keep)
+    lines = report.lines if len(report.lines) == len(rows) else list(range(1, len(rows) + 1))
+    return rows, lines
+
+
+def load_eval_rows(config: KbalignConfig, workspace: Path | None = None, *, keep: bool = True):
+    """eval_data_path's chat rows and their line numbers."""
+    return _chat_rows(config, "eval_data_path", workspace, keep)
+
+
+def load_general_rows(config: KbalignConfig, workspace: Path | None = None, *, keep: bool = True):
+    """general_data_path's chat rows and their line numbers."""
+    return _chat_rows(config, "general_data_path", workspace, keep)
 
 
 def validate_data(config: KbalignConfig, workspace: Path) -> DataReport:
     load_extra_args(config, workspace)
     if config.eval_data_path:
-        _load_eval_rows(config, workspace, keep=False)
+        load_eval_rows(config, workspace, keep=False)
+    if config.general_data_path:
+        load_general_rows(config, workspace, keep=False)
+    if config.embedding_model_name_or_path:  # a path must be one tasks may read; its presence is the run's check
+        confine_local_model(config.embedding_model_name_or_path, workspace, EMBEDDING_FIELD)
     kb = load_knowledge_base(config, workspace)
     return DataReport(path=kb.path, rows=kb.documents, stats=kb.stats())
 
 
 def preflight(config: KbalignConfig, workspace: Path) -> dict[str, Any]:
-    """Dry-run extras: chunk counts and the token lengths of the chunks (or of the chat rows) under the tokenizer."""
-    from trainers.common.model_loading import load_tokenizer
-    from trainers.common.token_stats import conversation_token_stats, length_stats
+    """Dry-run extras, with the trainer's own code: the training arguments (config_file through transformers'
+    parser, QLoRA/Liger on this agent), chunk token lengths (or the annotated rows' fit into max_length), general
+    rows too long for max_length, and a warning when no embedding model is given."""
+    from trainers.kbalign.train import KBAlignWorkflow
 
-    kb = load_knowledge_base(config, workspace)
-    if kb.annotated:
-        from trainers.sft.data import to_records
-
-        conversations = (r["prompt"] + r["completion"] for r in to_records(kb.chat_rows))
-        return {**kb.stats(), **conversation_token_stats(config.model_name_or_path, workspace, conversations,
-                                                         config.max_length)}
-    tokenizer = load_tokenizer(config.model_name_or_path, workspace)
-    lengths = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in kb.chunks]
-    return {**kb.stats(), "chunk_tokens": length_stats(lengths, config.max_length)}
+    return KBAlignWorkflow.for_dry_run(config, workspace).dry_run()
 
 
 DEFAULT_CONFIG = {
@@ -158,15 +204,16 @@ TASK_TYPE = register(
     TaskType(
         name="kbalign",
         description="KBAlign knowledge-base adaptation: the model annotates question-answer pairs from your "
-        "knowledge base itself (single chunks and clusters of related chunks), then is tuned on them over "
-        "several rounds with self-verification, LoRA by default.",
+        "knowledge base itself (several per chunk, and over clusters of related chunks), then is tuned on them over "
+        "several rounds with self-verification; KB-QA exact match and F1 before and after every round. LoRA by "
+        "default.",
         config_model=KbalignConfig,
         entry_module="trainers.kbalign",
         validate_data=validate_data,
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
-        input_fields=("input_path", "eval_data_path"),
+        input_fields=("input_path", "eval_data_path", "general_data_path"),
         row_parser=kb_rows,
     )
 )

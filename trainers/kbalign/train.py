@@ -1,72 +1,61 @@
-"""KBAlign training: self-annotation of the knowledge base, then iterative tuning with self-verification.
+"""KBAlign training: self-annotation of the knowledge base, then iterative tuning with self-verification, over the
+shared training skeleton (trainers.common.workflow: its arguments, model loading, LoRA config, metrics callback and
+summary/stop semantics). KBAlign has several stages and rounds, so it drives them itself (`run`):
 
-1. chunking        the knowledge base is read and cut into chunks (trainers.kbalign.kb)
-2. annotate_short  the model writes "Question: ...\\nAnswer: ..." from single chunks; parsed and filtered
-3. clustering      the chunks are embedded with the model's own mean-pooled hidden states and grouped by KMeans
-4. annotate_long   the model writes questions that connect the chunks of a group
-5. train_round_1   LoRA SFT (trl, shared with the sft type) on part 1 of the pairs
-6. verify_round_k  the current model answers the questions of part k and judges its answers against the references
-   train_round_k   SFT on part k's pairs plus verification examples (draft -> feedback + corrected answer);
-                   the adapter carries over from round to round.
+  chunking, embedding, annotate_short, clustering, annotate_long, split   (trainers.kbalign.pipeline)
+  eval_base                                   KB-QA exact match / token F1 of the base model (trainers.kbalign.evaluate)
+  train_round_1, eval_round_1                 SFT on part 1 of the pairs
+  verify_round_k, train_round_k, eval_round_k (k >= 2) the current model drafts and critiques part k's answers;
+                                              SFT on part k's pairs and the critiques (trainers.kbalign.verify)
 
-Every stage reports `{"event": "stage", "stage", "done", "total"}` metric events; the training steps of all rounds
-share one step count (`step`/`total_steps` run over the whole run, `round`/`round_step` say where in it).
+One learning-rate schedule spans all rounds (trainers.kbalign.schedule); the adapter carries over from round to round;
+every round's result is kept in rounds/round_<k>/final. Every stage reports `{"event": "stage", ...}` metric events;
+the training steps of all rounds share one step count (`step`/`total_steps` over the run, `round`/`round_step`).
+
+A stop request ends the run at the next step or batch boundary: the state is saved, a checkpoint is reported (a
+stage snapshot, or the round's Trainer checkpoint), the summary says `stopped_early` and no final model is written.
+A resumed run skips every finished stage (trainers.kbalign.state).
+
 Heavy imports live here; `python -m trainers.kbalign` imports this only after config and data checked out.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import random
+import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
 
-from trainers.common.cli import RunContext
-from trainers.common.eval_split import split_eval
-from trainers.common.hf_callback import MetricsCallback
-from trainers.common.lora import lora_config
-from trainers.common.metrics import MetricsEmitter
-from trainers.common.model_loading import load_causal_lm
 from trainers.common import graceful_stop
-from trainers.common.sft_training import train_sft_records
-from trainers.common.training_args import build_args, precision_args
+from trainers.common.cli import RunContext
+from trainers.common.hf_callback import MetricsCallback, install as install_callback
+from trainers.common.metrics import MetricsEmitter
+from trainers.common.model_loading import load_model_to_train, load_tokenizer, locate_named_model
+from trainers.common.prompt_fit import FitTally
+from trainers.common.sft_training import sft_args, sft_trainer
+from trainers.common.training_args import compute_dtype
+from trainers.common.workflow import Workflow, latest_checkpoint
 from trainers.errors import TrainerError
-from trainers.kbalign import lm
-from trainers.kbalign.kb import Chunk
-from trainers.kbalign.pairs import (
-    Pair, pair_from_chunks, pairs_from_chat_rows, passage_text, prompt_messages, qa_record, split_parts,
-    verification_record,
+from trainers.kbalign import evaluate as kbqa
+from trainers.kbalign.annotate import LONG, SHORT
+from trainers.kbalign.distributed import Ranks
+from trainers.kbalign.embedder import (
+    NO_EMBEDDING_MODEL_WARNING, hidden_state_embedder, sentence_transformer_embedder,
 )
-from trainers.kbalign.prompts import (
-    ANSWER_LABEL, CHECK_REQUEST, JUDGE_PROMPT, LONG_PROMPT, QUESTION_PREFILL, SHORT_PROMPT, VERDICT_PREFILL, QAFilter,
-    cut_answer, feedback_completion, judge, numbered, parse_qa, question_key,
+from trainers.kbalign.kb import digest
+from trainers.kbalign.mixing import general_counts, general_rows_per_round
+from trainers.kbalign.pairs import Pair
+from trainers.kbalign.pipeline import PAIRS_FILE, annotated_pairs, split
+from trainers.kbalign.records import RecordBuilder, fit_all, merged_report
+from trainers.kbalign.runtime import Runtime, Stopped
+from trainers.kbalign.schedule import CrossRoundSchedule, StepPlan, planned_steps
+from trainers.kbalign.spec import (
+    EMBEDDING_FIELD, KbalignConfig, load_eval_rows, load_general_rows, load_knowledge_base,
 )
-from trainers.kbalign.spec import KbalignConfig, _load_eval_rows, load_knowledge_base
-
-
-class StepPlan:
-    """One step count over all rounds: planned steps per round, corrected by what each round actually ran."""
-
-    def __init__(self, planned: list[int]):
-        self.steps = list(planned)
-        self.offset = 0  # steps finished in earlier rounds
-
-    @property
-    def total(self) -> int:
-        return sum(self.steps)
-
-    def round_started(self, round_no: int, steps: int | None) -> None:
-        if isinstance(steps, int) and steps > 0:
-            self.steps[round_no - 1] = steps
-
-    def round_finished(self, round_no: int, steps: int) -> None:
-        self.steps[round_no - 1] = steps
-        self.offset = sum(self.steps[:round_no])
+from trainers.kbalign.state import StageState
+from trainers.kbalign.verify import stage_name as verify_stage, verify
 
 
 class RoundEmitter(MetricsEmitter):
@@ -78,335 +67,399 @@ class RoundEmitter(MetricsEmitter):
         super().__init__(base.path, base.task_id, base._stdout)
         self.plan, self.round_no = plan, round_no
         self.started = time.monotonic()
+        self.first_step: int | None = None
 
     def emit(self, event: str, **values: Any) -> dict[str, Any]:
         values["round"] = self.round_no
         if event == "start":
             self.plan.round_started(self.round_no, values.get("total_steps"))
             self.started = time.monotonic()
+        offset = self.plan.offset(self.round_no)
         if isinstance(values.get("step"), int):
             values["round_step"] = values["step"]
-            values["step"] += self.plan.offset
+            values["step"] += offset
         if "total_steps" in values:
             values["round_total_steps"] = values["total_steps"]
             values["total_steps"] = self.plan.total
         if values.get("eta_seconds") is not None and values.get("round_step"):
-            per_step = (time.monotonic() - self.started) / values["round_step"]
+            if self.first_step is None:
+                self.first_step = values["round_step"] - 1
+            per_step = (time.monotonic() - self.started) / max(1, values["round_step"] - self.first_step)
             values["eta_seconds"] = round(per_step * max(0, self.plan.total - values["step"]), 1)
         if event in ("start", "end"):
             event = f"round_{event}"
         return super().emit(event, **values)
 
 
-def planned_steps(n_records: int, args) -> int:
-    """What the Trainer will compute for a dataset of n_records (single process)."""
-    if args.max_steps and args.max_steps > 0:
-        return args.max_steps
-    batches = math.ceil(n_records / args.train_batch_size)
-    per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
-    return math.ceil(args.num_train_epochs * per_epoch)
+class RoundStopped(Exception):
+    """A stop request ended a round's training; the Trainer saved `checkpoint`."""
+
+    def __init__(self, round_no: int, checkpoint: str | None, steps: int, losses: list[float]):
+        super().__init__(checkpoint)
+        self.round_no, self.checkpoint, self.steps, self.losses = round_no, checkpoint, steps, losses
 
 
-class KBAlignRun:
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+class KBAlignWorkflow(Workflow):
+    task_type = "kbalign"
+
     def __init__(self, config: KbalignConfig, ctx: RunContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
+        self.output_noun = "LoRA adapter" if config.use_lora else "model"
+        self.ranks = Ranks()
         self.out = Path(ctx.output_dir)
-        self.ann_dir = self.out / "annotations"
-        self.ann_dir.mkdir(parents=True, exist_ok=True)
-        self.emitter = MetricsEmitter(task_id=ctx.task_id)
-        self.filter = QAFilter.from_config(config)
-        self.model = self.tokenizer = None
-        self.seen_questions: set[str] = set()
+        self.started = time.monotonic()
 
-    # --- helpers ---------------------------------------------------------------------------------------------------
+    # --- the skeleton's pieces ---------------------------------------------------------------------------------
 
-    def stage(self, name: str, done: int, total: int, **extra: Any) -> None:
-        self.emitter.emit("stage", stage=name, done=done, total=total, **extra)
+    def args_class(self) -> type:
+        return SFTConfig
 
-    def n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def type_args(self) -> dict[str, Any]:
+        return sft_args(self.config)
 
-    def chat_tokens(self, messages: list[dict[str, str]]) -> int:
-        return self.n_tokens(lm.chat_prompt_text(self.tokenizer, messages))
+    def load_processor(self):
+        return load_tokenizer(self.config.model_name_or_path, self.ctx.workspace)
 
-    def fitted_prompt(self, pair: Pair, reserve_tokens: int) -> list[dict[str, str]]:
-        """The pair's prompt, its passages cut so that prompt + `reserve_tokens` fit in max_length."""
-        def fit(p: Pair) -> list[str]:
-            skeleton = prompt_messages(p, True, fit=lambda q: ["."] * len(q.passages))
-            budget = self.config.max_length - reserve_tokens - self.chat_tokens(skeleton) - 4
-            return lm.fit_passages(self.tokenizer, p.passages, budget)
+    def round_dir(self, round_no: int) -> Path:
+        return self.out / "rounds" / f"round_{round_no}"
 
-        return prompt_messages(pair, self.config.train_with_context, fit)
-
-    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
-        path = self.ann_dir / name
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        return path
-
-    def generate(self, conversations, **kwargs) -> list[str]:
-        c = self.config
-        kwargs.setdefault("max_new_tokens", c.max_new_tokens)
-        kwargs.setdefault("max_prompt_tokens", max(16, c.max_length - kwargs["max_new_tokens"]))
-        return lm.generate(self.model, self.tokenizer, conversations, batch_size=c.generation_batch_size, **kwargs)
-
-    # --- annotation ------------------------------------------------------------------------------------------------
-
-    def annotate(self, grain: str, sources: list[list[Chunk]], target: int) -> tuple[list[Pair], dict[str, Any]]:
-        """Generates pairs from the sources (cycled in a seeded order) until `target` pass the filters or the
-        budget of target x max_attempts generations is spent. Every generation is written to annotations/<grain>.jsonl
-        with whether it was kept and why not."""
-        c = self.config
-        stage_name = f"annotate_{grain}"
-        budget = target * c.max_attempts
-        order = list(range(len(sources)))
-        random.Random(c.seed + (0 if grain == "short" else 1)).shuffle(order)
-        kept: list[Pair] = []
-        rejected: Counter[str] = Counter()
-        attempts = answered_separately = 0
-        self.stage(stage_name, 0, target, attempts=0, max_attempts=budget)
-        with (self.ann_dir / f"{grain}.jsonl").open("w", encoding="utf-8") as handle:
-            while len(kept) < target and attempts < budget and sources:
-                n = min(c.generation_batch_size, budget - attempts)
-                batch = [sources[order[(attempts + i) % len(order)]] for i in range(n)]
-                attempts += n
-                conversations = [self._annotation_messages(grain, chunks) for chunks in batch]
-                raw = self.generate(conversations, prefills=QUESTION_PREFILL, do_sample=c.do_sample,
-                                    temperature=c.temperature, top_p=c.top_p)
-                parsed = [parse_qa(text) for text in raw]
-                # No "Answer:" in the reply (the model stopped, or wrote something else): ask for the answer alone.
-                missing = [i for i, (q, a) in enumerate(parsed) if q and a is None]
-                if missing:
-                    prefills = [f"{QUESTION_PREFILL} {parsed[i][0]}\n{ANSWER_LABEL}" for i in missing]
-                    follow = self.generate([conversations[i] for i in missing], prefills=prefills,
-                                           do_sample=c.do_sample, temperature=c.temperature, top_p=c.top_p)
-                    for i, text in zip(missing, follow):
-                        parsed[i] = (parsed[i][0], cut_answer(text))
-                    answered_separately += len(missing)
-                for i, (question, answer) in enumerate(parsed):
-                    reason = self.filter.reject_reason(question, answer)
-                    key = question_key(question)
-                    if reason is None and key in self.seen_questions:
-                        reason = "duplicate question"
-                    if reason is None and len(kept) >= target:
-                        reason = "over target"
-                    record = {"grain": grain, "chunk_ids": [ch.id for ch in batch[i]], "question": question,
-                              "answer": answer, "raw": QUESTION_PREFILL + raw[i],
-                              "answer_asked_separately": i in missing, "kept": reason is None, "reason": reason}
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    if reason is None:
-                        self.seen_questions.add(key)
-                        kept.append(pair_from_chunks(grain, question, answer or "", batch[i]))
-                    else:
-                        rejected[reason] += 1
-                handle.flush()
-                self.stage(stage_name, len(kept), target, attempts=attempts, max_attempts=budget)
-        stats = {"target": target, "generated": attempts, "kept": len(kept), "answer_asked_separately":
-                 answered_separately, "rejected": dict(rejected.most_common())}
-        print(f"annotate_{grain}: kept {len(kept)}/{target} from {attempts} generations"
-              + (f"; rejected: {dict(rejected.most_common())}" if rejected else ""), flush=True)
-        return kept, stats
-
-    def _annotation_messages(self, grain: str, chunks: list[Chunk]) -> list[dict[str, str]]:
-        c = self.config
-        template, key = (SHORT_PROMPT, "passage") if grain == "short" else (LONG_PROMPT, "passages")
-        skeleton = [{"role": "user", "content": template.format(**{key: ""})}]
-        budget = c.max_length - c.max_new_tokens - self.chat_tokens(skeleton) - self.n_tokens(QUESTION_PREFILL) - 4
-        passages = lm.fit_passages(self.tokenizer, [passage_text(ch) for ch in chunks], budget)
-        body = passages[0] if grain == "short" else numbered(passages)
-        return [{"role": "user", "content": template.format(**{key: body})}]
-
-    def cluster(self, chunks: list[Chunk]) -> list[list[Chunk]]:
-        c = self.config
-        total = len(chunks)
-        self.stage("clustering", 0, total, phase="embedding")
-        embeddings = lm.embed(self.model, self.tokenizer, [passage_text(ch) for ch in chunks],
-                              max_length=c.max_length, batch_size=c.generation_batch_size,
-                              on_batch=lambda done: self.stage("clustering", done, total, phase="embedding"))
-        groups, labels = lm.group_by_clusters(embeddings, c.cluster_group_size, c.seed)
-        self.cluster_labels = labels
-        self.n_clusters = len(set(labels))
-        self.stage("clustering", total, total, phase="kmeans", clusters=self.n_clusters, groups=len(groups))
-        self.write_jsonl("groups.jsonl", [{"group": i, "cluster": labels[g[0]], "chunk_ids": [chunks[j].id for j in g]}
-                                          for i, g in enumerate(groups)])
-        return [[chunks[j] for j in g] for g in groups]
-
-    # --- self-verification -----------------------------------------------------------------------------------------
-
-    def verify(self, round_no: int, part: list[Pair]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The current model answers part k's questions (greedy), then judges each draft against the reference. The
-        verdict is the first yes/no word of its reply; without one, token-overlap F1 >= verify_overlap_threshold."""
-        c = self.config
-        name, n = f"verify_round_{round_no}", len(part)
-        self.stage(name, 0, 2 * n, phase="draft")
-        prompts = [self.fitted_prompt(p, reserve_tokens=c.max_new_tokens) for p in part]
-        drafts = [d.strip() for d in self.generate(
-            prompts, do_sample=False, on_batch=lambda done: self.stage(name, done, 2 * n, phase="draft"))]
-        ref_budget = max(16, c.max_length // 4)
-        judge_prompts = [[{"role": "user", "content": JUDGE_PROMPT.format(
-            question=lm.trim_to_tokens(self.tokenizer, p.question, ref_budget),
-            reference=lm.trim_to_tokens(self.tokenizer, p.answer, ref_budget), draft=draft)}]
-            for p, draft in zip(part, drafts)]
-        verdicts = self.generate(judge_prompts, prefills=VERDICT_PREFILL, do_sample=False, max_new_tokens=8,
-                                 on_batch=lambda done: self.stage(name, n + done, 2 * n, phase="judge"))
-        records, log = [], []
-        sources: Counter[str] = Counter()
-        correct_count = 0
-        for pair, prompt, draft, verdict in zip(part, prompts, drafts, verdicts):
-            correct, source, overlap = judge(verdict, draft, pair.answer, c.verify_overlap_threshold)
-            sources[source] += 1
-            correct_count += correct
-            log.append({**pair.to_json(), "draft": draft, "verdict_raw": VERDICT_PREFILL + verdict,
-                        "verdict_source": source, "overlap_f1": overlap, "correct": correct})
-            # The training example holds the draft and the feedback too: its passages get a smaller budget.
-            reserve = sum(map(self.n_tokens, (draft, CHECK_REQUEST, feedback_completion(correct, pair.answer)))) + 24
-            records.append(verification_record(self.fitted_prompt(pair, reserve), draft, correct, pair.answer))
-        self.write_jsonl(f"round_{round_no}_verification.jsonl", log)
-        stats = {"checked": n, "correct": correct_count, "verdict_from_model": sources["model"],
-                 "verdict_from_overlap": sources["overlap"]}
-        print(f"{name}: {correct_count}/{n} drafts judged correct ({sources['model']} verdicts from the model, "
-              f"{sources['overlap']} by token overlap)", flush=True)
-        return records, stats
-
-    # --- the run ---------------------------------------------------------------------------------------------------
+    # --- the run -----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         c, ctx = self.config, self.ctx
-        started = time.monotonic()
-        kb = load_knowledge_base(c, ctx.workspace)
-        self.stage("chunking", kb.documents, kb.documents, **kb.stats())
+        self.kb = kb = load_knowledge_base(c, ctx.workspace)
+        if c.embedding_model_name_or_path:  # a missing embedding model fails now, not after annotation
+            locate_named_model(c.embedding_model_name_or_path, EMBEDDING_FIELD, ctx.workspace)
+        self.emitter.emit("stage", stage="chunking", done=kb.documents, total=kb.documents, **kb.stats())
+        self.args = args = self.arguments(has_eval=False, output_dir=self.round_dir(1))
+        device = args.device  # on a multi-device run this sets up the process group the stages gather over
+        self.state = state = StageState.start(self.out, ctx.resume_from_checkpoint, writer=self.ranks.is_main)
+        if not kb.annotated:
+            state.check_knowledge_base(digest(kb.chunks), len(kb.chunks))
+        model, tokenizer = load_model_to_train(c, args, ctx.workspace)
+        if not c.quantization:  # a quantized model is placed on this rank's device by its loader
+            model.to(device)
+        self.rt = Runtime(c, self.out, self.emitter, self.ranks, state, model, tokenizer,
+                          compute_dtype=compute_dtype(args))
+        self.rt.load_embedder = self._load_embedder
+        self.rt.annotations.mkdir(parents=True, exist_ok=True)
+        if state.resumed:
+            self.rt.log(f"resuming: finished stages {', '.join(state.data['finished'])}")
+        self.plan: StepPlan | None = None
+        self.schedule: CrossRoundSchedule | None = None
+        graceful_stop.training_started()  # from here a stop request ends the run at the next boundary, with a save
+        try:
+            return self._run()
+        except Stopped as stop:
+            return self._stopped(str(self.state.snapshot(stop.label)), stop.label)
+        except RoundStopped as stop:
+            return self._stopped(stop.checkpoint, f"train_round_{stop.round_no}", stop)
 
-        dtype = "bfloat16" if precision_args(c.precision)["bf16"] else "float32"
-        self.model, self.tokenizer = load_causal_lm(c.model_name_or_path, ctx.workspace, dtype=dtype)
-        import torch
+    def _load_embedder(self):
+        c = self.config
+        if c.embedding_model_name_or_path:
+            return sentence_transformer_embedder(c.embedding_model_name_or_path, self.ctx.workspace,
+                                                 str(self.args.device), c.generation_batch_size)
+        if not self.state.finished("embedding"):
+            self.rt.log(f"warning: {NO_EMBEDDING_MODEL_WARNING}")
+        return hidden_state_embedder(self.rt.model, self.rt.tokenizer, c.model_name_or_path, c.max_length,
+                                     c.generation_batch_size, self.rt.compute_dtype)
 
-        if torch.cuda.is_available():
-            self.model.to("cuda")  # generation and embedding run before the Trainer places the model
+    def report_checkpoint(self, path: str, stage: str) -> None:
+        if path != getattr(self, "reported", None):
+            self.emitter.emit("checkpoint", step=self.global_step(), path=path, stage=stage)
+            self.reported = path
 
-        annotation: dict[str, Any]
-        if kb.annotated:
-            pairs = pairs_from_chat_rows(kb.chat_rows)
-            annotation = {"skipped": True, "chat_rows": len(pairs)}
-            print(f"input is annotated chat rows: skipping self-annotation ({len(pairs)} pairs)", flush=True)
-        else:
-            annotation = {"skipped": False}
-            self.write_jsonl("chunks.jsonl", [{"id": ch.id, "title": ch.title, "source": ch.source, "text": ch.text}
-                                              for ch in kb.chunks])
-            short, annotation["short"] = self.annotate("short", [[ch] for ch in kb.chunks], c.short_pairs)
-            long: list[Pair] = []
-            if c.long_pairs > 0 and len(kb.chunks) >= 2:
-                groups = self.cluster(kb.chunks)
-                annotation["clusters"], annotation["groups"] = self.n_clusters, len(groups)
-                long, annotation["long"] = self.annotate("long", groups, c.long_pairs)
-            elif c.long_pairs > 0:
-                print("annotate_long: skipped, the knowledge base has a single chunk", flush=True)
-                self.stage("annotate_long", 0, 0, skipped="single chunk")
-                annotation["long"] = {"target": c.long_pairs, "generated": 0, "kept": 0, "skipped": "single chunk"}
-            pairs = short + long
-            if not pairs:
-                tried = sum(annotation[g]["generated"] for g in ("short", "long") if g in annotation)
-                reasons = Counter()
-                for g in ("short", "long"):
-                    reasons.update(annotation.get(g, {}).get("rejected", {}))
-                top = ", ".join(f"{r} x{k}" for r, k in reasons.most_common(3)) or "none"
-                raise TrainerError(
-                    f"self-annotation kept no question-answer pair: all {tried} generations failed the filters "
-                    f"({self.filter.describe()}; max_attempts={c.max_attempts}); most common rejections: {top}. "
-                    f"Relax the filters or raise max_attempts; see {self.ann_dir}")
+    def boundary(self, label: str) -> None:
+        """After a finished stage: a snapshot to resume from (reported as a checkpoint), then a pending stop."""
+        self.report_checkpoint(str(self.state.snapshot(label)), label)
+        if self.ranks.any(graceful_stop.requested()):
+            raise Stopped(label)
 
-        eval_pairs: list[Pair] = []
-        if c.eval_data_path:
-            eval_pairs = pairs_from_chat_rows(_load_eval_rows(c, ctx.workspace))
-        else:
-            pairs, eval_pairs = split_eval(pairs, eval_ratio=c.eval_ratio, seed=c.seed)
-        parts = split_parts(pairs, c.iter_num, c.seed)
-        if len(parts) < c.iter_num:
-            print(f"only {len(pairs)} pair(s): running {len(parts)} round(s) instead of iter_num={c.iter_num}",
-                  flush=True)
+    def global_step(self) -> int:
+        """Training steps of the finished rounds."""
+        return sum(self.plan.finished.values()) if self.plan else 0
 
-        qa_reserve = lambda p: self.n_tokens(p.answer) + 8  # noqa: E731
-        train_messages = []
-        for k, part in enumerate(parts, start=1):
-            for p in part:
-                record = qa_record(self.fitted_prompt(p, qa_reserve(p)), p.answer)
-                train_messages.append({"messages": record["prompt"] + record["completion"], "round": k,
-                                       "grain": p.grain})
-        self.write_jsonl("train_messages.jsonl", train_messages)
-        eval_records = [qa_record(self.fitted_prompt(p, qa_reserve(p)), p.answer) for p in eval_pairs]
-
-        args_of = lambda k: build_args(  # noqa: E731
-            SFTConfig, c, self.out / "rounds" / f"round_{k}", ctx.workspace, has_eval=bool(eval_records),
-            max_length=c.max_length)
-        first_args = args_of(1)
-        plan = StepPlan([planned_steps(len(p) * (1 if k == 1 else 2), first_args) for k, p in enumerate(parts, 1)])
-        self.emitter.emit("start", step=0, total_steps=plan.total, rounds=len(parts), num_pairs=len(pairs),
-                          model_name_or_path=c.model_name_or_path, use_lora=c.use_lora)
-
-        rounds: list[dict[str, Any]] = []
-        all_losses: list[float] = []
+    def _run(self) -> dict[str, Any]:
+        c, rt, state = self.config, self.rt, self.state
+        pairs = annotated_pairs(rt, self.kb, self.boundary)
+        eval_rows = load_eval_rows(c, self.ctx.workspace) if c.eval_data_path else None
+        train, held_out = split(rt, self.kb, pairs, *(eval_rows or (None, None)))
+        self.boundary("split")
+        self.builder = builder = RecordBuilder(rt.tokenizer, c.max_length, c.max_new_tokens, self.kb.chunks)
+        parts = [[p for p in train if p.part == k] for k in range(1, max((p.part for p in train), default=0) + 1)]
+        self.n_rounds = len(parts)
+        qa = self._qa_records(parts)
+        general = self._general_rows(parts, qa)
+        self._plan(parts, qa, general)
+        self.modes = kbqa.settings(c.eval_mode, not self.kb.annotated)
+        self.emitter.emit("start", step=self.global_step(), total_steps=self.plan.total, rounds=len(parts),
+                          num_pairs=len(train), model_name_or_path=c.model_name_or_path, use_lora=c.use_lora)
+        if not state.finished(kbqa.stage_name("base")):
+            kbqa.evaluate(rt, "base", held_out, builder, self.modes, step=0)
+            self.boundary("eval_base")
+        finished = [k for k in range(1, len(parts) + 1) if state.finished(f"train_round_{k}")]
+        if finished:
+            self._load_round(max(finished))
         trainer = None
-        model = self.model
         for k, part in enumerate(parts, start=1):
-            records = [qa_record(self.fitted_prompt(p, qa_reserve(p)), p.answer) for p in part]
-            info: dict[str, Any] = {"round": k, "pairs": len(part), "grains": dict(Counter(p.grain for p in part))}
-            if k > 1:
-                self.model = model
-                verification, info["verification"] = self.verify(k, part)
-                records += verification
-            info["records"] = len(records)
-            name = f"train_round_{k}"
-            self.stage(name, 0, plan.steps[k - 1])
-            callback = MetricsCallback(RoundEmitter(self.emitter, plan, k), num_rows=len(records),
-                                       model_name_or_path=c.model_name_or_path, use_lora=c.use_lora)
-            trainer, result = train_sft_records(
-                model, self.tokenizer, first_args if k == 1 else args_of(k), records,
-                eval_records=eval_records or None,
-                peft_config=lora_config(c, model) if c.use_lora and k == 1 else None,
-                callback=callback,
-            )
-            model = trainer.model  # round 1 wrapped it in the adapter; later rounds train the same adapter on
-            plan.round_finished(k, trainer.state.global_step)
-            self.stage(name, trainer.state.global_step, trainer.state.global_step)
-            info.update(steps=trainer.state.global_step, first_loss=callback.losses[0] if callback.losses else None,
-                        final_loss=callback.losses[-1] if callback.losses else None, train_loss=result.training_loss,
-                        losses=callback.losses)
-            all_losses += callback.losses
-            rounds.append(info)
-            if graceful_stop.requested():
-                print(f"stopped after round {k} of {len(parts)}: saving what is trained so far", flush=True)
-                break
+            if not state.finished(f"train_round_{k}"):
+                records = list(qa[k - 1][0])
+                if k > 1:
+                    fresh = not state.finished(verify_stage(k))
+                    rows, _ = verify(rt, k, part, builder)
+                    if fresh:
+                        self.boundary(verify_stage(k))
+                    records += self._verification_records(k, part, rows)
+                records += general[k - 1][0]
+                trainer = self._train_round(k, records, qa[k - 1][1], general[k - 1][1])
+                self.boundary(f"train_round_{k}")
+            phase = f"round_{k}"
+            if not state.finished(kbqa.stage_name(phase)):
+                kbqa.evaluate(rt, phase, held_out, builder, self.modes, step=self.global_step())
+                self.boundary(kbqa.stage_name(phase))
+        self._save_final(trainer)
+        summary = self.summary()
+        self.emitter.end(step=self.plan.total, total_steps=self.plan.total, rounds=len(parts),
+                         train_runtime=summary["runtime_seconds"], first_loss=summary["first_loss"],
+                         final_loss=summary["final_loss"], stopped_early=False)
+        return self.finish(summary, self.out, False)
 
-        assert trainer is not None
-        trainer.save_model(str(self.out))  # adapter only when LoRA, full weights otherwise
-        self.tokenizer.save_pretrained(str(self.out))
-        runtime = round(time.monotonic() - started, 3)
-        first_loss, final_loss = (all_losses[0], all_losses[-1]) if all_losses else (None, None)
-        self.emitter.end(step=plan.total, total_steps=plan.total, rounds=len(rounds), train_runtime=runtime,
-                         first_loss=first_loss, final_loss=final_loss)
+    # --- records -----------------------------------------------------------------------------------------------
+
+    def _tally(self, field: str, name: str) -> FitTally:
+        return FitTally(field, name, self.config.max_length)
+
+    def _qa_records(self, parts: list[list[Pair]]) -> list[tuple[list[dict], dict]]:
+        """Each round's question-answer records and its fit report; all built before round 1, so a pair that cannot
+        fit fails a `truncation: error` run before any training."""
+        # A pair is named by its line in the input (annotated chat rows) or in annotations/pairs.jsonl.
+        name = self.kb.path if self.kb.annotated else str(self.rt.annotations / PAIRS_FILE)
+        out = []
+        for part in parts:
+            tally = self._tally("input_path", name)
+            records = fit_all([(p.input_line or p.line, *self.builder.qa(p)) for p in part], tally)
+            if self.config.truncation == "error":
+                tally.raise_if_dropped()
+            out.append((records, tally.report("rows")))
+        dropped = sum(report["rows_dropped"] for _, report in out)
+        if dropped:
+            self.rt.log(f"{dropped} pair(s) are longer than max_length ({self.config.max_length}) even without "
+                        f"passages: skipped (see the summary's rows_dropped_lines, lines of {name})")
+        return out
+
+    def _verification_records(self, round_no: int, part: list[Pair], rows: list[dict]) -> list[dict]:
+        by_item = {row["item"]: row for row in rows}
+        tally = self._tally("input_path", str(self.rt.annotations / f"round_{round_no}_verification.jsonl"))
+        records = fit_all([(i + 1, *self.builder.verification(p, by_item[i]["passages"], by_item[i]["draft"],
+                                                              by_item[i]["text"]))
+                           for i, p in enumerate(part) if i in by_item], tally)
+        if self.config.truncation == "error":
+            tally.raise_if_dropped()
+        self._verification_fit = tally.report("verification_rows")
+        return records
+
+    def _general_rows(self, parts: list[list[Pair]], qa) -> list[tuple[list[dict], dict]]:
+        """General-domain chat rows mixed into each round at general_data_ratio per knowledge-base record."""
+        c = self.config
+        if not c.general_data_path:
+            return [([], {}) for _ in parts]
+        rows, lines = load_general_rows(c, self.ctx.workspace)
+        from trainers.sft.data import split_chat
+
+        kb_records = [len(records) + (len(part) if k > 1 else 0) for k, ((records, _), part)
+                      in enumerate(zip(qa, parts), start=1)]
+        picks = general_rows_per_round(len(rows), general_counts(kb_records, c.general_data_ratio), c.seed)
+        out = []
+        for chosen in picks:
+            tally = self._tally("general_data_path", c.general_data_path)
+            records = fit_all([(lines[i], *self.builder.chat_row(*split_chat(rows[i]))) for i in chosen], tally)
+            if c.truncation == "error":
+                tally.raise_if_dropped()
+            out.append((records, tally.report("general_rows")))
+        return out
+
+    # --- rounds ------------------------------------------------------------------------------------------------
+
+    def _plan(self, parts, qa, general) -> None:
+        """The steps of every round (the learning-rate schedule spans them all), fixed when first planned."""
+        planned = self.state.data.get("planned_steps")
+        if planned is None or len(planned) != len(parts):
+            planned = [planned_steps(len(qa[k][0]) + (len(parts[k]) if k else 0) + len(general[k][0]), self.args)
+                       for k in range(len(parts))]
+            self.state.data["planned_steps"] = planned
+            self.state.save()
+        finished = {k: self.state.result(f"train_round_{k}")["steps"] for k in range(1, len(parts) + 1)
+                    if self.state.finished(f"train_round_{k}")}
+        self.plan = StepPlan(planned, finished)
+        self.schedule = CrossRoundSchedule.from_args(self.args, sum(planned))
+
+    def _load_round(self, round_no: int) -> None:
+        """A resumed run continues from the last finished round's model (rounds/round_<k>/final)."""
+        path = self.round_dir(round_no) / "final"
+        if self.config.use_lora:
+            from peft import PeftModel
+
+            self.rt.model = PeftModel.from_pretrained(self.rt.model, str(path), is_trainable=True)
+        else:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self.rt.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(self.args.device)
+        self.rt.log(f"resuming from round {round_no}'s model in {path}")
+
+    def _train_round(self, k: int, records: list[dict], qa_fit: dict, general_fit: dict):
+        c, rt, state = self.config, self.rt, self.state
+        name = f"train_round_{k}"
+        if not records:
+            raise TrainerError(f"round {k} has no training record that fits max_length ({c.max_length}): see the "
+                               "rows_dropped lines of the summary, or raise max_length")
+        args = self.args if k == 1 else self.arguments(has_eval=False, output_dir=self.round_dir(k))
+        state.round_snapshot(k)  # what a Trainer checkpoint of this round resumes from
+        resume = state.trainer_checkpoint[1] if state.trainer_checkpoint and state.trainer_checkpoint[0] == k else None
+        rt.stage(name, 0, self.plan.steps[k - 1], records=len(records))
+        callback = MetricsCallback(RoundEmitter(self.emitter, self.plan, k), num_rows=len(records),
+                                   model_name_or_path=c.model_name_or_path, use_lora=c.use_lora)
+        offset = self.plan.offset(k)
+        peft = None
+        if c.use_lora and not _is_peft(rt.model):
+            from trainers.common.lora import lora_config
+
+            peft = lora_config(c)
+        trainer = sft_trainer(rt.model, rt.tokenizer, args, records, peft_config=peft,
+                              scheduler_factory=lambda optimizer: self.schedule.for_round(optimizer, offset))
+        install_callback(trainer, callback)
+        result = trainer.train(resume_from_checkpoint=resume)
+        graceful_stop.training_started()  # the callback's train end re-armed immediate exit; the stages cooperate
+        rt.model = trainer.model  # round 1 wrapped it in the adapter; later rounds train the same adapter on
+        steps = trainer.state.global_step
+        if graceful_stop.requested() and steps < trainer.state.max_steps:
+            raise RoundStopped(k, latest_checkpoint(self.round_dir(k)), steps, callback.losses)
+        trainer.save_model(str(self.round_dir(k) / "final"))
+        self.plan.round_finished(k, steps)
+        rt.stage(name, steps, steps)
+        info = {"round": k, "records": len(records), "steps": steps, "train_loss": result.training_loss,
+                "first_loss": callback.losses[0] if callback.losses else None,
+                "final_loss": callback.losses[-1] if callback.losses else None, "losses": callback.losses,
+                "learning_rates": logged_learning_rates(trainer), "fit": qa_fit, "general_fit": general_fit}
+        if k > 1:
+            info["verification"] = state.result(verify_stage(k))
+            info["verification_fit"] = self._verification_fit
+        state.finish(name, info)
+        return trainer
+
+    def _save_final(self, trainer) -> None:
+        """The last round's model into the output directory (adapter only with LoRA), and its tokenizer."""
+        if trainer is not None:
+            self.save(trainer, self.rt.tokenizer, self.out)
+        elif self.ranks.is_main:  # every round was finished by an earlier attempt
+            self.rt.model.save_pretrained(str(self.out))
+            self.rt.tokenizer.save_pretrained(str(self.out))
+
+    # --- summary and stop --------------------------------------------------------------------------------------
+
+    def summary(self, stop: RoundStopped | None = None) -> dict[str, Any]:
+        c, state = self.config, self.state
+        n_rounds = getattr(self, "n_rounds", c.iter_num)
+        rounds = [state.result(f"train_round_{k}") for k in range(1, n_rounds + 1)
+                  if state.finished(f"train_round_{k}")]
+        losses = [loss for r in rounds for loss in r["losses"]] + (stop.losses if stop else [])
+        phases = ["base"] + [f"round_{k}" for k in range(1, n_rounds + 1)]
+        evals = {p: state.result(kbqa.stage_name(p)) for p in phases if state.finished(kbqa.stage_name(p))}
+        split_stats = state.result("split") or {}
         summary = {
             "task_type": "kbalign",
             "model_name_or_path": c.model_name_or_path,
             "use_lora": c.use_lora,
-            "input": kb.stats(),
-            "annotation": annotation,
-            "num_pairs": len(pairs),
-            "num_eval_pairs": len(eval_pairs),
+            "input": self.kb.stats(),
+            "embedding": state.result("embedding"),
+            "annotation": {"skipped": self.kb.annotated, "short": state.result(SHORT),
+                           "clustering": state.result("clustering"), "long": state.result(LONG)},
+            "num_pairs": split_stats.get("pairs"),
+            "num_eval_questions": split_stats.get("eval_questions"),
+            "split": split_stats,
             "iter_num": c.iter_num,
             "rounds": rounds,
-            "global_step": plan.total,
-            "first_loss": first_loss,
-            "final_loss": final_loss,
-            "runtime_seconds": runtime,
-            "annotations_dir": str(self.ann_dir),
-            "output_dir": str(self.out),
+            **merged_report([r["fit"] for r in rounds], "rows"),
+            **merged_report([r.get("verification_fit", {}) for r in rounds], "verification_rows"),
+            **(merged_report([r["general_fit"] for r in rounds], "general_rows") if c.general_data_path else {}),
+            "eval_settings": getattr(self, "modes", None),
+            "eval": evals,
+            "lr_schedule": self.schedule.to_json() if self.schedule else None,
+            "global_step": sum(r["steps"] for r in rounds) + (stop.steps if stop else 0),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "runtime_seconds": round(time.monotonic() - self.started, 3),
+            "resumed_from": self.ctx.resume_from_checkpoint,
+            "annotations_dir": str(self.out / "annotations"),
         }
-        (self.out / "training_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False),
-                                                         encoding="utf-8")
-        print(f"saved {'LoRA adapter' if c.use_lora else 'model'} to {self.out}", flush=True)
         return summary
+
+    def _stopped(self, checkpoint: str | None, stage: str, stop: RoundStopped | None = None) -> dict[str, Any]:
+        if stop is None and checkpoint:  # a round's stop was reported by the Trainer's own checkpoint event
+            self.report_checkpoint(checkpoint, stage)
+        summary = self.summary(stop)
+        summary["stopped_at"] = stage
+        self.emitter.end(step=summary["global_step"], total_steps=self.plan.total if self.plan else 0,
+                         stopped_early=True, stopped_at=stage)
+        return self.finish(summary, self.out, True, checkpoint)
+
+    # --- the dry run -------------------------------------------------------------------------------------------
+
+    def dry_run(self) -> dict[str, Any]:
+        """The training arguments as the run builds them (config_file extras, QLoRA/Liger on this agent), the
+        knowledge base's chunks and their token lengths, annotated or general rows too long for max_length."""
+        from trainers.common.prompt_fit import PromptFitter
+        from trainers.common.token_stats import length_stats
+        from trainers.kbalign.lm import count_tokens
+        from trainers.sft.data import split_chat
+
+        c = self.config
+        kb = load_knowledge_base(c, self.ctx.workspace)
+        if c.embedding_model_name_or_path:  # missing: the deeper checks stop here with a warning naming the key
+            locate_named_model(c.embedding_model_name_or_path, EMBEDDING_FIELD, self.ctx.workspace)
+        with tempfile.TemporaryDirectory(prefix="bugagaric-dry-run-") as scratch:
+            self.arguments(has_eval=False, output_dir=Path(scratch) / "output")
+        tokenizer = self.load_processor()
+        fitter = PromptFitter(tokenizer, c.max_length)
+        stats: dict[str, Any] = dict(kb.stats())
+        warnings: list[str] = []
+
+        def measure(rows, lines, field: str, name: str, prefix: str) -> None:
+            tally = FitTally(field, name, c.max_length)
+            given = []
+            for row, line in zip(rows, lines):
+                prompt, completion = split_chat(row)
+                fitted = fitter.measure(prompt, [completion])
+                given.append(fitted.given_tokens)
+                tally.add(line, fitted)
+            if c.truncation == "error":
+                tally.raise_if_dropped()
+            stats.update(tally.report(prefix))
+            stats[f"{prefix}_tokens" if prefix != "rows" else "tokens"] = length_stats(given, c.max_length)
+            if tally.dropped:
+                warnings.append(f"{tally.message()}; {tally.dropped} row(s) will be skipped")
+
+        if kb.annotated:
+            measure(kb.chat_rows, kb.chat_lines, "input_path", c.input_path, "rows")
+        else:
+            stats["chunk_tokens"] = length_stats([count_tokens(tokenizer, ch.text) for ch in kb.chunks], c.max_length)
+            if not c.embedding_model_name_or_path:
+                warnings.append(NO_EMBEDDING_MODEL_WARNING)
+        if c.general_data_path:
+            rows, lines = load_general_rows(c, self.ctx.workspace)
+            measure(rows, lines, "general_data_path", c.general_data_path, "general_rows")
+        return {**stats, "warnings": warnings}
+
+
+def logged_learning_rates(trainer) -> list[float]:
+    """The learning rate of every logged step of the round (the schedule across rounds shows in them)."""
+    return [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
 
 
 def train(config: KbalignConfig, ctx: RunContext) -> dict[str, Any]:
-    if ctx.resume_from_checkpoint:
-        # Its rounds re-annotate with the model as it grows: there is no single trainer state to continue.
-        print("kbalign cannot continue from a checkpoint mid-run: starting over", flush=True)
-    return KBAlignRun(config, ctx).run()
+    return KBAlignWorkflow(config, ctx).run()

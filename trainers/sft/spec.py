@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainers.common.config import LMConfig, load_extra_args
+from trainers.common.config import PackedLMConfig, load_extra_args
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
 
 
-class SftConfig(LMConfig):
+class SftConfig(PackedLMConfig):
     schema_order = ("model_name_or_path", "train_data_path", "output_dir", "config_file", "use_lora",
                     "learning_rate", "num_train_epochs", "per_device_train_batch_size")
 
@@ -82,9 +82,7 @@ def load_sft_rows(
     config: SftConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
 ) -> tuple[list[SeedRow | ChatRow], DataReport]:
     """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
-    checker = sft_rows()
-    rows, report = load_rows(getattr(config, field), checker, field=field, workspace=workspace, keep=keep)
-    return rows, DataReport(path=report.path, rows=report.rows, problems=report.problems, stats=checker.stats)
+    return load_rows(getattr(config, field), sft_rows(), field=field, workspace=workspace, keep=keep)
 
 
 def validate_data(config: SftConfig, workspace: Path) -> DataReport:
@@ -95,13 +93,11 @@ def validate_data(config: SftConfig, workspace: Path) -> DataReport:
 
 
 def preflight(config: SftConfig, workspace: Path) -> dict[str, Any]:
-    """Dry-run extras: token lengths of the rows as the trainer will render them (loads the tokenizer)."""
-    from trainers.common.token_stats import conversation_token_stats
-    from trainers.sft.data import to_records
+    """Dry-run extras, with the trainer's own code: the training arguments (config_file through transformers'
+    parser, QLoRA/Liger on this agent), token lengths, and rows trimmed or too long for max_length, by line."""
+    from trainers.sft.train import SftWorkflow
 
-    rows, _ = load_sft_rows(config, workspace)
-    conversations = (record["prompt"] + record["completion"] for record in to_records(rows))
-    return conversation_token_stats(config.model_name_or_path, workspace, conversations, config.max_length)
+    return SftWorkflow.for_dry_run(config, workspace).dry_run()
 
 
 DEFAULT_CONFIG = {

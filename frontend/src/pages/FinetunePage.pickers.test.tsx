@@ -75,10 +75,14 @@ function renderPage(type = "sft") {
 const picker = (field: string) => document.querySelector<HTMLSelectElement>(`select[data-picker-for='${field}']`)!;
 const input = (field: string) => document.getElementById(`field-${field}`) as HTMLInputElement;
 const optionTexts = (select: HTMLSelectElement) => [...select.options].map((o) => o.textContent);
+// The form takes the template's defaults in an effect after the template arrives; a change fired before that effect
+// ran would be overwritten by it (the pickers can show first: their lists load independently).
+const formReady = () => waitFor(() => expect(input("model_name_or_path")?.value).toBe("gpt2"));
 
 describe("FinetunePage pickers", () => {
   it("offers the datasets of the form's type next to each data field and fills dataset:<id>", async () => {
     renderPage("sft");
+    await formReady();
     await waitFor(() => expect(picker("train_data_path")?.options.length).toBe(2));
     expect(optionTexts(picker("train_data_path"))).toEqual(["Pick a dataset…", "chat.jsonl · 64 rows"]);
     expect(picker("eval_data_path")).not.toBeNull();
@@ -96,6 +100,7 @@ describe("FinetunePage pickers", () => {
 
   it("uses the type's own input fields (kbalign: input_path) and its own datasets", async () => {
     renderPage("kbalign");
+    await formReady();
     await waitFor(() => expect(picker("input_path")?.options.length).toBe(2));
     expect(optionTexts(picker("input_path"))).toEqual(["Pick a dataset…", "kb.jsonl · 5 rows"]);
     fireEvent.change(picker("input_path"), { target: { value: "ds-kb" } });
@@ -104,6 +109,7 @@ describe("FinetunePage pickers", () => {
 
   it("the model picker lists the agents' models and fills the name; the start request carries both", async () => {
     const calls = renderPage("sft");
+    await formReady();
     await waitFor(() => expect(picker("model_name_or_path")?.options.length).toBe(2));
     expect(optionTexts(picker("model_name_or_path"))[1]).toBe("tiny-llama · causal_lm · 2 agent(s) (agent-a, agent-b)");
     fireEvent.change(picker("model_name_or_path"), { target: { value: "tiny-llama" } });
@@ -131,6 +137,7 @@ describe("FinetunePage pickers", () => {
       </MemoryRouter>,
       "en",
     );
+    await formReady();
     await waitFor(() => expect(picker("train_data_path")).not.toBeNull());
     expect(picker("train_data_path").disabled).toBe(true);
     expect(optionTexts(picker("train_data_path"))).toEqual(["No sft datasets"]);
