@@ -23,10 +23,13 @@ TERMINAL = {"succeeded", "failed", "stopped"}
 
 
 @contextmanager
-def running_system(slots: int = 2, **kwargs) -> Iterator[tuple[Stack, httpx.Client]]:
+def running_system(slots: int = 2, *, tiny_sft: bool = True, **kwargs) -> Iterator[tuple[Stack, httpx.Client]]:
+    """The whole system in a fresh workspace, and a client logged in as the admin. `tiny_sft`: with a tiny Llama
+    (models/tiny-llama) and 48 SFT rows (data/train.jsonl) in it."""
     workspace = Path(tempfile.mkdtemp(prefix="bugagaric-bench-"))
-    build_tiny_llama(workspace / "models" / "tiny-llama")
-    write_sft_rows(workspace / "data" / "train.jsonl", 48)
+    if tiny_sft:
+        build_tiny_llama(workspace / "models" / "tiny-llama")
+        write_sft_rows(workspace / "data" / "train.jsonl", 48)
     stack = start_stack(workspace, slots=slots, **kwargs)
     client = httpx.Client(base_url=stack.base_url, timeout=60, headers={"authorization": f"Bearer {stack.admin_token}"})
     try:

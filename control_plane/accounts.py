@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from control_plane.login_throttle import LoginThrottle, TooManyAttempts
 from control_plane.models import AuthToken, Task, User, utcnow
 from control_plane.template_store import delete_templates_of
+from control_plane.token_cache import TokenCache
 
 __all__ = [
     "AccountError", "AccountStore", "BadCredentials", "Principal", "TooManyAttempts", "hash_token", "tombstone",
@@ -67,6 +68,7 @@ class AccountStore:
         self.engine = engine
         self.token_ttl = token_ttl
         self.throttle = throttle or LoginThrottle(engine)
+        self._recent_tokens: TokenCache[Principal] = TokenCache()
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -107,6 +109,7 @@ class AccountStore:
             self.throttle.forget_user(session, username)
             session.delete(user)
             session.commit()
+        self._recent_tokens.forget_user(username)
         return True
 
     def login(self, username: str, password: str, client_address: str = "") -> tuple[str, datetime, User]:
@@ -132,14 +135,27 @@ class AccountStore:
     def authenticate(self, token: str) -> Principal | None:
         if not token:
             return None
+        token_hash = hash_token(token)
+        principal = self._recent_tokens.get(token_hash)
+        if principal is not None:
+            return principal
+        generation = self._recent_tokens.generation()
         with self._session() as session:
-            row = session.get(AuthToken, hash_token(token))
-            if row is None or row.expires_at <= utcnow():
+            row = session.get(AuthToken, token_hash)
+            now = utcnow()
+            if row is None or row.expires_at <= now:
                 return None
             user = session.get(User, row.username)
-        return Principal(user.username, user.role) if user else None
+        if user is None:
+            return None
+        principal = Principal(user.username, user.role)
+        self._recent_tokens.put(token_hash, principal, user.username, (row.expires_at - now).total_seconds(),
+                                generation)
+        return principal
 
     def logout(self, token: str) -> None:
+        token_hash = hash_token(token)
         with self._session() as session:
-            session.execute(delete(AuthToken).where(col(AuthToken.token_hash) == hash_token(token)))
+            session.execute(delete(AuthToken).where(col(AuthToken.token_hash) == token_hash))
             session.commit()
+        self._recent_tokens.forget(token_hash)

@@ -11,6 +11,7 @@ from typing import Iterator
 import grpc
 
 from control_plane.blob_store import BlobStore
+from control_plane.db_calls import in_db_thread
 from control_plane.grpc_errors import abort
 from control_plane.published_models import PublishedModels
 from protos import agent_pb2, common_pb2, control_plane_pb2
@@ -27,16 +28,16 @@ class ArtifactRpcs:
 
     async def ListArtifacts(self, request, context):
         task = await self._task_or_404(request.task_id, context)
-        address = self._artifact_agent(task)
+        address = await self._artifact_agent(task)
         if address is not None:
             try:
                 reply = await self._clients.stub(address).ListArtifacts(
                     agent_pb2.AgentArtifactsRequest(task_id=task.id), timeout=30)
                 return control_plane_pb2.ListArtifactsResponse(artifacts=reply.artifacts, source="agent")
             except grpc.aio.AioRpcError as exc:
-                if self._published.get(task.id) is None:
+                if await in_db_thread(self._published.get, task.id) is None:
                     await _relay_error(context, exc, task.agent_id)
-        published = self._published.get(task.id)
+        published = await in_db_thread(self._published.get, task.id)
         if published is None:
             await _no_artifacts(context, task)
         members = await asyncio.to_thread(_tar_files, self._blobs, published.sha256)
@@ -47,7 +48,7 @@ class ArtifactRpcs:
     async def DownloadArtifact(self, request, context):
         task = await self._task_or_404(request.task_id, context)
         path = await _checked_path(request.path, context)
-        address = self._artifact_agent(task)
+        address = await self._artifact_agent(task)
         if address is not None:
             stream = self._clients.stub(address).ReadArtifact(agent_pb2.ReadArtifactRequest(task_id=task.id, path=path))
             try:
@@ -55,9 +56,9 @@ class ArtifactRpcs:
                     yield chunk
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or self._published.get(task.id) is None:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or await in_db_thread(self._published.get, task.id) is None:
                     await _relay_error(context, exc, task.agent_id)
-        published = self._published.get(task.id)
+        published = await in_db_thread(self._published.get, task.id)
         if published is None:
             await _no_artifacts(context, task)
         offset = 0
@@ -70,14 +71,14 @@ class ArtifactRpcs:
 
     async def DownloadModel(self, request, context):
         task = await self._task_or_404(request.task_id, context)
-        published = self._published.get(task.id)
+        published = await in_db_thread(self._published.get, task.id)
         if published is not None:
             offset = 0
             async for data in off_the_loop(self._blobs.read(published.sha256)):
                 yield common_pb2.FileChunk(data=data, offset=offset, total_size=published.size_bytes)
                 offset += len(data)
             return
-        address = self._artifact_agent(task)
+        address = await self._artifact_agent(task)
         if address is None:
             await _no_artifacts(context, task)
         stream = self._clients.stub(address).ReadModelArchive(agent_pb2.AgentArtifactsRequest(task_id=task.id))
@@ -87,9 +88,9 @@ class ArtifactRpcs:
         except grpc.aio.AioRpcError as exc:
             await _relay_error(context, exc, task.agent_id)
 
-    def _artifact_agent(self, task) -> str | None:
+    async def _artifact_agent(self, task) -> str | None:
         """The address of the live agent holding the task's output directory, if any."""
-        agent = self._store.get_agent(task.agent_id) if task.agent_id else None
+        agent = await in_db_thread(self._store.get_agent, task.agent_id) if task.agent_id else None
         return agent.address if agent is not None and self._scheduler.is_alive(agent) else None
 
 

@@ -16,6 +16,7 @@ import grpc
 
 from control_plane.accounts import AccountError, AccountStore, BadCredentials, Principal, TooManyAttempts
 from control_plane.converters import timestamp
+from control_plane.db_calls import in_db_thread
 from control_plane.grpc_errors import ERROR_FIELD_KEY, abort
 from control_plane.login_throttle import TrustedProxies, client_address
 from protos import control_plane_pb2, control_plane_pb2_grpc
@@ -133,7 +134,8 @@ class AuthService(control_plane_pb2_grpc.AuthServiceServicer):
 
     async def ListUsers(self, request, context):
         await self._require_admin(context)
-        return control_plane_pb2.ListUsersResponse(users=[_user_to_proto(u) for u in self._accounts.users()])
+        users = await in_db_thread(self._accounts.users)
+        return control_plane_pb2.ListUsersResponse(users=[_user_to_proto(u) for u in users])
 
     async def CreateUser(self, request, context):
         await self._require_admin(context)

@@ -123,7 +123,7 @@ def metric_to_proto(point: MetricPoint) -> common_pb2.MetricPoint:
 
 
 def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int, models: list[dict] | None = None,
-                   hub_access: bool = False) -> control_plane_pb2.AgentInfo:
+                   hub_access: bool = False, warm_pool_memory_bytes: int = 0) -> control_plane_pb2.AgentInfo:
     return control_plane_pb2.AgentInfo(
         agent_id=agent.id,
         address=agent.address,
@@ -135,4 +135,5 @@ def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int, models: list[d
         devices=[ParseDict(device, common_pb2.Device()) for device in json.loads(agent.devices_json or "[]")],
         models=[ParseDict(model, common_pb2.ModelInfo(), ignore_unknown_fields=True) for model in models or []],
         hub_access=hub_access,
+        warm_pool_memory_bytes=warm_pool_memory_bytes,
     )

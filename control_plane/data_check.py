@@ -17,6 +17,7 @@ from typing import Any, Callable
 import grpc
 
 from control_plane.agent_clients import AgentClients
+from control_plane.db_calls import in_db_thread
 from control_plane.models import Agent
 from trainers.errors import DataProblem
 from control_plane.state_machine import IllegalTransition, TaskStatus
@@ -72,7 +73,8 @@ def report_from_proto(report) -> dict[str, Any]:
 
 class DataChecker:
     """Runs a submission's shallow dry run on an agent. `candidates(type, config_json)` lists the live agents that
-    could run the task; `request_for(...)` builds the agent's ValidateTaskRequest (with the inputs to fetch)."""
+    could run the task; `request_for(...)` builds the agent's ValidateTaskRequest (with the inputs to fetch). Both
+    read the store: they run on store threads."""
 
     def __init__(self, clients: AgentClients, *, candidates: Callable[[str, str], list[Agent]],
                  request_for: Callable[..., Any], timeout_seconds: float, submit_budget_seconds: float):
@@ -84,11 +86,11 @@ class DataChecker:
 
     async def check(self, type_name: str, config_json: str, task_id: str, owner: str, admin: bool) -> CheckResult:
         """Never raises for the user's mistakes, a deadline or a broken agent: the result says what happened."""
-        agents = self._candidates(type_name, config_json)
+        agents = await in_db_thread(self._candidates, type_name, config_json)
         if not agents:
             return CheckResult({"ok": True, "rows": 0, "problems": [], "error": None,
                                 "note": "no live agent: the trainer checks the data on its agent"})
-        request = self._request_for(type_name, config_json, owner, admin)
+        request = await in_db_thread(self._request_for, type_name, config_json, owner, admin)
         first_failure: CheckResult | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
@@ -148,17 +150,22 @@ class SubmissionChecks:
 
     def finish_later(self, task_id: str, job: asyncio.Task) -> None:
         async def apply() -> None:
-            self.apply(task_id, await job)
+            result = await job
+            if await in_db_thread(self.apply, task_id, result):
+                self._on_changed(task_id)
+                if result.ok:
+                    self._on_passed()
 
         self._background[task_id] = asyncio.create_task(apply(), name=f"data-check-result-{task_id}")
         self._background[task_id].add_done_callback(lambda _: self._background.pop(task_id, None))
 
-    def apply(self, task_id: str, result: CheckResult) -> None:
+    def apply(self, task_id: str, result: CheckResult) -> bool:
+        """Records the result on the task (on a store thread); False when it was already recorded or the task is
+        gone. The caller tells the scheduler and the task's watchers (on the event loop)."""
         if not self._store.finish_validation(task_id, result.ok, result.rows, "" if result.ok else result.message):
-            return  # already recorded, or the task was deleted
+            return False
         if result.ok:
             log.info("task %s: data check passed (%d rows)", task_id, result.rows)
-            self._on_passed()
         else:
             log.info("task %s: data check failed: %s", task_id, result.message)
             try:
@@ -166,10 +173,10 @@ class SubmissionChecks:
                                        error=result.error_text(), error_reason=result.failure_reason)
             except (IllegalTransition, TaskNotFound) as exc:  # stopped or deleted while it was checked
                 log.info("task %s: %s", task_id, exc)
-        self._on_changed(task_id)
+        return True
 
-    def resume_pending(self) -> None:
-        for task, validation in self._store.pending_validations():
+    async def resume_pending(self) -> None:
+        for task, validation in await in_db_thread(self._store.pending_validations):
             job = self.start(task.type, task.config_json, task.id, task.owner, validation.admin_paths)
             self.finish_later(task.id, job)
 

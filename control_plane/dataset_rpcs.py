@@ -9,6 +9,7 @@ import grpc
 
 from control_plane.auth_service import caller
 from control_plane.converters import timestamp
+from control_plane.db_calls import in_db_thread
 from control_plane.dataset_service import DatasetInUse, DatasetNotFound, DatasetService, UploadRefused, UploadTooLarge
 from control_plane.grpc_errors import abort
 from control_plane.model_catalog import ModelCatalog
@@ -36,19 +37,19 @@ class DatasetRpcs:
         return dataset_to_proto(dataset)
 
     async def ListDatasets(self, request, context):
-        datasets = self._datasets.list(_owner_filter(), request.type)
+        datasets = await in_db_thread(self._datasets.list, _owner_filter(), request.type)
         return control_plane_pb2.ListDatasetsResponse(datasets=[dataset_to_proto(d) for d in datasets])
 
     async def GetDataset(self, request, context):
         try:
-            dataset = self._datasets.get(request.dataset_id, _owner_filter())
+            dataset = await in_db_thread(self._datasets.get, request.dataset_id, _owner_filter())
         except DatasetNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "dataset_id")
         return dataset_to_proto(dataset, detail=True)
 
     async def DeleteDataset(self, request, context):
         try:
-            self._datasets.delete(request.dataset_id, _owner_filter())
+            await in_db_thread(self._datasets.delete, request.dataset_id, _owner_filter())
         except DatasetNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "dataset_id")
         except DatasetInUse as exc:
@@ -56,9 +57,11 @@ class DatasetRpcs:
         return control_plane_pb2.DeleteDatasetResponse(dataset_id=request.dataset_id)
 
     async def ListModels(self, request, context):
-        live = {agent.id for agent in self._scheduler.live_agents()}
+        def live_inventories():
+            return self._catalog.inventories({agent.id for agent in self._scheduler.live_agents()})
+
         entries: dict[str, control_plane_pb2.ModelEntry] = {}
-        for inventory in self._catalog.inventories(live):
+        for inventory in await in_db_thread(live_inventories):
             for model in inventory.models:
                 entry = entries.setdefault(model["name"], control_plane_pb2.ModelEntry(
                     name=model["name"], kind=model.get("kind", ""), size_bytes=int(model.get("size_bytes") or 0)))

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 from control_plane.blob_store import BlobStore
 from control_plane.dataset_store import DatasetNotFound, DatasetStore
+from control_plane.db_calls import in_db_thread
 from control_plane.models import Dataset
 from control_plane.published_models import PublishedModels
 from control_plane.state_machine import TERMINAL, TaskStatus
@@ -93,8 +94,8 @@ class DatasetService:
             writer.abort()
             raise
         suffix = ".json" if report.format == "json" else ".jsonl"
-        dataset = self._datasets.add(
-            owner=owner, name=stream.name, type=task_type.name, sha256=sha256, size_bytes=report.size,
+        dataset = await in_db_thread(
+            self._datasets.add, owner=owner, name=stream.name, type=task_type.name, sha256=sha256, size_bytes=report.size,
             rows=report.rows, suffix=suffix, stats_json=json.dumps(report.stats, ensure_ascii=False),
             preview_json=json.dumps(report.preview, ensure_ascii=False))
         log.info("dataset %s (%s, %s): %d rows, %d bytes, sha256 %s, owner %s", dataset.id, stream.name,

@@ -24,6 +24,7 @@ def make_engine(database_url: str) -> Engine:
         engine = create_engine(database_url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
     _check_schema(engine)
+    _add_missing_indexes(engine)
     if file is not None:
         _owner_only(file)
     return engine
@@ -57,6 +58,13 @@ def _check_schema(engine: Engine) -> None:
             f"column(s) {', '.join(missing)}. Back it up and remove it (or point BUGAGARIC_DATABASE_URL elsewhere); "
             "schema migrations arrive with 1.0."
         )
+
+
+def _add_missing_indexes(engine: Engine) -> None:
+    """create_all makes a table's indexes only with the table: a store from an older version gets the newer ones."""
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -7,18 +7,22 @@ import json
 import logging
 import posixpath
 import uuid
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import grpc
 from sqlalchemy import text
 
 from control_plane.agent_clients import AgentClients
+from control_plane.agent_reports import AgentReadings
 from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
 from control_plane.artifact_rpcs import ArtifactRpcs
 from control_plane.blob_store import BlobStore
 from control_plane.data_check import CHECK_BROKEN_REASON, CheckResult, SubmissionChecks
+from control_plane.db_calls import in_db_thread
+from control_plane.list_cursor import BadPageToken, ListCursor
 from control_plane.dataset_rpcs import DatasetRpcs
 from control_plane.dataset_service import DatasetService
 from control_plane.model_catalog import ModelCatalog, config_holders, unavailable_model_message
@@ -29,7 +33,7 @@ from control_plane.notifier import TaskChangeNotifier
 from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
-from control_plane.task_store import OutputDirTaken, TaskNotFound, TaskStillActive, TaskStore
+from control_plane.task_store import OutputDirTaken, TaskDetail, TaskNotFound, TaskStillActive, TaskStore
 from control_plane.template_store import TemplateStore
 from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from protos.json_values import JsonProblem, loads
@@ -51,7 +55,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         self, store: TaskStore, templates: TemplateStore, scheduler: Scheduler, clients: AgentClients,
         notifier: TaskChangeNotifier, checks: SubmissionChecks, serving: Callable[[], Awaitable[bool]], *,
         datasets: DatasetService, catalog: ModelCatalog, inputs: TaskInputs, published: PublishedModels,
-        blobs: BlobStore,
+        blobs: BlobStore, readings: AgentReadings,
     ):
         self._store = store
         self._templates = templates
@@ -65,16 +69,18 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         self._inputs = inputs
         self._published = published
         self._blobs = blobs
+        self._readings = readings  # agents' last heartbeat readings, for the health report
 
     async def StartTask(self, request, context):
         try:
             raw = _parse_config_json(request.config_json)
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
-        return self._full_task(await self._submit(request.type, raw, context))
+        return await self._submit(request.type, raw, context)
 
-    async def _submit(self, type_name: str, raw: dict, context) -> Task:
-        """Validates and queues one task for the caller; aborts with INVALID_ARGUMENT naming the field at fault."""
+    async def _submit(self, type_name: str, raw: dict, context) -> control_plane_pb2.Task:
+        """Validates and queues one task for the caller; aborts with INVALID_ARGUMENT naming the field at fault.
+        Store reads and the insert run on store threads."""
         try:
             task_type = registry.get(type_name)
             config = task_type.parse_config(raw)
@@ -85,22 +91,20 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             "priority": getattr(config, "priority", 0), "max_retries": getattr(config, "max_retries", 0),
             "gpus": getattr(config, "gpus", None) or 1, "gpu_vis": gpu_vis,
         }
-        await self._refuse_unplaceable(Task(**scheduling), context)
         task_id = uuid.uuid4().hex
         config_json = config.model_dump_json()
         stored = json.loads(config_json)
         principal = caller()
-        try:
-            refs = self._inputs.check(task_type.name, stored, Caller(principal.username, principal.is_admin))
-        except ConfigError as exc:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
-        live = {agent.id for agent in self._scheduler.live_agents()}
-        problem = unavailable_model_message(stored, self._catalog.inventories(live))
+        claim = _output_dir_claim(stored.get("output_dir"))
+        facts = await in_db_thread(self._submission_facts, task_type.name, stored, principal, claim)
+        await self._refuse_unplaceable(Task(**scheduling), facts.agents, context)
+        if isinstance(facts.refs, ConfigError):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, facts.refs.message, facts.refs.field)
+        problem = unavailable_model_message(stored, facts.live_inventories)
         if problem is not None:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem[1], problem[0])
-        claim = _output_dir_claim(stored.get("output_dir"))
-        if claim is not None and (holder := self._store.output_dir_holder(claim)) is not None:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(OutputDirTaken(claim, holder)), "output_dir")
+        if facts.claim_holder is not None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(OutputDirTaken(claim, facts.claim_holder)), "output_dir")
         job = None
         if reads_agent_paths(task_type.name, stored):
             # Paths are the agents': a shallow dry run on one that could run it, within the submit budget.
@@ -110,12 +114,14 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
                 code = grpc.StatusCode.UNAVAILABLE if result.reason == CHECK_BROKEN_REASON else grpc.StatusCode.INVALID_ARGUMENT
                 await abort(context, code, result.message, result.field)
         else:  # its datasets were checked row by row when they were uploaded
-            result = CheckResult({"ok": True, "rows": sum(ref_rows(self._datasets, refs)), "problems": []})
+            result = CheckResult({"ok": True, "rows": facts.dataset_rows, "problems": []})
         validation = TaskValidation(state="passed" if result else "pending", rows=result.rows if result else 0,
                                     admin_paths=principal.is_admin, finished_at=utcnow() if result else None)
+
         try:
-            task = self._store.create_task(task_id, task_type.name, config_json, "", owner=principal.username,
-                                           validation=validation, claim_output_dir=claim, **scheduling)
+            detail = await in_db_thread(self._store.add_task, task_id, task_type.name, config_json, "",
+                                        owner=principal.username, validation=validation, claim_output_dir=claim,
+                                        **scheduling)
         except OutputDirTaken as exc:
             if job is not None:
                 job.cancel()
@@ -125,15 +131,28 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             log.info("task %s (%s) queued; its data are still being checked", task_id, task_type.name)
         else:
             log.info("task %s (%s) queued", task_id, task_type.name)
-            self._scheduler.wake()
-        return task
+            self._scheduler.task_joined_queue()
+        return _detail_to_proto(detail)
+
+    def _submission_facts(self, type_name: str, stored: dict, principal, claim: str | None) -> "_SubmissionFacts":
+        """What a submit checks against the store, read on a store thread in one go."""
+        agents = self._store.agents()
+        live = {agent.id for agent in agents if self._scheduler.is_alive(agent)}
+        try:
+            refs = self._inputs.check(type_name, stored, Caller(principal.username, principal.is_admin))
+            rows = sum(ref_rows(self._datasets, refs))
+        except ConfigError as exc:
+            refs, rows = exc, 0
+        return _SubmissionFacts(
+            agents=agents, live_inventories=self._catalog.inventories(live), refs=refs, dataset_rows=rows,
+            claim_holder=self._store.output_dir_holder(claim) if claim is not None else None)
 
     async def ExportTask(self, request, context):
         source = await self._task_or_404(request.task_id, context)
         if source.status != TaskStatus.SUCCEEDED:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         f"task {source.id} is {source.status}; only a succeeded task can be exported", "task_id")
-        if self._published.get(source.id) is None:
+        if await in_db_thread(self._published.get, source.id) is None:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         f"the model of task {source.id} is not published yet; try again shortly", "task_id")
         raw = {"source": f"task:{source.id}", "dtype": request.dtype or "auto",
@@ -143,11 +162,10 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         if source_config.get("use_lora") and raw["merge_lora"] and isinstance(base, str) and base:
             # A merge needs the adapter's base, as the agents name it (and runs where it is); packaging does not.
             raw["model_name_or_path"] = base
-        return self._full_task(await self._submit("export", raw, context))
+        return await self._submit("export", raw, context)
 
-    async def _refuse_unplaceable(self, wanted: Task, context) -> None:
+    async def _refuse_unplaceable(self, wanted: Task, agents: list, context) -> None:
         """A task needing more devices than any registered agent has could never run: refuse it now."""
-        agents = self._store.agents()
         agent, size = largest_agent(agents)
         needed = devices_needed(wanted)
         field = "gpu_vis" if wanted.gpu_vis else "gpus"
@@ -159,23 +177,25 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                         f"gpu_vis: no agent has device(s) {wanted.gpu_vis}", field)
 
-    def _full_task(self, task: Task) -> control_plane_pb2.Task:
-        return task_to_proto(
-            task, self._store.events(task.id), queue_position=self._store.queue_positions().get(task.id, 0),
-            attempts=self._store.attempts(task.id), checkpoints=self._store.checkpoints(task.id),
-            validation=self._store.validation(task.id), published=self._published.get(task.id),
-        )
+    async def _full_task(self, task_id: str) -> control_plane_pb2.Task:
+        return _detail_to_proto(await in_db_thread(self._store.task_detail, task_id))
 
     async def GetTask(self, request, context):
-        task = await self._task_or_404(request.task_id, context)
-        return self._full_task(task)
+        """One store thread call, one session: the task and all it shows."""
+        try:
+            detail = await in_db_thread(self._store.task_detail, request.task_id)
+        except TaskNotFound:
+            detail = None
+        if detail is None or not _visible(detail.task):
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(TaskNotFound(request.task_id)), "task_id")
+        return _detail_to_proto(detail)
 
     async def ResumeTask(self, request, context):
         task = await self._task_or_404(request.task_id, context)
         if task.status not in (TaskStatus.STOPPED, TaskStatus.FAILED):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                         f"task {task.id} is {task.status}; only a stopped or failed task can be resumed", "task_id")
-        checkpoints = [c.path for c in self._store.checkpoints(task.id)]
+        checkpoints = [c.path for c in await in_db_thread(self._store.checkpoints, task.id)]
         if request.checkpoint and request.checkpoint not in checkpoints:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                         f"checkpoint {request.checkpoint!r} is not one of the task's: {', '.join(checkpoints) or 'none'}", "checkpoint")
@@ -184,14 +204,14 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
                         f"task {task.id} saved no checkpoint to resume from (set save_steps, or stop it while it runs)", "task_id")
         checkpoint = request.checkpoint or checkpoints[-1]
         try:
-            task = self._store.transition(
-                task.id, TaskStatus.QUEUED, "resume", f"resume from {checkpoint}",
+            task = await in_db_thread(
+                self._store.transition, task.id, TaskStatus.QUEUED, "resume", f"resume from {checkpoint}",
                 resume_from=checkpoint, error="", error_reason="", exit_code=0, agent_id="", devices="", pid=0,
             )
         except IllegalTransition as exc:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
-        self._scheduler.wake()
-        return self._full_task(task)
+        self._scheduler.task_joined_queue()
+        return await self._full_task(task.id)
 
     async def ListTasks(self, request, context):
         limit = request.limit or 50
@@ -199,6 +219,12 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LIST_LIMIT}", "limit")
         if request.offset < 0:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "offset must be >= 0", "offset")
+        after = None
+        if request.page_token:
+            try:
+                after = ListCursor.parse(request.page_token)
+            except BadPageToken as exc:
+                await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "page_token")
         if request.status and request.status not in {s.value for s in TaskStatus}:
             known = ", ".join(s.value for s in TaskStatus)
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status!r}; one of: {known}", "status")
@@ -208,22 +234,24 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             except ConfigError as exc:
                 await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, "type")
         principal = caller()
-        tasks, total = self._store.list_tasks(
-            status=request.status, task_type=request.type, limit=limit, offset=request.offset,
-            owner="" if principal.is_admin else principal.username,
+        page = await in_db_thread(
+            self._store.list_page, status=request.status, task_type=request.type, limit=limit, offset=request.offset,
+            owner="" if principal.is_admin else principal.username, after=after,
         )
-        positions = self._store.queue_positions()
         return control_plane_pb2.ListTasksResponse(
-            tasks=[task_to_proto(t, queue_position=positions.get(t.id, 0)) for t in tasks], total=total
+            tasks=[task_to_proto(t, queue_position=page.queue_positions.get(t.id, 0)) for t in page.tasks],
+            total=page.total, next_page_token=page.next_cursor.token() if page.next_cursor else "",
         )
 
     async def StopTask(self, request, context):
         task = await self._task_or_404(request.task_id, context)
         try:
             if task.status == TaskStatus.QUEUED:
-                task = self._store.transition(task.id, TaskStatus.STOPPED, "user_stop", "stopped before it started")
+                task = await in_db_thread(self._store.transition, task.id, TaskStatus.STOPPED, "user_stop",
+                                          "stopped before it started")
             elif task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
-                task = self._store.transition(task.id, TaskStatus.STOPPING, "user_stop", "stop requested")
+                task = await in_db_thread(self._store.transition, task.id, TaskStatus.STOPPING, "user_stop",
+                                          "stop requested")
                 await self._stop_on_agent(task.id, task.agent_id)
             elif task.status == TaskStatus.STOPPING:
                 await self._stop_on_agent(task.id, task.agent_id)  # asking again is harmless
@@ -233,10 +261,10 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
         self._notifier.notify(task.id)
         self._scheduler.wake()
-        return self._full_task(self._store.get_task(task.id))
+        return await self._full_task(task.id)
 
     async def _stop_on_agent(self, task_id: str, agent_id: str) -> None:
-        agent = self._store.get_agent(agent_id)
+        agent = await in_db_thread(self._store.get_agent, agent_id)
         if agent is None:
             return
         try:
@@ -248,7 +276,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
     async def DeleteTask(self, request, context):
         await self._task_or_404(request.task_id, context)
         try:
-            self._store.delete_task(request.task_id)
+            await in_db_thread(self._store.delete_task, request.task_id)
         except TaskNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
         except TaskStillActive as exc:
@@ -260,7 +288,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         builtin = [_template(t, name=t.name, config_json=json.dumps(t.default_config), builtin=True)
                    for t in registry.all_types() if t.listed]
         saved = []
-        for row in self._templates.owned_by(caller().username):
+        for row in await in_db_thread(self._templates.owned_by, caller().username):
             try:
                 task_type = registry.get(row.type)
             except ConfigError:
@@ -280,11 +308,12 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
                 raise ConfigError(unknown[0], f"unknown config key {unknown[0]!r}")
         except ConfigError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
-        row = self._templates.save(caller().username, request.name.strip(), task_type.name, json.dumps(raw))
+        row = await in_db_thread(self._templates.save, caller().username, request.name.strip(), task_type.name,
+                                 json.dumps(raw))
         return _template(task_type, name=row.name, config_json=row.config_json, builtin=False, id=row.id, owner=row.owner)
 
     async def DeleteTemplate(self, request, context):
-        if not self._templates.delete(request.template_id, caller().username):
+        if not await in_db_thread(self._templates.delete, request.template_id, caller().username):
             await abort(context, grpc.StatusCode.NOT_FOUND, f"template {request.template_id!r} not found", "template_id")
         return control_plane_pb2.DeleteTemplateResponse(template_id=request.template_id)
 
@@ -294,9 +323,9 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         if not 1 <= limit <= MAX_LOG_LIMIT:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LOG_LIMIT}", "limit")
         if request.HasField("after_seq"):
-            lines = self._store.log_lines_after(task.id, request.after_seq, limit)
+            lines = await in_db_thread(self._store.log_lines_after, task.id, request.after_seq, limit)
         else:
-            lines = self._store.log_lines_tail(task.id, limit, before_seq=request.before_seq)
+            lines = await in_db_thread(self._store.log_lines_tail, task.id, limit, before_seq=request.before_seq)
         return control_plane_pb2.GetTaskLogsResponse(lines=[line_to_proto(l) for l in lines], last_seq=task.last_log_seq)
 
     async def StreamTaskLogs(self, request, context):
@@ -308,7 +337,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         last = request.after_seq
         while True:
             changed = self._notifier.event(request.task_id)  # taken before reading: no wake-up is missed
-            lines = self._store.log_lines_after(request.task_id, last, STREAM_PAGE)
+            lines = await in_db_thread(self._store.log_lines_after, request.task_id, last, STREAM_PAGE)
             for line in lines:
                 yield line_to_proto(line)
                 last = line.seq
@@ -317,7 +346,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             if not request.follow:
                 return
             try:
-                task = self._store.get_task(request.task_id)
+                task = await in_db_thread(self._store.get_task, request.task_id)
             except TaskNotFound:
                 return
             # Ingestion stores a task's last lines before its final status, so a finished task has no more lines.
@@ -331,7 +360,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
     async def GetTaskMetrics(self, request, context):
         task = await self._task_or_404(request.task_id, context)
         limit = request.limit or MAX_LOG_LIMIT
-        points = self._store.metric_points(task.id, after_seq=request.after_seq, limit=limit)
+        points = await in_db_thread(self._store.metric_points, task.id, after_seq=request.after_seq, limit=limit)
         return control_plane_pb2.GetTaskMetricsResponse(points=[metric_to_proto(p) for p in points])
 
     async def ValidateTask(self, request, context):
@@ -341,11 +370,11 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         principal = caller()
         try:
             raw = _parse_config_json(request.config_json)
-            refs = self._inputs.check(request.type, raw, Caller(principal.username, principal.is_admin))
+            refs = await in_db_thread(self._inputs.check, request.type, raw, Caller(principal.username, principal.is_admin))
         except ConfigError as exc:
             return common_pb2.ValidationReport(ok=False, type=request.type, error_field=exc.field,
                                                error_message=exc.message)
-        agents = self.candidate_agents(request.type, request.config_json)
+        agents = await in_db_thread(self.candidate_agents, request.type, request.config_json)
         if not agents:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "no live agent to run the dry run on")
         forwarded = common_pb2.ValidateTaskRequest(type=request.type, config_json=request.config_json,
@@ -357,7 +386,8 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, exc.code(), f"dry run on agent {agents[0].id} failed: {exc.details()}")
 
     def candidate_agents(self, type_name: str, config_json: str) -> list:
-        """The live agents a task of this config could run on (those holding the models it names, if any)."""
+        """The live agents a task of this config could run on (those holding the models it names, if any). Reads the
+        store: call it on a store thread."""
         try:
             config = json.loads(config_json or "{}")
         except ValueError:
@@ -368,30 +398,19 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         return [agent for agent in agents if allowed is None or agent.id in allowed]
 
     def check_request(self, type_name: str, config_json: str, owner: str, admin: bool) -> common_pb2.ValidateTaskRequest:
-        """The shallow dry run of a submission, for the agents (data_check.DataChecker)."""
+        """The shallow dry run of a submission, for the agents (data_check.DataChecker). Reads the store: call it on a
+        store thread."""
         refs = self._inputs.check(type_name, json.loads(config_json), Caller(owner, admin))
         return common_pb2.ValidateTaskRequest(type=type_name, config_json=config_json, owner=owner, admin_paths=admin,
                                               shallow=True, inputs=refs)
 
     async def GetSystemHealth(self, request, context):
-        try:
-            with self._store.session() as session:
-                session.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception as exc:  # report, don't fail: health is how a user finds this out
-            database = f"error: {exc}"
         # A control plane that cannot check tokens cannot serve anything but this: say so instead of "ok".
         serving = await self._serving()
-        held = self._store.held_devices()
-        inventories = {inv.agent_id: inv for inv in self._catalog.inventories()}
-        agents = []
-        for a in self._store.agents():
-            inventory = inventories.get(a.id)
-            agents.append(agent_to_proto(
-                a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())),
-                models=inventory.models if inventory else [], hub_access=bool(inventory and inventory.hub_access)))
-        _, queued = self._store.list_tasks(status=TaskStatus.QUEUED, limit=1)
-        _, running = self._store.list_tasks(status=TaskStatus.RUNNING, limit=1)
+        try:
+            database, agents, queued, running = await in_db_thread(self._health_facts)
+        except Exception as exc:  # report, don't fail: health is how a user finds this out
+            database, agents, queued, running = f"error: {exc}", [], 0, 0
         if database != "ok" or not serving:
             status = "unavailable"
         else:
@@ -401,16 +420,50 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             serving=serving,
         )
 
+    def _health_facts(self) -> tuple[str, list, int, int]:
+        """The store's side of the health report, on a store thread: whether it answers, the agents, the counts."""
+        with self._store.session() as session:
+            session.execute(text("SELECT 1"))
+        held = self._store.held_devices()
+        inventories = {inv.agent_id: inv for inv in self._catalog.inventories()}
+        agents = []
+        for a in self._store.agents():
+            inventory = inventories.get(a.id)
+            agents.append(agent_to_proto(
+                a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())),
+                models=inventory.models if inventory else [], hub_access=bool(inventory and inventory.hub_access),
+                warm_pool_memory_bytes=self._readings.warm_pool_memory_bytes(a.id)))
+        counts = self._store.status_counts([TaskStatus.QUEUED, TaskStatus.RUNNING])
+        return "ok", agents, counts[TaskStatus.QUEUED], counts[TaskStatus.RUNNING]
+
     async def _task_or_404(self, task_id: str, context):
         """The task, if the caller may see it: their own, or any for an admin. Others' tasks do not exist for them."""
-        principal = caller()
         try:
-            task = self._store.get_task(task_id)
-            if task.owner != principal.username and not principal.is_admin:
+            task = await in_db_thread(self._store.get_task, task_id)
+            if not _visible(task):
                 raise TaskNotFound(task_id)
             return task
         except TaskNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+
+
+def _visible(task: Task) -> bool:
+    principal = caller()
+    return principal.is_admin or task.owner == principal.username
+
+
+def _detail_to_proto(detail: TaskDetail) -> control_plane_pb2.Task:
+    return task_to_proto(detail.task, detail.events, queue_position=detail.queue_position, attempts=detail.attempts,
+                         checkpoints=detail.checkpoints, validation=detail.validation, published=detail.published)
+
+
+@dataclass(frozen=True)
+class _SubmissionFacts:
+    agents: list
+    live_inventories: list
+    refs: list | ConfigError  # the config's BlobRefs, or why the caller may not use one
+    dataset_rows: int
+    claim_holder: str | None  # the task holding the output_dir named, if one does
 
 
 def _template(task_type, *, name: str, config_json: str, builtin: bool, id: str = "", owner: str = "") -> control_plane_pb2.Template:

@@ -1,6 +1,9 @@
 """Follows each active task's event stream on its agent: stores log lines and metric points in batches, keeps the
 task's progress current, applies the agent's status reports, and wakes the task's log readers.
 
+The agent sends its output in batches (`max_batch` lines and metric points per event). What arrives while the store
+is busy with the previous write is stored by the next one, in one statement per table, and readers are woken as soon
+as each write is committed: a quiet task's line is stored at once, a flood goes in big batches.
 A broken stream is re-opened from the last persisted seqs, so no line is lost or stored twice.
 """
 
@@ -9,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Callable
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from control_plane.agent_clients import AgentClients
 from control_plane.converters import datetime_from, status_from_proto
+from control_plane.db_calls import in_db_thread
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, TERMINAL, IllegalTransition, TaskStatus
@@ -23,8 +29,9 @@ from protos import agent_pb2, common_pb2
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX_ITEMS = 500
-BATCH_MAX_DELAY_SECONDS = 0.1
+AGENT_MAX_BATCH = 5000  # lines (and metric points) per stream event
+STORE_MAX_BATCH = 20000  # rows per store call
+PENDING_MAX = 50000  # received but not stored yet: past this the stream is not read further (gRPC flow control)
 RECONNECT_MAX_DELAY_SECONDS = 5.0
 
 
@@ -37,6 +44,79 @@ class _Batch:
         return len(self.lines) + len(self.metrics)
 
 
+class _BatchWriter:
+    """Stores what one stream brings, in order, one store call at a time while the stream goes on being read."""
+
+    def __init__(self, store: TaskStore, notifier: TaskChangeNotifier, task_id: str, attempt: int):
+        self._store, self._notifier = store, notifier
+        self._task_id, self._attempt = task_id, attempt
+        self._pending = _Batch()
+        self._has_pending = asyncio.Event()
+        self._stored = asyncio.Condition()  # notified after each write (or when the writer fails)
+        self._writing = False
+        self._failure: BaseException | None = None
+        self._task = asyncio.create_task(self._run(), name=f"store-{task_id}-{attempt}")
+
+    def add(self, lines: list[NewLine], metrics: list[NewMetric]) -> None:
+        self._raise_failure()
+        self._pending.lines.extend(lines)
+        self._pending.metrics.extend(metrics)
+        self._has_pending.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def wait_below(self, limit: int) -> None:
+        async with self._stored:
+            await self._stored.wait_for(lambda: self._failure is not None or len(self._pending) < limit)
+        self._raise_failure()
+
+    async def drain(self) -> None:
+        """Until everything added so far is stored."""
+        async with self._stored:
+            await self._stored.wait_for(
+                lambda: self._failure is not None or (not len(self._pending) and not self._writing))
+        self._raise_failure()
+
+    async def close(self) -> None:
+        try:
+            await self.drain()
+        finally:
+            self._task.cancel()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._has_pending.wait()
+                batch = self._take()
+                self._writing = True
+                try:
+                    await in_db_thread(self._store.ingest, self._task_id, batch.lines, batch.metrics,
+                                       attempt=self._attempt)
+                finally:
+                    self._writing = False
+                self._notifier.notify(self._task_id)
+                async with self._stored:
+                    self._stored.notify_all()
+        except Exception as exc:
+            self._failure = exc
+            async with self._stored:
+                self._stored.notify_all()
+
+    def _take(self) -> _Batch:
+        batch, pending = _Batch(), self._pending
+        batch.lines, pending.lines = pending.lines[:STORE_MAX_BATCH], pending.lines[STORE_MAX_BATCH:]
+        batch.metrics, pending.metrics = pending.metrics[:STORE_MAX_BATCH], pending.metrics[STORE_MAX_BATCH:]
+        if not len(pending):
+            self._has_pending.clear()
+        return batch
+
+
 class Ingestion:
     def __init__(self, store: TaskStore, clients: AgentClients, notifier: TaskChangeNotifier, on_task_ended: Callable[[], None],
                  on_succeeded: Callable[[str], None] = lambda task_id: None):
@@ -47,29 +127,45 @@ class Ingestion:
         self._on_task_ended = on_task_ended
         # task id -> (the attempt followed, its follower)
         self._followers: dict[str, tuple[int, asyncio.Task]] = {}
+        self._starting: set[asyncio.Task] = set()
 
     def follow(self, task_id: str) -> None:
         """Follows the task's current attempt, unless already following it; a follower of an earlier attempt is
-        cancelled (that attempt no longer counts)."""
+        cancelled (that attempt no longer counts). The task is read off the event loop, so this returns at once."""
+        self._spawn(self._follow_current(task_id), f"follow-{task_id}")
+
+    def resume_active(self) -> None:
+        """After a control-plane start: follow every task an agent may still be running."""
+        self._spawn(self._resume_active(), "resume-active")
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _resume_active(self) -> None:
+        for task in await in_db_thread(self._store.tasks_with_status, ACTIVE):
+            if task.agent_id:
+                await self._follow_current(task.id)
+
+    async def _follow_current(self, task_id: str) -> None:
         try:
-            attempt = self._store.get_task(task_id).attempt
+            attempt = (await in_db_thread(self._store.get_task, task_id)).attempt
         except TaskNotFound:
             return
         current = self._followers.get(task_id)
         if current is not None and not current[1].done():
-            if current[0] == attempt:
+            if current[0] >= attempt:  # already followed, or this lookup is older than the one that started it
                 return
             current[1].cancel()
         follower = asyncio.create_task(self._follow(task_id, attempt), name=f"ingest-{task_id}-{attempt}")
         self._followers[task_id] = (attempt, follower)
 
-    def resume_active(self) -> None:
-        """After a control-plane start: follow every task an agent may still be running."""
-        for task in self._store.tasks_with_status(ACTIVE):
-            if task.agent_id:
-                self.follow(task.id)
-
     async def close(self) -> None:
+        starting = list(self._starting)
+        for task in starting:
+            task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         followers = [follower for _, follower in self._followers.values()]
         for follower in followers:
             follower.cancel()
@@ -82,14 +178,14 @@ class Ingestion:
         delay = 0.2
         while True:
             try:
-                task = self._store.get_task(task_id)
+                task = await in_db_thread(self._store.get_task, task_id)
             except TaskNotFound:
                 return
             if task.status in TERMINAL or task.status == TaskStatus.QUEUED or task.attempt != attempt:
                 return
-            agent = self._store.get_agent(task.agent_id)
+            agent = await in_db_thread(self._store.get_agent, task.agent_id)
             if agent is None:
-                self._lost(task_id, attempt, f"agent {task.agent_id!r} is not registered")
+                await self._lost(task_id, attempt, f"agent {task.agent_id!r} is not registered")
                 return
             try:
                 if await self._stream_once(task_id, attempt, agent.address, task.last_log_seq, task.last_metric_seq):
@@ -97,7 +193,8 @@ class Ingestion:
                 delay = 0.2  # the stream ended without a final status (agent shutting down): reconnect
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    self._lost(task_id, attempt, f"agent {agent.id} no longer knows attempt {attempt}: {exc.details()}")
+                    await self._lost(task_id, attempt,
+                                     f"agent {agent.id} no longer knows attempt {attempt}: {exc.details()}")
                     return
                 log.warning("task %s: stream from agent %s broke (%s); retrying in %.1fs", task_id, agent.id, exc.code().name, delay)
             await asyncio.sleep(delay)
@@ -105,47 +202,38 @@ class Ingestion:
 
     async def _stream_once(self, task_id: str, attempt: int, address: str, after_log_seq: int,
                            after_metric_seq: int) -> bool:
-        """Reads one stream until the attempt's final status (returns True) or until the stream ends (False)."""
+        """Reads one stream until the attempt's final status (returns True) or until the stream ends (False).
+        Whatever was received is stored before this returns, so the next stream resumes after it."""
         request = agent_pb2.StreamTaskEventsRequest(
             task_id=task_id, after_log_seq=after_log_seq, after_metric_seq=after_metric_seq, follow=True,
-            attempt=attempt,
+            attempt=attempt, max_batch=AGENT_MAX_BATCH,
         )
-        batch = _Batch()
-        flusher = asyncio.create_task(self._flush_periodically(task_id, attempt, batch))
+        writer = _BatchWriter(self._store, self._notifier, task_id, attempt)
+        times = _TimeCache()
         try:
             async for event in self._clients.stub(address).StreamTaskEvents(request):
                 kind = event.WhichOneof("event")
-                if kind == "log":
+                if kind == "batch":
+                    writer.add([NewLine(l.seq, times.of(l.time), l.stream, l.text) for l in event.batch.lines],
+                               [NewMetric(m.seq, times.of(m.time), _parse_values(m.values_json))
+                                for m in event.batch.metrics])
+                elif kind == "log":  # an agent that does not batch
                     line = event.log
-                    batch.lines.append(NewLine(line.seq, datetime_from(line.time), line.stream, line.text))
+                    writer.add([NewLine(line.seq, times.of(line.time), line.stream, line.text)], [])
                 elif kind == "metric":
                     point = event.metric
-                    batch.metrics.append(NewMetric(point.seq, datetime_from(point.time), _parse_values(point.values_json)))
+                    writer.add([], [NewMetric(point.seq, times.of(point.time), _parse_values(point.values_json))])
                 elif kind == "status":
-                    self._flush(task_id, attempt, batch)  # every line before the status it explains
-                    if self._apply_status(task_id, attempt, event.status):
+                    await writer.drain()  # every line before the status it explains
+                    if await self._apply_status(task_id, attempt, event.status):
                         return True
-                if len(batch) >= BATCH_MAX_ITEMS:
-                    self._flush(task_id, attempt, batch)
+                if writer.backlog >= PENDING_MAX:
+                    await writer.wait_below(PENDING_MAX)
             return False
         finally:
-            flusher.cancel()
-            self._flush(task_id, attempt, batch)
+            await writer.close()
 
-    async def _flush_periodically(self, task_id: str, attempt: int, batch: _Batch) -> None:
-        while True:
-            await asyncio.sleep(BATCH_MAX_DELAY_SECONDS)
-            self._flush(task_id, attempt, batch)
-
-    def _flush(self, task_id: str, attempt: int, batch: _Batch) -> None:
-        if not len(batch):
-            return
-        lines, metrics = batch.lines, batch.metrics
-        batch.lines, batch.metrics = [], []
-        self._store.ingest(task_id, lines, metrics, attempt=attempt)
-        self._notifier.notify(task_id)
-
-    def _apply_status(self, task_id: str, attempt: int, update: common_pb2.TaskStatusUpdate) -> bool:
+    async def _apply_status(self, task_id: str, attempt: int, update: common_pb2.TaskStatusUpdate) -> bool:
         """Applies an agent status report about `attempt`; True when it was the attempt's final status."""
         if update.attempt and update.attempt != attempt:
             log.warning("task %s: a report about attempt %d on the stream of attempt %d: not applied", task_id,
@@ -153,39 +241,56 @@ class Ingestion:
             return False
         status = TaskStatus(status_from_proto(update.status))
         if status == TaskStatus.RUNNING:
-            try:
-                if self._store.get_task(task_id).status == TaskStatus.STARTING:
-                    self._store.transition(task_id, TaskStatus.RUNNING, update.reason or "started", pid=update.pid,
-                                           only_attempt=attempt)
-            except (IllegalTransition, TaskNotFound) as exc:
-                log.info("task %s: running report not applied: %s", task_id, exc)
+            await in_db_thread(self._mark_running, task_id, attempt, update)
             self._notifier.notify(task_id)
             return False
         if status in TERMINAL:
-            self._end(task_id, attempt, status, update.reason, update.error, exit_code=update.exit_code)
+            await self._end(task_id, attempt, status, update.reason, update.error, exit_code=update.exit_code)
             return True
         return False
 
-    def _lost(self, task_id: str, attempt: int, message: str) -> None:
-        requeue_or_fail(self._store, task_id, "agent_lost", message, attempt=attempt)
+    def _mark_running(self, task_id: str, attempt: int, update: common_pb2.TaskStatusUpdate) -> None:
+        try:
+            if self._store.get_task(task_id).status == TaskStatus.STARTING:
+                self._store.transition(task_id, TaskStatus.RUNNING, update.reason or "started", pid=update.pid,
+                                       only_attempt=attempt)
+        except (IllegalTransition, TaskNotFound) as exc:
+            log.info("task %s: running report not applied: %s", task_id, exc)
+
+    async def _lost(self, task_id: str, attempt: int, message: str) -> None:
+        await in_db_thread(requeue_or_fail, self._store, task_id, "agent_lost", message, attempt=attempt)
         self._notifier.notify(task_id)
         self._on_task_ended()
 
-    def _end(self, task_id: str, attempt: int, status: TaskStatus, reason: str, error: str, *,
-             exit_code: int = 0) -> None:
+    async def _end(self, task_id: str, attempt: int, status: TaskStatus, reason: str, error: str, *,
+                   exit_code: int = 0) -> None:
         fields: dict = {"exit_code": exit_code}
         if status == TaskStatus.FAILED:
             fields.update(error=error, error_reason=reason)
         if status == TaskStatus.SUCCEEDED:
             fields["percent"] = 100.0
         try:
-            self._store.transition(task_id, status, reason, error, only_attempt=attempt, **fields)
+            await in_db_thread(self._store.transition, task_id, status, reason, error, only_attempt=attempt, **fields)
             if status == TaskStatus.SUCCEEDED:
                 self._on_succeeded(task_id)
         except (IllegalTransition, TaskNotFound) as exc:
             log.info("task %s: final report not applied: %s", task_id, exc)
         self._notifier.notify(task_id)
         self._on_task_ended()
+
+
+class _TimeCache:
+    """Timestamp -> datetime; the lines of one agent read share a time, so most conversions are a lookup."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] = (-1, -1)
+        self._value: datetime | None = None
+
+    def of(self, stamp: Timestamp) -> datetime:
+        key = (stamp.seconds, stamp.nanos)
+        if key != self._key:
+            self._key, self._value = key, datetime_from(stamp)
+        return self._value
 
 
 def _parse_values(values_json: str) -> dict:

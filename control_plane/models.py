@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, Double, Text
+from sqlalchemy import BigInteger, Column, Double, Index, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -14,6 +14,16 @@ def utcnow() -> datetime:
 
 
 class Task(SQLModel, table=True):
+    # Composite indexes behind the hot reads: the list's keyset pages (newest first, alone or filtered by status, type
+    # or owner) and a queued task's position (a count of the queued tasks ahead of it, in queue order).
+    __table_args__ = (
+        Index("ix_task_list", "created_at", "id"),
+        Index("ix_task_status_list", "status", "created_at", "id"),
+        Index("ix_task_type_list", "type", "created_at", "id"),
+        Index("ix_task_owner_list", "owner", "created_at", "id"),
+        Index("ix_task_queue_order", "status", "priority", "created_at", "id"),
+    )
+
     id: str = Field(primary_key=True)
     type: str = Field(index=True)
     status: str = Field(index=True)

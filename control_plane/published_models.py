@@ -15,7 +15,9 @@ from sqlmodel import Session, col, select
 
 from control_plane.agent_clients import AgentClients
 from control_plane.blob_store import BlobStore
-from control_plane.models import PublishedModel, Task, utcnow
+from control_plane.db_calls import in_db_thread
+from control_plane.models import PublishedModel, utcnow
+from control_plane.state_machine import TaskStatus
 from protos import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -66,16 +68,23 @@ class ModelPublisher:
         self._on_published = on_published
         self._jobs: dict[str, asyncio.Task] = {}
 
-    def resume(self, succeeded: list[Task]) -> None:
+    async def resume(self, tasks) -> None:
         """After a restart: a task that succeeded while its model was being copied (or just before) gets it copied
-        now, if it ended within RESUME_WINDOW (older ones are served from their agents only)."""
+        now, if it ended within RESUME_WINDOW (older ones are served from their agents only). `tasks`: the task
+        store."""
+        for task_id in await in_db_thread(self._unpublished_recent_successes, tasks):
+            self.publish_later(task_id)
+
+    def _unpublished_recent_successes(self, tasks) -> list[str]:
         since = utcnow() - RESUME_WINDOW
-        for task in succeeded:
+        found = []
+        for task in tasks.tasks_with_status([TaskStatus.SUCCEEDED]):
             finished = task.finished_at
             if finished is not None and finished.tzinfo is None:  # SQLite gives naive UTC back
                 finished = finished.replace(tzinfo=UTC)
             if finished is not None and finished >= since and self._published.get(task.id) is None:
-                self.publish_later(task.id)
+                found.append(task.id)
+        return found
 
     def publish_later(self, task_id: str) -> None:
         if task_id in self._jobs:
@@ -86,7 +95,7 @@ class ModelPublisher:
 
     async def _publish(self, task_id: str) -> None:
         for attempt in range(1, PUBLISH_TRIES + 1):
-            address = self._agent_address(task_id)
+            address = await in_db_thread(self._agent_address, task_id)
             if address is None:
                 log.warning("task %s: its agent is unknown; the model cannot be published", task_id)
                 return
@@ -99,7 +108,7 @@ class ModelPublisher:
                     return  # nothing to publish (e.g. the trainer wrote no model)
                 await asyncio.sleep(PUBLISH_RETRY_SECONDS * attempt)
                 continue
-            self._published.put(task_id, sha256, size)
+            await in_db_thread(self._published.put, task_id, sha256, size)
             log.info("task %s: model published (%d bytes, sha256 %s)", task_id, size, sha256)
             self._on_published(task_id)
             return

@@ -9,7 +9,9 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from control_plane.agent_clients import AgentClients
+from control_plane.agent_reports import AgentReadings
 from control_plane.blob_store import BlobNotFound, BlobStore
+from control_plane.db_calls import in_db_thread
 from control_plane.model_catalog import ModelCatalog
 from control_plane.ingestion import Ingestion
 from control_plane.scheduler import Scheduler
@@ -23,8 +25,9 @@ log = logging.getLogger(__name__)
 
 class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
     def __init__(self, store: TaskStore, scheduler: Scheduler, ingestion: Ingestion, clients: AgentClients,
-                 heartbeat_seconds: int, catalog: ModelCatalog, blobs: BlobStore):
+                 heartbeat_seconds: int, catalog: ModelCatalog, blobs: BlobStore, readings: AgentReadings):
         self._catalog = catalog
+        self._readings = readings
         self._blobs = blobs
         self._reported: dict[str, tuple] = {}  # agent id -> its last model report, to write only changes
         self._clients = clients
@@ -35,23 +38,36 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
 
     async def RegisterAgent(self, request, context):
         slots = len(request.devices) or request.slots
-        self._store.upsert_agent(request.agent_id, request.address, request.hostname, slots, devices_json(request.devices))
-        self._record_models(request.agent_id, request.models, request.hub_access, force=True)
+
+        def register() -> None:
+            self._store.upsert_agent(request.agent_id, request.address, request.hostname, slots,
+                                     devices_json(request.devices))
+            self._record_models(request.agent_id, request.models, request.hub_access, force=True)
+
+        await in_db_thread(register)
         log.info("agent %s registered at %s with %d device(s)", request.agent_id, request.address, slots)
         # A (re)registered agent may be running tasks whose streams broke: make sure they are followed.
         self._ingestion.resume_active()
         await self._stop_orphans(request.agent_id, request.address, request.running_task_ids)
-        self._scheduler.wake()
+        self._scheduler.agent_registered(request.agent_id)
         return control_plane_pb2.RegisterAgentResponse(heartbeat_interval_seconds=self._heartbeat_seconds)
 
     async def Heartbeat(self, request, context):
-        known = self._store.touch_agent(request.agent_id, devices_json(request.devices) if request.devices else None)
+        def beat() -> bool:
+            known = self._store.touch_agent(request.agent_id, devices_json(request.devices) if request.devices else None)
+            if known:
+                self._record_models(request.agent_id, request.models, request.hub_access)
+            return known
+
+        known = await in_db_thread(beat)
         if known:
-            self._record_models(request.agent_id, request.models, request.hub_access)
-            self._scheduler.wake()
+            self._readings.heard(request.agent_id, request.warm_pool_memory_bytes)
+            # Wakes the scheduler only when this agent may have a free device: busy agents' beats cost nothing.
+            self._scheduler.agent_heard(request.agent_id, len(request.devices))
         return control_plane_pb2.HeartbeatResponse(known=known)
 
     def _record_models(self, agent_id: str, models, hub_access: bool, force: bool = False) -> None:
+        """On a store thread (its cache is only touched there, one agent's beats one after the other)."""
         report = (tuple(m.SerializeToString(deterministic=True) for m in models), hub_access)
         if force or self._reported.get(agent_id) != report:
             self._catalog.record(agent_id, models, hub_access)
@@ -74,18 +90,24 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
     async def _stop_orphans(self, agent_id: str, address: str, running_task_ids) -> None:
         """Runs the agent still has that the control plane gave up on (requeued elsewhere after the agent was lost,
         stopped, or deleted) must not go on training: stop them."""
-        for task_id in running_task_ids:
-            try:
-                task = self._store.get_task(task_id)
-                orphan = task.agent_id != agent_id or task.status not in ACTIVE
-            except TaskNotFound:
-                orphan = True
-            if orphan:
-                log.warning("agent %s still runs task %s, which is no longer its: stopping it", agent_id, task_id)
+
+        def orphans() -> list[str]:
+            found = []
+            for task_id in running_task_ids:
                 try:
-                    await self._clients.stub(address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task_id), timeout=10)
-                except grpc.aio.AioRpcError as exc:
-                    log.warning("stopping orphan %s on %s: %s", task_id, agent_id, exc.details())
+                    task = self._store.get_task(task_id)
+                    if task.agent_id != agent_id or task.status not in ACTIVE:
+                        found.append(task_id)
+                except TaskNotFound:
+                    found.append(task_id)
+            return found
+
+        for task_id in await in_db_thread(orphans) if running_task_ids else []:
+            log.warning("agent %s still runs task %s, which is no longer its: stopping it", agent_id, task_id)
+            try:
+                await self._clients.stub(address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task_id), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("stopping orphan %s on %s: %s", task_id, agent_id, exc.details())
 
 
 def devices_json(devices) -> str:

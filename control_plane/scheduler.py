@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 
 from control_plane.agent_clients import AgentClients
+from control_plane.db_calls import in_db_thread
 from control_plane.ingestion import Ingestion
 from control_plane.model_catalog import ModelCatalog, config_holders
 from control_plane.models import Agent, Task, utcnow
-from control_plane.placement import Placement, choose
+from control_plane.placement import Placement, choose, device_indices
 from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, IllegalTransition, TaskStatus
 from control_plane.task_inputs import TaskInputs
@@ -30,7 +32,22 @@ _RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, g
               grpc.StatusCode.ALREADY_EXISTS}
 
 
+@dataclass(frozen=True)
+class _Round:
+    """What one scheduling round read from the store (on a store thread)."""
+
+    agents: list[Agent]
+    live: list[Agent]
+    held: dict[str, set[int]]
+    queue: list[Task]  # its head only: no more tasks than there are free devices
+    inventories: list
+
+
 class Scheduler:
+    """Runs a round (store reads, placements) when something may have made a placement possible: a submit, a task
+    that ended, an agent that registered or came back, a launch to retry. In between it reads nothing: its timer only
+    checks, in memory, whether an agent holding devices has been silent long enough to be given up."""
+
     def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float,
                  interval_seconds: float, agent_gone_seconds: float | None = None, catalog: ModelCatalog,
                  inputs: TaskInputs):
@@ -46,9 +63,44 @@ class Scheduler:
         self._started = utcnow()
         self._interval = interval_seconds
         self._wake = asyncio.Event()
+        self._due = True  # a round is owed (the first one, a wake-up, a launch to retry)
+        # What the last round saw, kept up to date by heartbeats: agent id -> last heard, device count, held count.
+        self._heard: dict[str, object] = {}
+        self._device_count: dict[str, int] = {}
+        self._held_count: dict[str, int] = {}
+        self.rounds = 0  # rounds run (store reads), for tests and benchmarks
+        self._joined = 0  # tasks that joined the queue (counted on the event loop), to catch one a round missed
 
     def wake(self) -> None:
+        """Something changed what a round could do (a task ended, an agent came): run one."""
+        self._due = True
         self._wake.set()
+
+    def task_joined_queue(self) -> None:
+        """A task was submitted, resumed or passed its data check: a round only when the last one left a live agent
+        with a free device. Devices come free only through `wake` (a task ended, an agent came back or changed)."""
+        self._joined += 1
+        if self._may_have_free_device():
+            self.wake()
+
+    def _may_have_free_device(self) -> bool:
+        now = utcnow()
+        return any(self._device_count.get(agent_id, 0) > self._held_count.get(agent_id, 0)
+                   and now - max(last, self._started) <= self._agent_timeout
+                   for agent_id, last in self._heard.items())
+
+    def agent_registered(self, agent_id: str) -> None:
+        self.wake()
+
+    def agent_heard(self, agent_id: str, reported_devices: int) -> None:
+        """A heartbeat: wakes the scheduler when it changes what a round could do: the agent was unknown or silent
+        (it was not offered work), or reports another number of devices."""
+        now = utcnow()
+        last = self._heard.get(agent_id)
+        was_alive = last is not None and now - max(last, self._started) <= self._agent_timeout
+        self._heard[agent_id] = now
+        if not was_alive or (reported_devices and reported_devices != self._device_count.get(agent_id)):
+            self.wake()
 
     def is_alive(self, agent: Agent) -> bool:
         return self._silence(agent) <= self._agent_timeout
@@ -60,6 +112,7 @@ class Scheduler:
         return utcnow() - max(agent.last_heartbeat, self._started)
 
     def live_agents(self) -> list[Agent]:
+        """Reads the store: call it on a store thread."""
         return [agent for agent in self._store.agents() if self.is_alive(agent)]
 
     async def run(self) -> None:
@@ -69,76 +122,115 @@ class Scheduler:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if not (self._due or self._agent_to_give_up()):
+                continue
+            self._due = False
             try:
                 await self.place_queued()
             except Exception:  # keep scheduling whatever one round hit
                 log.exception("scheduling round failed")
 
+    def _agent_to_give_up(self) -> bool:
+        """Whether an agent holding devices has been silent past the gone timeout (as far as heartbeats tell)."""
+        now = utcnow()
+        return any(now - max(last, self._started) > self._agent_gone
+                   for agent_id, last in self._heard.items() if self._held_count.get(agent_id))
+
     async def place_queued(self) -> None:
         """Places queued tasks in queue order; stops at the first that cannot be placed now, so that a big or pinned
         task is not overtaken forever by smaller ones behind it."""
-        self.recover_lost_agents()
-        queue = self._store.queue()
-        if not queue:
-            return
-        agents = self.live_agents()
-        held = self._store.held_devices()
-        inventories = self._catalog.inventories({agent.id for agent in agents})
-        for task in queue:
+        joined = self._joined
+        facts = await in_db_thread(self._read_round)
+        self.rounds += 1
+        held = facts.held
+        for task in facts.queue:
             # A task naming held models goes where they are.
-            allowed = config_holders(json.loads(task.config_json), inventories)
-            placement = choose(task, [a for a in agents if allowed is None or a.id in allowed], held)
+            allowed = config_holders(json.loads(task.config_json), facts.inventories)
+            placement = choose(task, [a for a in facts.live if allowed is None or a.id in allowed], held)
             if placement is None:
-                return
+                break
             held.setdefault(placement.agent.id, set()).update(placement.devices)
             await self._launch(task, placement)
+        for agent in facts.agents:
+            self._heard[agent.id] = max(agent.last_heartbeat, self._heard.get(agent.id, agent.last_heartbeat))
+            self._device_count[agent.id] = len(device_indices(agent))
+            self._held_count[agent.id] = len(held.get(agent.id, ()))
+        if self._joined != joined and self._may_have_free_device():
+            self.wake()  # a task joined after this round read the queue, and it left a device free
+
+    def _read_round(self) -> _Round:
+        self.recover_lost_agents()
+        agents = self._store.agents()
+        live = [agent for agent in agents if self.is_alive(agent)]
+        held = self._store.held_devices()
+        free = sum(len(set(device_indices(agent)) - held.get(agent.id, set())) for agent in live)
+        queue = self._store.queue(limit=free) if free else []
+        inventories = self._catalog.inventories({agent.id for agent in live}) if queue else []
+        return _Round(agents, live, held, queue, inventories)
 
     def recover_lost_agents(self) -> None:
         """Tasks on an agent silent for longer than the gone timeout are requeued (retries left) or failed with
         agent_lost. A shorter silence (a restart, a network blip) only stops new placements there: the agent's runs
-        go on, and ingestion catches up with them when it is back."""
-        for agent in self._store.agents():
-            if not self.is_gone(agent):
-                continue
-            for task in self._store.tasks_with_status(ACTIVE):
+        go on, and ingestion catches up with them when it is back. Reads the store: call it on a store thread."""
+        gone = [agent for agent in self._store.agents() if self.is_gone(agent)]
+        if not gone:
+            return
+        active = self._store.tasks_with_status(ACTIVE)
+        for agent in gone:
+            for task in active:
                 if task.agent_id == agent.id:
                     silent = (utcnow() - agent.last_heartbeat).total_seconds()
                     message = f"agent {agent.id} lost: no heartbeat for {silent:.0f}s"
                     if requeue_or_fail(self._store, task.id, "agent_lost", message, attempt=task.attempt) is not None:
                         log.warning("task %s: %s", task.id, message)
+                        self._due = True  # requeued: place it elsewhere
 
     async def _launch(self, task: Task, placement: Placement) -> None:
         agent, devices = placement.agent, placement.devices
         attempt = task.attempt + 1
         where = f"agent {agent.id}, device(s) {','.join(map(str, devices))}"
         try:
-            self._store.transition(
-                task.id, TaskStatus.STARTING, "placed", f"attempt {attempt} placed on {where}",
-                agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt,
-            )
+            launch = await in_db_thread(self._placed, task, attempt, where, devices, agent)
         except (IllegalTransition, TaskNotFound):
             return  # stopped or deleted since it was read
+        if launch is None:
+            return  # failed: its inputs are no longer there
+        inputs, env = launch
+        request = agent_pb2.LaunchTaskRequest(
+            task_id=task.id, type=task.type, config_json=task.config_json, devices=devices, attempt=attempt,
+            log_seq_base=task.last_log_seq, metric_seq_base=task.last_metric_seq, resume_from_checkpoint=task.resume_from,
+            env=env, inputs=inputs,
+        )
+        try:
+            response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            await in_db_thread(self._launch_failed, task.id, attempt, agent, exc)
+            return
+
+        def launched() -> str:
+            self._store.set_fields(task.id, pid=response.pid, output_dir=response.output_dir)
+            return self._store.get_task(task.id).status
+
+        status = await in_db_thread(launched)
+        self._ingestion.follow(task.id)
+        if status == TaskStatus.STOPPING:
+            # A stop arrived while the launch was in flight; the agent did not know the task then.
+            await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task.id))
+
+    def _placed(self, task: Task, attempt: int, where: str, devices: list[int], agent: Agent):
+        """On a store thread: the task moves to starting; returns what its launch sends (inputs, environment), or
+        None when it failed instead (its inputs are gone)."""
+        self._store.transition(
+            task.id, TaskStatus.STARTING, "placed", f"attempt {attempt} placed on {where}",
+            agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt,
+        )
         try:
             inputs = self._inputs.for_task(task)
         except ConfigError as exc:  # e.g. its owner's account, and with it the dataset, is gone
             self._store.transition(task.id, TaskStatus.FAILED, "invalid_data", exc.message, error=exc.message,
                                    error_reason="invalid_data", only_attempt=attempt)
-            return
-        request = agent_pb2.LaunchTaskRequest(
-            task_id=task.id, type=task.type, config_json=task.config_json, devices=devices, attempt=attempt,
-            log_seq_base=task.last_log_seq, metric_seq_base=task.last_metric_seq, resume_from_checkpoint=task.resume_from,
-            env=self._path_scope_env(task), inputs=inputs,
-        )
-        try:
-            response = await self._clients.stub(agent.address).LaunchTask(request, timeout=LAUNCH_TIMEOUT_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            self._launch_failed(task.id, attempt, agent, exc)
-            return
-        self._store.set_fields(task.id, pid=response.pid, output_dir=response.output_dir)
-        self._ingestion.follow(task.id)
-        if self._store.get_task(task.id).status == TaskStatus.STOPPING:
-            # A stop arrived while the launch was in flight; the agent did not know the task then.
-            await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task.id))
+            return None
+        return inputs, self._path_scope_env(task)
 
     def _path_scope_env(self, task: Task) -> dict[str, str]:
         """Whose paths the trainer may read (trainers.paths): its owner's, and admins' extra roots if the owner was an
@@ -148,6 +240,7 @@ class Scheduler:
         return {"BUGAGARIC_TASK_OWNER": task.owner, "BUGAGARIC_PATH_SCOPE": "admin" if admin else "user"}
 
     def _launch_failed(self, task_id: str, attempt: int, agent: Agent, exc: grpc.aio.AioRpcError) -> None:
+        """On a store thread."""
         message = f"agent {agent.id} refused the launch: {exc.code().name}: {exc.details()}"
         log.warning("task %s: %s", task_id, message)
         current = self._store.get_task(task_id).status
@@ -155,6 +248,7 @@ class Scheduler:
             target, reason = TaskStatus.STOPPED, "user_stop"
         elif exc.code() in _RETRYABLE:
             target, reason = TaskStatus.QUEUED, "launch_retry"
+            self._due = True  # try again on the next tick
         else:
             target, reason = TaskStatus.FAILED, "launch_failed"
         fields = {"error": message, "error_reason": reason} if target == TaskStatus.FAILED else {}

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from control_plane.accounts import AccountStore
 from control_plane.agent_clients import AgentClients
+from control_plane.agent_reports import AgentReadings
 from control_plane.auth_service import PUBLIC_METHODS, AuthService, TokenCheck, make_token_check
 from control_plane.blob_store import LocalBlobStore
 from control_plane.bootstrap import ensure_admin
@@ -20,6 +21,7 @@ from control_plane.data_check import DataChecker, SubmissionChecks
 from control_plane.db import make_engine
 from control_plane.dataset_service import DatasetService
 from control_plane.dataset_store import DatasetStore
+from control_plane.db_calls import in_db_thread
 from control_plane.finetune_service import FinetuneService
 from control_plane.ingestion import Ingestion
 from control_plane.login_throttle import LoginThrottle, ThrottlePolicy, TrustedProxies
@@ -28,7 +30,6 @@ from control_plane.notifier import TaskChangeNotifier
 from control_plane.published_models import ModelPublisher, PublishedModels
 from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
-from control_plane.state_machine import TaskStatus
 from control_plane.settings import ControlPlaneSettings
 from control_plane.task_inputs import TaskInputs
 from control_plane.task_store import TaskStore
@@ -73,7 +74,7 @@ class RunningControlPlane:
 async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlPlane:
     if not settings.cluster_token:
         raise SystemExit("BUGAGARIC_CLUSTER_TOKEN is not set: the control plane and its agents share it to trust each other")
-    engine = make_engine(settings.database_url)
+    engine = await in_db_thread(make_engine, settings.database_url)
     store = TaskStore(engine)
     trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
     accounts = AccountStore(
@@ -84,7 +85,7 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     admin_password_file = settings.admin_password_file
     if not admin_password_file.is_absolute():
         admin_password_file = settings.workspace / admin_password_file
-    ensure_admin(accounts, settings.admin_user, settings.admin_password, admin_password_file)
+    await in_db_thread(ensure_admin, accounts, settings.admin_user, settings.admin_password, admin_password_file)
     clients = AgentClients(settings.cluster_token)
     notifier = TaskChangeNotifier()
     workspace = settings.workspace.resolve()
@@ -112,7 +113,8 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
                           request_for=lambda *args: service_ref[0].check_request(*args),
                           timeout_seconds=settings.data_check_timeout_seconds,
                           submit_budget_seconds=settings.submit_check_budget_seconds)
-    checks = SubmissionChecks(store, checker, on_passed=scheduler.wake, on_changed=notifier.notify)
+    checks = SubmissionChecks(store, checker, on_passed=scheduler.task_joined_queue, on_changed=notifier.notify)
+    readings = AgentReadings()
 
     server = grpc.aio.server(
         # Without SO_REUSEPORT a second control plane on the same port fails to bind instead of sharing it.
@@ -120,13 +122,14 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     )
     service = FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, checks,
                               serving=token_check.probe, datasets=datasets, catalog=catalog, inputs=inputs,
-                              published=published, blobs=blobs)
+                              published=published, blobs=blobs, readings=readings)
     service_ref.append(service)
     control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(service, server)
     auth = AuthService(accounts, token_check, trusted_proxies, settings.password_threads)
     control_plane_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     control_plane_pb2_grpc.add_AgentRegistryServicer_to_server(
-        AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds, catalog, blobs), server
+        AgentRegistryService(store, scheduler, ingestion, clients, settings.heartbeat_seconds, catalog, blobs,
+                             readings), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -137,8 +140,8 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     port = server.add_insecure_port(f"{settings.control_plane_host}:{settings.control_plane_port}")
     await server.start()
     ingestion.resume_active()
-    checks.resume_pending()
-    publisher.resume(store.tasks_with_status([TaskStatus.SUCCEEDED]))
+    await checks.resume_pending()
+    await publisher.resume(store)
     scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
     log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
     return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task, checks, token_check,
@@ -146,6 +149,7 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
 
 
 def _agent_address(store: TaskStore, task_id: str) -> str | None:
+    """Reads the store: the publisher calls it on a store thread."""
     agent_id = store.get_task(task_id).agent_id
     agent = store.get_agent(agent_id) if agent_id else None
     return agent.address if agent is not None else None

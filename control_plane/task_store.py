@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from control_plane import state_machine
 from control_plane.models import (
-    Agent, Checkpoint, LogLine, MetricPoint, OutputDirClaim, Task, TaskAttempt, TaskEvent, TaskValidation, utcnow,
+    Agent, Checkpoint, LogLine, MetricPoint, OutputDirClaim, PublishedModel, Task, TaskAttempt, TaskEvent,
+    TaskValidation, utcnow,
 )
+from control_plane.list_cursor import ListCursor
 from control_plane.progress import progress_fields
 from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
 
@@ -42,8 +44,7 @@ class TaskStillActive(Exception):
         super().__init__(f"task {task.id} is {task.status}; stop it and wait until it has ended before deleting it")
 
 
-@dataclass(frozen=True)
-class NewLine:
+class NewLine(NamedTuple):  # a tuple: ingestion makes hundreds of thousands a second
     seq: int
     time: datetime
     stream: str
@@ -55,6 +56,25 @@ class NewMetric:
     seq: int
     time: datetime
     values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Any]  # rows with a Task's columns as attributes, read-only (cheaper than 50 ORM objects a page)
+    total: int  # matching tasks, all pages
+    queue_positions: dict[str, int]  # the page's queued tasks (those waiting for a data check have none)
+    next_cursor: ListCursor | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    task: Task
+    events: list[TaskEvent]
+    attempts: list[TaskAttempt]
+    checkpoints: list[Checkpoint]
+    validation: TaskValidation | None
+    published: PublishedModel | None
+    queue_position: int
 
 
 class TaskStore:
@@ -73,13 +93,23 @@ class TaskStore:
         """`scheduling`: priority, gpus, gpu_vis, max_retries. `validation`: its data check, stored with it (a pending
         one keeps the task out of placement until `finish_validation`). `claim_output_dir`: the output_dir the user
         named, claimed for good in the same transaction (OutputDirTaken when another task holds it)."""
+        return self.add_task(task_id, task_type, config_json, output_dir, owner, validation=validation,
+                             claim_output_dir=claim_output_dir, **scheduling).task
+
+    def add_task(
+        self, task_id: str, task_type: str, config_json: str, output_dir: str, owner: str = "", *,
+        validation: TaskValidation | None = None, claim_output_dir: str | None = None, **scheduling: Any,
+    ) -> TaskDetail:
+        """`create_task`, giving back all GetTask shows of the new task (what was written, and its queue position)
+        without reading it back."""
         task = Task(
             id=task_id, type=task_type, status=TaskStatus.QUEUED, config_json=config_json, output_dir=output_dir,
             owner=owner, **scheduling,
         )
+        submitted = TaskEvent(task_id=task_id, to_status=TaskStatus.QUEUED, reason="submitted", time=task.created_at)
         with self.session() as session:
             session.add(task)
-            session.add(TaskEvent(task_id=task_id, to_status=TaskStatus.QUEUED, reason="submitted", time=task.created_at))
+            session.add(submitted)
             if validation is not None:
                 validation.task_id = task_id
                 session.add(validation)
@@ -96,7 +126,9 @@ class TaskStore:
                 if holder is None:
                     raise
                 raise OutputDirTaken(claim_output_dir, holder.task_id) from None
-        return task
+            position = _queue_positions(session, [task]).get(task_id, 0)
+        return TaskDetail(task=task, events=[submitted], attempts=[], checkpoints=[], validation=validation,
+                          published=None, queue_position=position)
 
     def output_dir_holder(self, output_dir: str) -> str | None:
         """The task that claimed this output_dir, if one did."""
@@ -139,36 +171,86 @@ class TaskStore:
 
     def list_tasks(
         self, *, status: str = "", task_type: str = "", owner: str = "", limit: int = 50, offset: int = 0
-    ) -> tuple[list[Task], int]:
-        """Newest first, with the count of all matching tasks. `owner` "" means everybody's."""
-        query = select(Task)
-        if owner:
-            query = query.where(Task.owner == owner)
-        if status:
-            query = query.where(Task.status == status)
-        if task_type:
-            query = query.where(Task.type == task_type)
-        with self.session() as session:
-            total = session.exec(select(func.count()).select_from(query.subquery())).one()
-            rows = session.exec(
-                query.order_by(col(Task.created_at).desc(), col(Task.id).desc()).offset(offset).limit(limit)
-            ).all()
-        return list(rows), int(total)
+    ) -> tuple[list[Any], int]:
+        """Newest first (rows as in TaskPage), with the count of all matching tasks. `owner` "" means everybody's."""
+        page = self.list_page(status=status, task_type=task_type, owner=owner, limit=limit, offset=offset)
+        return page.tasks, page.total
 
-    def queue(self) -> list[Task]:
-        """Queued tasks in the order they will be placed: higher priority first, then older first. Tasks whose data
-        are still being checked wait outside it."""
-        checking = select(TaskValidation.task_id).where(col(TaskValidation.state) == "pending")
+    def list_page(
+        self, *, status: str = "", task_type: str = "", owner: str = "", limit: int = 50, offset: int = 0,
+        after: ListCursor | None = None,
+    ) -> TaskPage:
+        """One page of the list, newest first (created_at, then id), in one session: the tasks, the count of all
+        matching tasks, the queue positions of the page's queued tasks, and the cursor of the next page (None on the
+        last). `after` (a cursor from a previous page) is the fast path at any depth; `offset` counts rows past it."""
+        filters = []
+        if owner:
+            filters.append(col(Task.owner) == owner)
+        if status:
+            filters.append(col(Task.status) == status)
+        if task_type:
+            filters.append(col(Task.type) == task_type)
+        query = select(Task.__table__).where(*filters)
+        if after is not None:
+            query = query.where(tuple_(col(Task.created_at), col(Task.id)) < tuple_(after.created_at, after.task_id))
+        query = query.order_by(col(Task.created_at).desc(), col(Task.id).desc()).offset(offset).limit(limit + 1)
         with self.session() as session:
-            rows = session.exec(
-                select(Task)
-                .where(Task.status == TaskStatus.QUEUED, col(Task.id).not_in(checking))
-                .order_by(col(Task.priority).desc(), col(Task.created_at), col(Task.id))
-            ).all()
+            total = session.exec(select(func.count()).select_from(Task).where(*filters)).one()
+            rows = list(session.execute(query).all())
+            more = len(rows) > limit
+            rows = rows[:limit]
+            positions = _queue_positions(session, rows)
+        cursor = ListCursor(rows[-1].created_at, rows[-1].id) if more else None
+        return TaskPage(rows, int(total), positions, cursor)
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        """A task with everything GetTask shows (events, attempts, checkpoints, data check, published model, queue
+        position), read in one session."""
+        with self.session() as session:
+            found = session.exec(
+                select(Task, TaskValidation, PublishedModel).where(col(Task.id) == task_id)
+                .outerjoin(TaskValidation, col(TaskValidation.task_id) == col(Task.id))
+                .outerjoin(PublishedModel, col(PublishedModel.task_id) == col(Task.id))
+            ).first()
+            if found is None:
+                raise TaskNotFound(task_id)
+            task, validation, published = found
+            return TaskDetail(
+                task=task,
+                events=list(session.exec(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(col(TaskEvent.id))).all()),
+                attempts=list(session.exec(select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(col(TaskAttempt.number))).all()),
+                checkpoints=list(session.exec(select(Checkpoint).where(Checkpoint.task_id == task_id).order_by(col(Checkpoint.step), col(Checkpoint.time))).all()),
+                validation=validation,
+                published=published,
+                queue_position=_queue_positions(session, [task]).get(task_id, 0),
+            )
+
+    def queue(self, limit: int | None = None) -> list[Task]:
+        """Queued tasks in the order they will be placed: higher priority first, then older first (the first `limit`
+        of them when given). Tasks whose data are still being checked wait outside it."""
+        checking = select(TaskValidation.task_id).where(col(TaskValidation.state) == "pending")
+        query = (select(Task).where(Task.status == TaskStatus.QUEUED, col(Task.id).not_in(checking))
+                 .order_by(col(Task.priority).desc(), col(Task.created_at), col(Task.id)))
+        with self.session() as session:
+            rows = session.exec(query if limit is None else query.limit(limit)).all()
         return list(rows)
 
     def queue_positions(self) -> dict[str, int]:
         return {task.id: position for position, task in enumerate(self.queue(), start=1)}
+
+    def queue_position(self, task_id: str) -> int:
+        """1 for the next task to be placed; 0 for a task not in the queue (not queued, or its data being checked)."""
+        with self.session() as session:
+            task = session.get(Task, task_id)
+            return _queue_positions(session, [task]).get(task_id, 0) if task is not None else 0
+
+    def status_counts(self, statuses: Iterable[str]) -> dict[str, int]:
+        """How many tasks have each of these statuses (index-only counts)."""
+        wanted = list(statuses)
+        with self.session() as session:
+            rows = session.exec(select(Task.status, func.count()).where(col(Task.status).in_(wanted)).group_by(col(Task.status))).all()
+        found = dict(rows)
+        return {status: int(found.get(status, 0)) for status in wanted}
 
     def tasks_with_status(self, statuses: Iterable[str]) -> list[Task]:
         """Oldest first."""
@@ -306,23 +388,18 @@ class TaskStore:
                 return  # deleted, or requeued meanwhile
             values: dict[str, Any] = {}
             if lines:
-                _insert_ignoring_duplicates(
-                    session, LogLine, [{"task_id": task_id, "seq": l.seq, "time": l.time, "stream": l.stream, "text": l.text} for l in lines]
-                )
+                _insert_ignoring_duplicates(session, LogLine, ("task_id", "seq", "time", "stream", "text"),
+                                            [(task_id, *line) for line in lines])
                 values["last_log_seq"] = max(task.last_log_seq, max(l.seq for l in lines))
             if metrics:
-                _insert_ignoring_duplicates(
-                    session,
-                    MetricPoint,
-                    [{"task_id": task_id, "seq": m.seq, "time": m.time, "values_json": json.dumps(m.values)} for m in metrics],
-                )
+                _insert_ignoring_duplicates(session, MetricPoint, ("task_id", "seq", "time", "values_json"),
+                                            [(task_id, m.seq, m.time, json.dumps(m.values)) for m in metrics])
                 values["last_metric_seq"] = max(task.last_metric_seq, max(m.seq for m in metrics))
                 values.update(progress_fields(task.latest_metrics_json, [m.values for m in metrics]))
                 saved = [m for m in metrics if m.values.get("event") == "checkpoint" and m.values.get("path")]
                 if saved:
-                    _insert_ignoring_duplicates(session, Checkpoint, [
-                        {"task_id": task_id, "path": str(m.values["path"]), "step": int(m.values.get("step") or 0),
-                         "attempt": task.attempt, "time": m.time}
+                    _insert_ignoring_duplicates(session, Checkpoint, ("task_id", "path", "step", "attempt", "time"), [
+                        (task_id, str(m.values["path"]), int(m.values.get("step") or 0), task.attempt, m.time)
                         for m in saved
                     ])
             session.execute(update(Task).where(col(Task.id) == task_id).values(**values))
@@ -388,12 +465,116 @@ class TaskStore:
             return session.get(Agent, agent_id)
 
 
-def _insert_ignoring_duplicates(session: Session, model: type, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
+def _queue_positions(session: Session, tasks: Iterable[Task]) -> dict[str, int]:
+    """The queue positions of these tasks (1: placed next), for those in the queue (queued, data checked).
+
+    Never reads the queue: per priority among them, an index count of the queued tasks ahead of the oldest of them
+    (higher priority, or the same and older), then the ids of the queued tasks of that priority from the oldest to
+    the newest of them (an index range: on a page of the list, about the page); less the tasks ahead still waiting
+    for their data check (few: they are loaded)."""
+    queued = [task for task in tasks if task.status == TaskStatus.QUEUED]
+    if not queued:
+        return {}
+    checking = _checking_in_queue(session)
+    checking_ids = {task_id for task_id, _, _ in checking}
+    positions: dict[str, int] = {}
+    for priority in sorted({task.priority for task in queued}):
+        group = sorted((t for t in queued if t.priority == priority), key=lambda t: _queue_order(t.id, t.priority, t.created_at))
+        oldest, newest = group[0], group[-1]
+        ahead = session.exec(_QUEUED_AHEAD, params={
+            "priority": priority, "created_at": oldest.created_at, "task_id": oldest.id}).one()
+        if len(group) == 1:
+            rank = {oldest.id: 0}
+        else:
+            window = session.exec(_QUEUED_WINDOW, params={
+                "priority": priority, "lo_created_at": oldest.created_at, "lo_id": oldest.id,
+                "hi_created_at": newest.created_at, "hi_id": newest.id}).all()
+            rank = {task_id: index for index, task_id in enumerate(window)}
+        for task in group:
+            if task.id in checking_ids or task.id not in rank:
+                continue
+            mine = _queue_order(task.id, task.priority, task.created_at)
+            positions[task.id] = (int(ahead[0]) + int(ahead[1]) + rank[task.id] + 1
+                                  - sum(1 for row in checking if _queue_order(*row) < mine))
+    return positions
+
+
+def _queue_order(task_id: str, priority: int, created_at) -> tuple:
+    return (-priority, _naive_utc(created_at), task_id)
+
+
+# The statements behind queue positions, built once (bound parameters; SQLAlchemy caches their compiled form).
+_IN_QUEUE = col(Task.status) == TaskStatus.QUEUED
+_KEY = tuple_(col(Task.created_at), col(Task.id))
+_PENDING_CHECKS = select(TaskValidation.task_id).where(col(TaskValidation.state) == "pending")
+
+
+def _checking_in_queue(session: Session) -> list[tuple]:
+    """(id, priority, created_at) of the queued tasks whose data check is pending. From the pending checks (few)
+    to their tasks, in two index lookups: as one join, SQLite walks every queued task instead."""
+    pending = session.exec(_PENDING_CHECKS).all()
+    if not pending:
+        return []
+    return list(session.exec(select(Task.id, Task.priority, Task.created_at)
+                             .where(col(Task.id).in_(pending), _IN_QUEUE)).all())
+_QUEUED_AHEAD = select(
+    select(func.count()).select_from(Task).where(_IN_QUEUE, col(Task.priority) > bindparam("priority"))
+    .scalar_subquery(),
+    select(func.count()).select_from(Task).where(
+        _IN_QUEUE, col(Task.priority) == bindparam("priority"),
+        _KEY < tuple_(bindparam("created_at", type_=Task.__table__.c.created_at.type), bindparam("task_id")))
+    .scalar_subquery(),
+)
+_QUEUED_WINDOW = (
+    select(Task.id).where(
+        _IN_QUEUE, col(Task.priority) == bindparam("priority"),
+        _KEY >= tuple_(bindparam("lo_created_at", type_=Task.__table__.c.created_at.type), bindparam("lo_id")),
+        _KEY <= tuple_(bindparam("hi_created_at", type_=Task.__table__.c.created_at.type), bindparam("hi_id")))
+    .order_by(col(Task.created_at), col(Task.id))
+)
+
+
+def _naive_utc(value):
+    """SQLite gives naive UTC datetimes back, PostgreSQL aware ones: comparable either way."""
+    return value.replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def _insert_ignoring_duplicates(session: Session, model: type, columns: tuple[str, ...],
+                                rows: list[tuple[Any, ...]]) -> None:
+    """One INSERT ... ON CONFLICT DO NOTHING for all the rows (values in `columns` order), sent as one executemany."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
+    elif dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported database dialect {dialect!r}")
-    session.execute(insert(model.__table__).on_conflict_do_nothing(), rows)
+        raise RuntimeError(f"unsupported database dialect {dialect.name!r}")
+    statement = insert(model.__table__).on_conflict_do_nothing()
+    if dialect.name != "sqlite":
+        # psycopg: SQLAlchemy sends the rows as multi-row VALUES pages ("insertmanyvalues"), its fastest path here.
+        session.execute(statement, [dict(zip(columns, row)) for row in rows])
+        return
+    # SQLite: SQLAlchemy's per-row parameter processing costs more than sqlite itself. The driver gets plain tuples
+    # instead, each value converted as SQLAlchemy would, once per distinct value (a log batch shares a few times).
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    order = [columns.index(name) for name in compiled.positiontup]
+    for index, name in enumerate(columns):
+        processor = model.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            rows = _converted(rows, index, processor)
+    if order != list(range(len(columns))):
+        rows = [tuple(row[i] for i in order) for row in rows]
+    session.connection().exec_driver_sql(compiled.string, rows)
+
+
+def _converted(rows: list[tuple[Any, ...]], index: int, processor: Any) -> list[tuple[Any, ...]]:
+    memo: dict[Any, Any] = {None: None}
+    out = []
+    for row in rows:
+        value = row[index]
+        if value not in memo:
+            memo[value] = processor(value)
+        out.append((*row[:index], memo[value], *row[index + 1:]))
+    return out

@@ -24,6 +24,7 @@ CP = Annotated[ControlPlane, Depends(control_plane)]
 # Seqs are stored as SQLite/PostgreSQL signed 64-bit integers; the list offset travels in an int32 proto field.
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
+MAX_PAGE_TOKEN_CHARS = 200  # the control plane's tokens are far shorter
 SeqParam = Query(ge=0, le=INT64_MAX)
 # A dry run loads a tokenizer on an agent: far longer than the other calls' deadline.
 VALIDATE_TIMEOUT_SECONDS = 340.0
@@ -89,14 +90,17 @@ async def list_tasks(
     task_type: Annotated[str | None, Query(alias="type", description="sft, dpo, embedding, kbalign, ...")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
+    page_token: Annotated[str, Query(max_length=MAX_PAGE_TOKEN_CHARS, pattern=r"^[A-Za-z0-9_-]*$",
+                                     description="the next_page_token of the previous page: the page after it, fast "
+                                     "at any depth and never shifted by tasks added meanwhile")] = "",
 ) -> dict[str, Any]:
     status = (status or "").strip().lower()
     if status and status not in ser.TASK_STATUSES:
         raise bad_request(f"query parameter 'status': must be one of {', '.join(ser.TASK_STATUSES)}", "status")
-    reply = await call(
-        "ListTasks", cp.ListTasksRequest(limit=limit, offset=offset, status=status, type=(task_type or "").strip())
-    )
-    return {"tasks": [ser.task_to_dict(t) for t in reply.tasks], "total": reply.total, "limit": limit, "offset": offset}
+    reply = await call("ListTasks", cp.ListTasksRequest(limit=limit, offset=offset, status=status,
+                                                        type=(task_type or "").strip(), page_token=page_token))
+    return {"tasks": [ser.task_to_dict(t) for t in reply.tasks], "total": reply.total, "limit": limit, "offset": offset,
+            "next_page_token": reply.next_page_token or None}
 
 
 @router.get("/finetune/tasks/{task_id}", tags=["tasks"], summary="One task", responses=_ERROR_RESPONSES)

@@ -186,6 +186,7 @@ def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
         "alive": a.alive,
         "last_heartbeat": timestamp(a, "last_heartbeat"),
         "devices": [device_to_dict(d) for d in a.devices],
+        "warm_pool_memory_bytes": a.warm_pool_memory_bytes,
     }
 
 

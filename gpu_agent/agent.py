@@ -3,6 +3,7 @@ about gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from gpu_agent.model_inventory import ModelInventory, model_roots_env, place_mod
 from gpu_agent.settings import AgentSettings
 from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
+from gpu_agent.warm_pool import WarmPool
 from trainers import registry
 from trainers.errors import ConfigError
 from trainers.output_dirs import output_dir_value
@@ -66,9 +68,23 @@ class Agent:
         self.cache_dir = settings.cache_dir_path()
         self.tasks: dict[str, TaskRun] = {}  # task id -> its latest attempt known to this agent
         self._shallow_checks: ShallowChecks | None = None
+        self.warm_pool: WarmPool | None = None  # started by start_warm_pool (server.start_agent)
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
+
+    def start_warm_pool(self) -> None:
+        """Starts the warm trainer pool (BUGAGARIC_WARM_POOL_SIZE > 0); attempts start cold until it is ready."""
+        if self.settings.warm_pool_size > 0 and self.warm_pool is None:
+            self.warm_pool = WarmPool(size=self.settings.warm_pool_size, workspace=self.workspace,
+                                      preload=self.settings.warm_pool_preload,
+                                      env=process_runner.environment_without_secrets())
+            self.warm_pool.start()
+
+    def warm_pool_memory_bytes(self) -> int:
+        """What the warm pool holds (proportional set size of its server and idle workers); 0 without one. Blocks
+        for a local round trip: call it off the event loop."""
+        return self.warm_pool.memory_bytes() if self.warm_pool is not None else 0
 
     @property
     def shallow_checks(self) -> ShallowChecks:
@@ -124,6 +140,7 @@ class Agent:
         if resume_from_checkpoint:
             extra_env["BUGAGARIC_RESUME_FROM_CHECKPOINT"] = resume_from_checkpoint
         before_trainer: list[str] = []
+        plan = None
         if inputs:
             plan = input_fetch.write_plan(
                 directory, control_plane_address=self.settings.control_plane_address,
@@ -134,6 +151,7 @@ class Agent:
             process = process_runner.launch(
                 task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
                 workspace=self.workspace, extra_env=extra_env, nproc=len(chosen), before_trainer=before_trainer,
+                input_plan=plan, warm_pool=self.warm_pool,
             )
         except OSError:
             (directory / input_fetch.TOKEN_FILE).unlink(missing_ok=True)  # no fetch step will take it
@@ -145,8 +163,9 @@ class Agent:
                       output_dir=str(self.output_dir_of(parsed, type_name, task_id)))
         self.tasks[task_id] = run
         run.start()
-        log.info("task %s attempt %d: running on %s device(s) %s%s", task_id, attempt, self.inventory.kind, chosen,
-                 f" (data-parallel, {len(chosen)} processes)" if len(chosen) > 1 else "")
+        log.info("task %s attempt %d: running on %s device(s) %s%s, %s", task_id, attempt, self.inventory.kind, chosen,
+                 f" (data-parallel, {len(chosen)} processes)" if len(chosen) > 1 else "",
+                 "forked from the warm pool" if process.reaper is not None else "started cold")
         return run
 
     def place_model(self, config_json: str, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -259,5 +278,7 @@ class Agent:
             log.info("agent stopping; %d trainer(s) keep running in their own sessions: %s", len(running),
                      ", ".join(f"{t} (pid {self.tasks[t].process.pid})" for t in running))
         self.inventory.close()
+        if self.warm_pool is not None:
+            await asyncio.to_thread(self.warm_pool.close)
         if self._shallow_checks is not None:
             self._shallow_checks.close()

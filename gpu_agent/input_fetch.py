@@ -135,8 +135,10 @@ def _parse(argv: list[str]) -> tuple[Path, list[str]]:
     return Path(argv[1]), argv[3:]
 
 
-def main(argv: list[str] | None = None) -> int:
-    plan_path, trainer = _parse(sys.argv[1:] if argv is None else argv)
+def prepare(plan_path: Path) -> tuple[list[Held], dict[str, str]] | int:
+    """Fetches the plan's inputs into the cache: (the held inputs, the trainer's environment), or the exit code of a
+    fetch that failed (its `error:` line printed). Shared by the cold path (main, which execs the trainer) and the
+    warm pool (gpu_agent.warm_trainer, which runs it in a process forked for it and takes the locks over)."""
     try:
         plan = json.loads(plan_path.read_text(encoding="utf-8"))
         token = _take_token(Path(plan["token_file"]))
@@ -154,8 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the input plan {plan_path} cannot be used: {exc}", file=sys.stderr, flush=True)
         return EXIT_INPUT_UNAVAILABLE
     _say(f"inputs ready: {', '.join(item.spec.ref for item in held) or 'none'}; starting the trainer")
+    return held, environment_without_secrets(inputs_env(held))
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan_path, trainer = _parse(sys.argv[1:] if argv is None else argv)
+    prepared = prepare(plan_path)
+    if isinstance(prepared, int):
+        return prepared
     try:
-        os.execvpe(trainer[0], trainer, environment_without_secrets(inputs_env(held)))
+        os.execvpe(trainer[0], trainer, prepared[1])
     except OSError as exc:
         print(f"error: could not start the trainer {trainer[0]}: {exc}", file=sys.stderr, flush=True)
     return 127

@@ -10,17 +10,26 @@ launch request), so readers resume with the same after_log_seq / after_metric_se
 A record is appended before anyone is told about it, so every reader (live or a fresh one after a restart) sees the
 same seqs in the same order. offset/end are byte offsets of the line in its source file: a restarted agent resumes
 each source at the largest `end` spooled for it, so a line is neither lost nor given a second seq.
+
+The writer keeps a sparse index of the journal in memory (`SpoolIndex`: every INDEX_EVERY records, the byte offset
+and bounds of the log and metric seqs before it; rebuilt from the journal by a restarted agent), so a reader resuming
+after a high seq starts near it instead of reading the journal from its first byte.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
 import time
 from collections import deque
+from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
+
+import orjson  # the journal is written and read on the agent's event loop: the fast codec keeps that cheap
 
 from gpu_agent.process_runner import METRICS_FILE, STDERR_FILE, STDOUT_FILE
 
@@ -30,6 +39,7 @@ SPOOL_FILE = "spool.jsonl"
 STDERR_TAIL_LINES = 20
 _READ_CHUNK = 1 << 20
 _MAX_READ_PER_POLL = 4 << 20  # bounds how long one poll keeps the event loop busy
+INDEX_EVERY = 1024  # records between two entries of the journal's index
 
 
 class SourceTailer:
@@ -40,8 +50,9 @@ class SourceTailer:
         self.offset = offset  # where the next unreturned line starts
         self._pending = bytearray()  # bytes after offset that do not end in a newline yet
 
-    def read_lines(self, final: bool = False) -> tuple[list[tuple[int, int, bytes]], bool]:
-        """Returns ([(start, end, line without its newline)], more_waiting)."""
+    def read_lines(self, final: bool = False) -> tuple[list[str], list[int], bool]:
+        """Returns (the lines' texts, their bounds, more_waiting): line i spans bytes bounds[i] to bounds[i + 1] of the
+        file (its newline included)."""
         more = False
         try:
             with open(self.path, "rb") as f:
@@ -56,18 +67,26 @@ class SourceTailer:
                 else:
                     more = bool(f.read(1))
         except FileNotFoundError:
-            return [], False
-        lines: list[tuple[int, int, bytes]] = []
-        pos = 0
-        while (nl := self._pending.find(b"\n", pos)) >= 0:
-            lines.append((self.offset + pos, self.offset + nl + 1, bytes(self._pending[pos:nl])))
-            pos = nl + 1
-        if final and not more and pos < len(self._pending):
-            lines.append((self.offset + pos, self.offset + len(self._pending), bytes(self._pending[pos:])))
-            pos = len(self._pending)
-        del self._pending[:pos]
-        self.offset += pos
-        return lines, more
+            return [], [self.offset], False
+        end = self._pending.rfind(b"\n") + 1
+        if final and not more:
+            end = len(self._pending)  # the last line, even without its newline
+        block = bytes(self._pending[:end])
+        del self._pending[:end]
+        raws = block.split(b"\n")
+        if block.endswith(b"\n") or not block:
+            raws.pop()
+        bounds = list(accumulate((len(raw) + 1 for raw in raws), initial=self.offset))
+        bounds[-1] = self.offset + end  # a last line without a newline is one byte shorter
+        self.offset += end
+        return _decode_lines(block, raws), bounds, more
+
+
+def _decode_lines(block: bytes, raws: list[bytes]) -> list[str]:
+    if block.isascii() and b"\r" not in block:  # the common case: one decode for the whole block
+        texts = block.decode("ascii").split("\n")
+        return texts[:len(raws)]
+    return [decode_line(raw) for raw in raws]
 
 
 def decode_line(raw: bytes) -> str:
@@ -80,30 +99,63 @@ def decode_line(raw: bytes) -> str:
 
 
 class SpoolReader:
-    """Reads the journal's complete records from the start (or wherever it stopped); never blocks on the writer."""
+    """Reads the journal's complete records from a byte offset on; never blocks on the writer.
 
-    def __init__(self, task_dir: Path):
+    `bytes_read` counts what this reader read from the journal; `SpoolReader.total_bytes_read` what all readers of
+    this process did (so a test can tell a resumed stream from one that re-read the journal from the start).
+    """
+
+    total_bytes_read = 0
+
+    def __init__(self, task_dir: Path, offset: int = 0):
         self.path = Path(task_dir) / SPOOL_FILE
-        self.offset = 0
+        self.offset = offset
+        self.bytes_read = 0
 
-    def read_new(self, max_records: int = 1000) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def read_new(self, max_bytes: int = _READ_CHUNK) -> list[dict[str, Any]]:
+        """The complete records after `offset`, reading about max_bytes at most (but always a whole record)."""
+        start = self.offset
+        raws = self._read_raw(max_bytes)
+        try:
+            return [orjson.loads(raw) for raw in raws]
+        except orjson.JSONDecodeError:
+            return [record for _, record in self._parse(start, raws)]
+
+    def read_placed(self, max_bytes: int = _READ_CHUNK) -> list[tuple[int, dict[str, Any]]]:
+        """As read_new, each record with its byte offset in the journal."""
+        start = self.offset
+        return self._parse(start, self._read_raw(max_bytes))
+
+    def _parse(self, at: int, raws: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
+        placed: list[tuple[int, dict[str, Any]]] = []
+        for raw in raws:
+            try:
+                placed.append((at, orjson.loads(raw)))
+            except orjson.JSONDecodeError:
+                log.warning("%s: skipping a corrupt record at byte %d", self.path, at)
+            at += len(raw) + 1
+        return placed
+
+    def _read_raw(self, max_bytes: int) -> list[bytes]:
+        """The complete records (without their newlines) after `offset`; moves `offset` past them."""
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
-            return records
+            return []
         with f:
             f.seek(self.offset)
-            while len(records) < max_records:
-                raw = f.readline()
-                if not raw.endswith(b"\n"):
-                    break  # EOF, or a record still being written
-                self.offset += len(raw)
-                try:
-                    records.append(json.loads(raw))
-                except ValueError:
-                    log.warning("%s: skipping a corrupt record at byte %d", self.path, self.offset - len(raw))
-        return records
+            data = f.read(max_bytes)
+            end = data.rfind(b"\n") + 1
+            while not end and len(data) >= max_bytes:  # one record longer than max_bytes
+                more = f.read(max_bytes)
+                if not more:
+                    break
+                data += more
+                end = data.rfind(b"\n") + 1
+        self.bytes_read += len(data)
+        SpoolReader.total_bytes_read += len(data)
+        self.offset += end
+        return data[:end].split(b"\n")[:-1]  # a record still being written waits for the next read
 
     def read_all(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -116,6 +168,41 @@ def read_spool(task_dir: Path) -> list[dict[str, Any]]:
     return SpoolReader(task_dir).read_all()
 
 
+@dataclass
+class SpoolIndex:
+    """Where to start reading the journal to resume after given seqs.
+
+    `marks`: (byte offset of a record, L, M), one every INDEX_EVERY records, where no log record before the offset has
+    a seq above L and no metric record one above M; `statuses`: every status record with its offset (a resumed reader
+    still gets each of them).
+    """
+
+    marks: list[tuple[int, int, int]] = field(default_factory=lambda: [(0, 0, 0)])
+    statuses: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    records: int = 0
+
+    def add(self, offsets: list[int], records: list[dict[str, Any]], last_log_seq: int, last_metric_seq: int) -> None:
+        """Notes records appended at `offsets` (in journal order); last_log_seq/last_metric_seq: no record up to
+        the last of these has a higher seq."""
+        first = -self.records % INDEX_EVERY  # the first of these records that gets a mark
+        for i in range(first if self.records else INDEX_EVERY, len(records), INDEX_EVERY):
+            record = records[i]
+            kind = record["kind"]
+            # Seqs only grow, so the record's own seq bounds those of its kind before it.
+            log_before = record["seq"] - 1 if kind == "log" else last_log_seq
+            metric_before = record["seq"] - 1 if kind == "metric" else last_metric_seq
+            self.marks.append((offsets[i], log_before, metric_before))
+        self.statuses.extend((offsets[i], r) for i, r in enumerate(records) if r["kind"] == "status")
+        self.records += len(records)
+
+    def start(self, after_log_seq: int, after_metric_seq: int) -> tuple[int, list[dict[str, Any]]]:
+        """(offset, the status records before it): every log or metric before offset is one the reader has had."""
+        by_log = bisect.bisect_right(self.marks, after_log_seq, key=lambda mark: mark[1]) - 1
+        by_metric = bisect.bisect_right(self.marks, after_metric_seq, key=lambda mark: mark[2]) - 1
+        offset = self.marks[max(0, min(by_log, by_metric))][0]
+        return offset, [record for at, record in self.statuses if at < offset]
+
+
 class SpoolWriter:
     """The one writer of a task's journal. Opening it on an existing journal resumes where that left off."""
 
@@ -126,6 +213,7 @@ class SpoolWriter:
         self.last_metric_seq = metric_seq_base
         self.final_status: dict[str, Any] | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.index = SpoolIndex()
         offsets = {"stdout": 0, "stderr": 0, "metric": 0}
         self._recover(offsets)
         self._sources = {
@@ -137,18 +225,21 @@ class SpoolWriter:
 
     def _recover(self, offsets: dict[str, int]) -> None:
         reader = SpoolReader(self.task_dir)
-        for rec in reader.read_all():
-            kind = rec.get("kind")
-            if kind == "log":
-                self.last_log_seq = rec["seq"]
-                offsets[rec["stream"]] = max(offsets[rec["stream"]], rec["end"])
-                if rec["stream"] == "stderr":
-                    self.stderr_tail.append(rec["text"])
-            elif kind == "metric":
-                self.last_metric_seq = rec["seq"]
-                offsets["metric"] = max(offsets["metric"], rec["end"])
-            elif kind == "status" and rec.get("status") != "running":
-                self.final_status = rec
+        while placed := reader.read_placed():
+            for _, rec in placed:
+                kind = rec.get("kind")
+                if kind == "log":
+                    self.last_log_seq = rec["seq"]
+                    offsets[rec["stream"]] = max(offsets[rec["stream"]], rec["end"])
+                    if rec["stream"] == "stderr":
+                        self.stderr_tail.append(rec["text"])
+                elif kind == "metric":
+                    self.last_metric_seq = rec["seq"]
+                    offsets["metric"] = max(offsets["metric"], rec["end"])
+                elif kind == "status" and rec.get("status") != "running":
+                    self.final_status = rec
+            self.index.add([at for at, _ in placed], [rec for _, rec in placed], self.last_log_seq,
+                           self.last_metric_seq)
         if self.path.exists() and self.path.stat().st_size > reader.offset:
             # A crash mid-append left a partial record: drop it, its line is read again from the source.
             os.truncate(self.path, reader.offset)
@@ -182,17 +273,16 @@ class SpoolWriter:
         records: list[dict[str, Any]] = []
         more = False
         for stream, tailer in self._sources.items():
-            lines, pending = tailer.read_lines(final)
+            texts, bounds, pending = tailer.read_lines(final)
             more |= pending
-            for start, end, raw in lines:
-                self.last_log_seq += 1
-                text = decode_line(raw)
-                if stream == "stderr":
-                    self.stderr_tail.append(text)
-                records.append(
-                    {"kind": "log", "seq": self.last_log_seq, "time": now, "stream": stream, "text": text,
-                     "offset": start, "end": end}
-                )
+            if not texts:
+                continue
+            first = self.last_log_seq + 1
+            self.last_log_seq += len(texts)
+            if stream == "stderr":
+                self.stderr_tail.extend(texts)
+            records.extend([{"kind": "log", "seq": first + i, "time": now, "stream": stream, "text": text,
+                             "offset": bounds[i], "end": bounds[i + 1]} for i, text in enumerate(texts)])
         metrics, pending = self._poll_metrics(now, final)
         records.extend(metrics)
         self._append(records)
@@ -200,12 +290,12 @@ class SpoolWriter:
 
     def _poll_metrics(self, now: float, final: bool) -> tuple[list[dict[str, Any]], bool]:
         records = []
-        lines, more = self._metrics.read_lines(final)
-        for start, end, raw in lines:
+        texts, bounds, more = self._metrics.read_lines(final)
+        for i, text in enumerate(texts):
             line_no = self.last_metric_seq + 1
             # The seq is the line number, so a skipped line still uses up its number.
             self.last_metric_seq = line_no
-            text = raw.decode("utf-8", errors="replace").strip()
+            text = text.strip()
             try:
                 ok = isinstance(json.loads(text), dict)
             except ValueError:
@@ -215,8 +305,8 @@ class SpoolWriter:
                     log.warning("%s line %d is not a JSON object; skipped", self._metrics.path, line_no)
                 continue
             # The trainer's own text is kept, so integers stay integers.
-            records.append({"kind": "metric", "seq": line_no, "time": now, "values_json": text, "offset": start,
-                            "end": end})
+            records.append({"kind": "metric", "seq": line_no, "time": now, "values_json": text, "offset": bounds[i],
+                            "end": bounds[i + 1]})
         return records, more
 
     def append_status(self, status: str, *, exit_code: int = 0, reason: str = "", error: str = "",
@@ -231,15 +321,17 @@ class SpoolWriter:
     def _append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        encoded = [orjson.dumps(r) + b"\n" for r in records]
         start = self._file.tell()
         try:
-            self._file.write(data.encode("utf-8"))
+            self._file.write(b"".join(encoded))
             self._file.flush()
         except OSError:
             # Leave no torn record behind for the next append to run into.
             self._file = _reopen_truncated(self._file, self.path, start)
             raise
+        offsets = list(accumulate((len(raw) for raw in encoded), initial=start))
+        self.index.add(offsets, records, self.last_log_seq, self.last_metric_seq)
 
     def close(self) -> None:
         self._file.close()

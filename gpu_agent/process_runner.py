@@ -19,7 +19,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from gpu_agent.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +82,16 @@ class TrainerProcess:
     start_time: int | None  # /proc/<pid>/stat starttime: tells the supervisor apart from a later process with its pid
     popen: subprocess.Popen[bytes] | None  # None once re-adopted by a restarted agent (not a child any more)
     directory: Path | None = field(default=None)  # where exit.json appears
+    # Started from the warm pool: the fork server (this pid) is its parent, and writes exit.json for a supervisor that
+    # died without it before reaping it; until then its zombie still counts as running.
+    reaper: int | None = field(default=None)
 
     def running(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
+        if self.reaper is not None and self.start_time is not None and awaiting_reaper(self.pid, self.start_time,
+                                                                                        self.reaper):
+            return True
         # Not our child: poll its pid (a zombie waiting for init to reap it counts as gone). Without a start time
         # a live pid may be anybody's: count it as gone rather than signal a stranger.
         return self.start_time is not None and self.pid > 0 and process_alive(self.pid, self.start_time)
@@ -152,9 +161,12 @@ def launch(
     extra_env: Mapping[str, str] | None = None,
     nproc: int = 1,
     before_trainer: Sequence[str] = (),
+    input_plan: Path | None = None,
+    warm_pool: WarmPool | None = None,
 ) -> TrainerProcess:
-    """Starts `before_trainer + trainer argv` under the supervisor (before_trainer: the fetch step, which execs the
-    trainer once the inputs are in place)."""
+    """Starts `before_trainer + trainer argv` under the supervisor (before_trainer: the fetch step of input_plan,
+    which execs the trainer once the inputs are in place). A one-device attempt is forked from the warm pool where
+    it has one ready (its trainer process runs the fetch step itself); anything else starts cold."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / CONFIG_FILE
     config_path.write_text(config_json, encoding="utf-8")
@@ -171,6 +183,16 @@ def launch(
     if nproc > 1:
         # What torchrun sets for each worker anyway; set here, it spares every log its multi-line banner about it.
         env.setdefault("OMP_NUM_THREADS", "1")
+    if warm_pool is not None and nproc == 1 and (not before_trainer or input_plan is not None):
+        forked = warm_pool.launch(entry_module=entry_module, args=["--config", str(config_path)], cwd=workspace,
+                                  env=env, stdout=directory / STDOUT_FILE, stderr=directory / STDERR_FILE,
+                                  exit_file=directory / EXIT_FILE, input_plan=input_plan)
+        if forked is not None:
+            pid, start_time = forked
+            log.info("task %s: forked supervisor pid %d from the warm pool: %s --config %s", task_id, pid,
+                     entry_module, config_path)
+            return TrainerProcess(pid=pid, pgid=pid, start_time=start_time, popen=None, directory=directory,
+                                  reaper=warm_pool.server_pid)
     argv = trainer_argv(entry_module, config_path, nproc)
     supervised = [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(directory / EXIT_FILE), "--",
                   *before_trainer, *argv]
@@ -216,6 +238,14 @@ def process_exists(pid: int, start_time: int | None) -> bool:
     except PermissionError:
         pass
     return start_time is None or proc_start_time(pid) == start_time
+
+
+def awaiting_reaper(pid: int, start_time: int, reaper: int) -> bool:
+    """pid (with this start time) has ended and waits for its parent, reaper, to reap it."""
+    if not process_exists(pid, start_time):
+        return False
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] == "Z" and int(fields[1]) == reaper
 
 
 def process_alive(pid: int, start_time: int | None) -> bool:

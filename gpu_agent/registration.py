@@ -2,7 +2,7 @@
 
 Registration carries the agent's devices (slots = their number), the models it holds, whether it may download from a
 model hub, and the tasks it runs (adopted ones included, so the control plane resumes following them); every
-heartbeat carries the running tasks, fresh device readings and the models again.
+heartbeat carries the running tasks, fresh device readings, the models again and the warm pool's memory.
 
 Runs as a background task: while the control plane is unreachable it retries with backoff, and the agent's own
 server keeps serving meanwhile. A heartbeat answered `known=false` (a restarted control plane) registers again.
@@ -38,7 +38,8 @@ class Registrar:
     def __init__(self, *, control_plane_address: str, agent_id: str, address: str, hostname: str,
                  running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = "",
                  devices: Callable[[], Sequence[common_pb2.Device]] = list,
-                 models: Callable[[], Sequence[common_pb2.ModelInfo]] = list, hub_access: Callable[[], bool] = bool):
+                 models: Callable[[], Sequence[common_pb2.ModelInfo]] = list, hub_access: Callable[[], bool] = bool,
+                 warm_pool_memory_bytes: Callable[[], int] = int):
         self.control_plane_address = control_plane_address
         self.agent_id = agent_id
         self.address = address
@@ -47,6 +48,7 @@ class Registrar:
         self.devices = devices  # the inventory with fresh readings, read on every registration and heartbeat
         self.models = models  # the models this agent holds (a scan of the models directory: run off the loop)
         self.hub_access = hub_access
+        self.warm_pool_memory_bytes = warm_pool_memory_bytes  # a local round trip to the pool: run off the loop
         self.heartbeat_seconds = heartbeat_seconds
         self.cluster_token = cluster_token
         self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
@@ -111,7 +113,9 @@ class Registrar:
                                                          running_task_ids=self.running_task_ids(),
                                                          devices=list(self.devices()),
                                                          models=await asyncio.to_thread(self.models),
-                                                         hub_access=self.hub_access())
+                                                         hub_access=self.hub_access(),
+                                                         warm_pool_memory_bytes=await asyncio.to_thread(
+                                                             self.warm_pool_memory_bytes))
             try:
                 response = await stub.Heartbeat(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:

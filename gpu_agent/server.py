@@ -54,6 +54,7 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     if port == 0:
         raise RuntimeError(f"could not bind {settings.agent_host}:{settings.agent_port}")
     await server.start()
+    agent.start_warm_pool()  # its imports take seconds and run meanwhile; attempts start cold until it is ready
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     agent.agent_id = settings.resolved_agent_id(port)
@@ -68,7 +69,8 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
             hostname=agent.hostname, running_task_ids=agent.running_task_ids,
             heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token,
             devices=lambda: devices_to_proto(agent.inventory.refresh()),
-            models=lambda: models_to_proto(agent.models.models()), hub_access=hub_access)
+            models=lambda: models_to_proto(agent.models.models()), hub_access=hub_access,
+            warm_pool_memory_bytes=agent.warm_pool_memory_bytes)
         registrar.start()
         agent.registrar = registrar
     return server, port, agent

@@ -58,6 +58,41 @@ def record_to_event(rec: dict[str, Any], attempt: int = 0) -> agent_pb2.AgentTas
         reason=rec.get("reason", ""), error=rec.get("error", ""), pid=rec.get("pid", 0), attempt=attempt))
 
 
+# A batch's text stays well under gRPC's default 4 MiB message limit, however long the trainer's lines are.
+BATCH_MAX_TEXT_BYTES = 1 << 20
+
+
+def records_to_events(records: list[dict[str, Any]], attempt: int, max_batch: int) -> list[agent_pb2.AgentTaskEvent]:
+    """Spool records as events: runs of logs and metrics as `batch` events of at most max_batch items (one event
+    per record when max_batch is 0, as older control planes read them); each status as an event of its own."""
+    if max_batch <= 0:
+        return [record_to_event(rec, attempt) for rec in records]
+    events: list[agent_pb2.AgentTaskEvent] = []
+    batch: agent_pb2.TaskOutputBatch | None = None
+    items = text_bytes = 0
+    stamp_of, stamp = None, Timestamp()  # the records of one spool poll share a time
+    for rec in records:
+        kind = rec["kind"]
+        if kind == "status":
+            batch = None
+            events.append(record_to_event(rec, attempt))
+            continue
+        if batch is None or items >= max_batch or text_bytes >= BATCH_MAX_TEXT_BYTES:
+            events.append(agent_pb2.AgentTaskEvent(batch=agent_pb2.TaskOutputBatch()))
+            batch, items, text_bytes = events[-1].batch, 0, 0
+        if rec["time"] != stamp_of:
+            stamp_of, stamp = rec["time"], _timestamp(rec["time"])
+        if kind == "log":
+            text = rec["text"]
+            batch.lines.add(seq=rec["seq"], stream=rec["stream"], text=text).time.CopyFrom(stamp)
+        else:
+            text = rec["values_json"]
+            batch.metrics.add(seq=rec["seq"], values_json=text).time.CopyFrom(stamp)
+        text_bytes += len(text)
+        items += 1
+    return events
+
+
 # Dry runs are subprocesses that may read big files and load tokenizers: a few at a time, a few more waiting.
 DRY_RUNS_AT_ONCE = 2
 DRY_RUNS_WAITING = 8
@@ -132,8 +167,9 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             # Its lines and status would be taken for another attempt's.
             await context.abort(grpc.StatusCode.NOT_FOUND, f"attempt {request.attempt} of task {request.task_id} is "
                                                            f"not on this agent (its latest attempt here is {run.attempt})")
-        async for rec in run.events(request.after_log_seq, request.after_metric_seq, request.follow):
-            yield record_to_event(rec, run.attempt)
+        async for records in run.event_batches(request.after_log_seq, request.after_metric_seq, request.follow):
+            for event in records_to_events(records, run.attempt, request.max_batch):
+                yield event
 
     async def ValidateTask(self, request, context):
         # Submit-time checks and dry runs queue apart: a burst of submits must not wait behind tokenizer loads.
@@ -174,7 +210,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             agent_id=self.agent.agent_id, hostname=self.agent.hostname, slots=self.agent.slots,
             free_slots=self.agent.free_slots, tasks=[_describe_task(run) for run in self.agent.tasks.values()],
             devices=devices_to_proto(self.agent.inventory.refresh()),
-            models=models_to_proto(await asyncio.to_thread(self.agent.models.models)))
+            models=models_to_proto(await asyncio.to_thread(self.agent.models.models)),
+            warm_pool_memory_bytes=await asyncio.to_thread(self.agent.warm_pool_memory_bytes))
 
     async def _output_dir(self, task_id: str, context) -> Path:
         try:

@@ -31,6 +31,13 @@ class AgentSettings(BaseSettings):
     # Datasets and published models fetched from the control plane, kept by sha256; "" -> <agent_dir>/cache.
     agent_cache_dir: str = ""
     agent_cache_max_bytes: int = 20 * 1024**3
+    # Workers the warm trainer pool keeps forked and ready (gpu_agent.fork_server); 0: every attempt starts cold, as
+    # `python -m trainers.<type>`. One by default: an agent starts one attempt per launch call, the pool forks the next
+    # worker right after (tens of ms), and the fork server holding the libraries costs ~0.5-1 GiB whatever the size.
+    warm_pool_size: int = 1
+    # Modules the pool imports up front, comma-separated; "" -> torch, transformers, datasets, peft, trl,
+    # sentence-transformers and the trainer modules (gpu_agent.fork_server.DEFAULT_PRELOAD).
+    warm_pool_preload: str = ""
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()

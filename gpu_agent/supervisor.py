@@ -10,6 +10,8 @@ leader, so the agent can still signal the whole group. It:
   `{"exit_code": N}` to the exit file atomically (N < 0: killed by signal -N), and exits with the trainer's code
   (128 + the signal for a killed trainer).
 The exit file, not this process's own status, is the source of truth: it outlives the agent that started it.
+The warm trainer pool's workers (gpu_agent.fork_server) do the same through `supervise`, their trainer forked rather
+than exec'd.
 
 Imports only the standard library (and little of it): it runs once per task.
 """
@@ -21,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 
 PR_SET_CHILD_SUBREAPER = 36
 _LEFTOVER_WAIT_SECONDS = 5.0
@@ -62,7 +65,7 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _write_exit_file(path: str, code: int) -> None:
+def write_exit_file(path: str, code: int) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps({"exit_code": code, "time": time.time()}))
@@ -81,6 +84,17 @@ def _parse(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     exit_file, command = _parse(sys.argv[1:] if argv is None else argv)
+    return supervise(exit_file, lambda: _exec(command))
+
+
+def _exec(command: list[str]) -> None:
+    os.execvp(command[0], command)
+
+
+def supervise(exit_file: str, run_child: Callable[[], object]) -> int:
+    """Forks the trainer, which runs `run_child` (it execs, or runs the trainer and exits itself), waits for it and
+    records how it ended; returns this process's own exit code. Shared by the cold path (`main`, which execs) and the
+    warm pool's forked supervisors (gpu_agent.fork_server, which runs the trainer's module in the forked child)."""
     # Ignore before forking, so a signal that comes at once cannot take the supervisor down; the child restores them.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
@@ -90,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            os.execvp(command[0], command)
+            run_child()
         except BaseException as exc:  # noqa: BLE001 - whatever it is, the child must not return into main()
             try:
-                os.write(2, f"supervisor: could not run {command[0]}: {exc}\n".encode())
+                os.write(2, f"supervisor: could not run the trainer: {exc}\n".encode())
             finally:
                 os._exit(127)
+        os._exit(127)  # run_child never returns: it execs or exits
     while True:
         try:
             reaped, status = os.waitpid(-1, 0)  # also reaps orphans handed to this subreaper
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     _kill_leftovers()
-    _write_exit_file(exit_file, code)
+    write_exit_file(exit_file, code)
     return 128 - code if code < 0 else code
 
 

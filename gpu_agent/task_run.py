@@ -10,12 +10,14 @@ import asyncio
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from gpu_agent.input_fetch import EXIT_INPUT_UNAVAILABLE
 from gpu_agent.log_spool import SpoolReader, SpoolWriter
-from gpu_agent.process_runner import TrainerProcess, describe_exit, write_state
+from gpu_agent.output_watch import OutputWatch
+from gpu_agent.process_runner import METRICS_FILE, STDERR_FILE, STDOUT_FILE, TrainerProcess, describe_exit, write_state
 from trainers.errors import EXIT_INVALID_DATA, EXIT_STOPPED_EARLY
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,13 @@ log = logging.getLogger(__name__)
 RUNNING = "running"
 STOPPING = "stopping"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "stopped"})
-POLL_SECONDS = 0.15
+# The pump wakes on every write of the trainer's output files; this bounds how late it notices that the process ended
+# without writing anything more.
+LIVENESS_SECONDS = 0.15
 _LEFTOVER_WAIT_SECONDS = 2.0
+# Spool polls run here, beside the event loop: a poll of megabytes (a trainer printing as fast as it can) must not
+# stall the streams that carry the previous poll's lines meanwhile.
+_SPOOL_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool")
 ENDED_WHILE_DOWN = "ended while the agent was down; exit status unknown"
 
 
@@ -57,6 +64,7 @@ class TaskRun:
         self._changed = asyncio.Condition()
         self._exited = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
+        self._poll_in_flight: Future | None = None  # the spool poll running on a spool thread, if any
         self._kill_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -158,6 +166,8 @@ class TaskRun:
                     await task
                 except asyncio.CancelledError:
                     pass
+        if self._poll_in_flight is not None:  # a cancelled pump's poll may still be writing to the spool
+            await asyncio.gather(asyncio.wrap_future(self._poll_in_flight), return_exceptions=True)
         self.spool.close()
 
     async def wait(self) -> None:
@@ -169,10 +179,17 @@ class TaskRun:
     # -- the pump: process output -> spool -> readers ----------------------------------------------------------
 
     async def _pump(self) -> None:
-        while not self.ended_while_down and self.process.running():
-            more = await self._spool_once(final=False)
-            if not more:
-                await asyncio.sleep(POLL_SECONDS)
+        watch = OutputWatch(self.directory, (STDOUT_FILE, STDERR_FILE, METRICS_FILE))
+        try:
+            while not self.ended_while_down and self.process.running():
+                watch.changed.clear()  # before reading: a write from now on wakes the wait below
+                more = await self._spool_once(final=False)
+                if more:
+                    await asyncio.sleep(0)  # let the readers and the gRPC server run between two big reads
+                else:
+                    await watch.wait(LIVENESS_SECONDS)
+        finally:
+            watch.close()
         code = self.process.exit_status()
         self.exit_code = code
         self._exited.set()
@@ -200,8 +217,9 @@ class TaskRun:
         log.info("task %s: %s (%s)", self.task_id, status, reason)
 
     async def _spool_once(self, final: bool) -> bool:
+        self._poll_in_flight = _SPOOL_THREADS.submit(self.spool.poll, final)
         try:
-            records, more = self.spool.poll(final=final)
+            records, more = await asyncio.wrap_future(self._poll_in_flight)
         except Exception:
             # A full disk or the like: nothing was consumed; try again on the next poll.
             log.exception("task %s: spooling failed", self.task_id)
@@ -264,26 +282,32 @@ class TaskRun:
 
     # -- readers ---------------------------------------------------------------------------------------------
 
-    async def events(self, after_log_seq: int = 0, after_metric_seq: int = 0,
-                     follow: bool = False) -> AsyncIterator[dict[str, Any]]:
-        """Spool records in spool order: logs and metrics after the given seqs, and every status record.
+    async def event_batches(self, after_log_seq: int = 0, after_metric_seq: int = 0,
+                            follow: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
+        """Spool records in spool order, a read's worth at a time: logs and metrics after the given seqs, and every
+        status record. The spool's index gives where to start, so a reader resuming after a high seq reads only the
+        spool's tail.
 
         Ends after the final status; before that, at the spool's current end unless follow.
         """
-        reader = SpoolReader(self.directory)
+        offset, statuses_before = self.spool.index.start(after_log_seq, after_metric_seq)
+        reader = SpoolReader(self.directory, offset)
+        if statuses_before:
+            yield statuses_before
+            if statuses_before[-1].get("status") in FINAL_STATUSES:
+                return
         while True:
             seen = self._version
             batch = reader.read_new()
-            for rec in batch:
-                kind = rec.get("kind")
-                if kind == "log" and rec["seq"] <= after_log_seq:
-                    continue
-                if kind == "metric" and rec["seq"] <= after_metric_seq:
-                    continue
-                yield rec
-                if kind == "status" and rec.get("status") in FINAL_STATUSES:
-                    return
             if batch:
+                wanted = [rec for rec in batch if _wanted(rec, after_log_seq, after_metric_seq)]
+                final = next((i for i, rec in enumerate(wanted)
+                              if rec.get("kind") == "status" and rec.get("status") in FINAL_STATUSES), None)
+                if final is not None:
+                    yield wanted[:final + 1]
+                    return
+                if wanted:
+                    yield wanted
                 continue
             if not follow:
                 return
@@ -293,3 +317,12 @@ class TaskRun:
                     await self._changed.wait_for(lambda: self._version != seen)
             except TimeoutError:
                 pass
+
+
+def _wanted(rec: dict[str, Any], after_log_seq: int, after_metric_seq: int) -> bool:
+    kind = rec.get("kind")
+    if kind == "log":
+        return rec["seq"] > after_log_seq
+    if kind == "metric":
+        return rec["seq"] > after_metric_seq
+    return True

@@ -63,28 +63,40 @@ class AgentStopTaskResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ...) -> None: ...
 
 class StreamTaskEventsRequest(_message.Message):
-    __slots__ = ("task_id", "after_log_seq", "after_metric_seq", "follow", "attempt")
+    __slots__ = ("task_id", "after_log_seq", "after_metric_seq", "follow", "attempt", "max_batch")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     AFTER_METRIC_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_log_seq: int
     after_metric_seq: int
     follow: bool
     attempt: int
-    def __init__(self, task_id: _Optional[str] = ..., after_log_seq: _Optional[int] = ..., after_metric_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, task_id: _Optional[str] = ..., after_log_seq: _Optional[int] = ..., after_metric_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., attempt: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class AgentTaskEvent(_message.Message):
-    __slots__ = ("log", "metric", "status")
+    __slots__ = ("log", "metric", "status", "batch")
     LOG_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     log: _common_pb2.LogLine
     metric: _common_pb2.MetricPoint
     status: _common_pb2.TaskStatusUpdate
-    def __init__(self, log: _Optional[_Union[_common_pb2.LogLine, _Mapping]] = ..., metric: _Optional[_Union[_common_pb2.MetricPoint, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.TaskStatusUpdate, _Mapping]] = ...) -> None: ...
+    batch: TaskOutputBatch
+    def __init__(self, log: _Optional[_Union[_common_pb2.LogLine, _Mapping]] = ..., metric: _Optional[_Union[_common_pb2.MetricPoint, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.TaskStatusUpdate, _Mapping]] = ..., batch: _Optional[_Union[TaskOutputBatch, _Mapping]] = ...) -> None: ...
+
+class TaskOutputBatch(_message.Message):
+    __slots__ = ("lines", "metrics")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.LogLine]
+    metrics: _containers.RepeatedCompositeFieldContainer[_common_pb2.MetricPoint]
+    def __init__(self, lines: _Optional[_Iterable[_Union[_common_pb2.LogLine, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[_common_pb2.MetricPoint, _Mapping]]] = ...) -> None: ...
 
 class DescribeAgentRequest(_message.Message):
     __slots__ = ()
@@ -111,7 +123,7 @@ class AgentTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., pid: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., last_metric_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., adopted: _Optional[bool] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks", "devices", "models")
+    __slots__ = ("agent_id", "hostname", "slots", "free_slots", "tasks", "devices", "models", "warm_pool_memory_bytes")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +131,7 @@ class AgentDescription(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    WARM_POOL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     slots: int
@@ -126,7 +139,8 @@ class AgentDescription(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[AgentTask]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+    warm_pool_memory_bytes: int
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AgentTask, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., warm_pool_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AgentArtifactsRequest(_message.Message):
     __slots__ = ("task_id",)

@@ -167,24 +167,28 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("limit", "offset", "status", "type")
+    __slots__ = ("limit", "offset", "status", "type", "page_token")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limit: int
     offset: int
     status: str
     type: str
-    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., status: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., status: _Optional[str] = ..., type: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks", "total")
+    __slots__ = ("tasks", "total", "next_page_token")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     total: int
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., total: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StopTaskRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -381,7 +385,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices", "models", "hub_access")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices", "models", "hub_access", "warm_pool_memory_bytes")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +396,7 @@ class AgentInfo(_message.Message):
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    WARM_POOL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
@@ -402,7 +407,8 @@ class AgentInfo(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
     hub_access: bool
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ...) -> None: ...
+    warm_pool_memory_bytes: int
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ..., warm_pool_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class SystemHealth(_message.Message):
     __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks", "serving")
@@ -447,18 +453,20 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "running_task_ids", "devices", "models", "hub_access")
+    __slots__ = ("agent_id", "running_task_ids", "devices", "models", "hub_access", "warm_pool_memory_bytes")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    WARM_POOL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
     devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
     hub_access: bool
-    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ...) -> None: ...
+    warm_pool_memory_bytes: int
+    def __init__(self, agent_id: _Optional[str] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ..., warm_pool_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)

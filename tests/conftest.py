@@ -13,6 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Never reach a model hub from the tests: everything they load is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Every agent the tests start has its warm trainer pool on (size 1), preloading only the CLI: the pool's mechanism
+# under every test, without each agent paying torch's seconds of imports (tests/test_warm_pool.py preloads torch).
+os.environ.setdefault("BUGAGARIC_WARM_POOL_PRELOAD", "trainers.common.cli")
 
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

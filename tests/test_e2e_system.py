@@ -110,6 +110,15 @@ def test_health_reports_control_plane_and_agent(api):
     assert agent["alive"] and agent["slots"] == 3
 
 
+def test_health_reports_the_memory_of_the_agents_warm_pool(api):
+    # The agent starts its pool beside registering: the reading comes with a heartbeat (every second here).
+    deadline = time.monotonic() + 60
+    while (memory := api.get("/api/health").json()["agents"][0]["warm_pool_memory_bytes"]) == 0:
+        assert time.monotonic() < deadline, "no warm-pool memory reported within 60 s"
+        time.sleep(0.5)
+    assert 10 * 2**20 < memory < 8 * 2**30  # a Python process with the preloaded modules, not a stray figure
+
+
 def test_templates_describe_sft(api):
     templates = {t["type"]: t for t in api.get("/api/finetune/templates").json()["templates"]}
     sft = templates["sft"]

@@ -671,7 +671,7 @@ def test_openapi_lists_every_route(client):
     schema = start["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"type", "config"}
     params = {p["name"] for p in spec["paths"]["/api/finetune/tasks"]["get"]["parameters"]}
-    assert params == {"status", "type", "limit", "offset"}
+    assert params == {"status", "type", "limit", "offset", "page_token"}
     offset = next(p for p in spec["paths"]["/api/finetune/tasks"]["get"]["parameters"] if p["name"] == "offset")
     assert offset["schema"]["maximum"] == INT32_MAX
 

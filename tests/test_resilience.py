@@ -250,7 +250,9 @@ def test_a_killed_trainer_fails_the_task_with_its_last_stderr_lines(tmp_path_fac
 def _is_trainer_of(proc: Path, supervisor_pid: int) -> bool:
     try:
         stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        return int(stat[1]) == supervisor_pid and b"trainers.sft" in (proc / "cmdline").read_bytes()
+        # A trainer forked from the warm pool keeps the fork server's command line.
+        cmdline = (proc / "cmdline").read_bytes()
+        return int(stat[1]) == supervisor_pid and (b"trainers.sft" in cmdline or b"gpu_agent.fork_server" in cmdline)
     except OSError:
         return False
 
