@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Iterable
 
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,7 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control_plane.models import (
     Agent, Checkpoint, LogLine, MetricPoint, PublishedModel, Task, TaskAttempt, TaskEvent, TaskValidation,
 )
+from control_plane.progress import current_stage
 from protos import common_pb2, control_plane_pb2
+from trainers.errors import split_failure
 
 
 def status_to_proto(status: str) -> int:
@@ -49,13 +52,18 @@ def task_to_proto(
         value = getattr(task, name)
         if value is not None:
             setattr(progress, name, value)
+    stage = current_stage(task.latest_metrics_json)
+    if stage is not None:
+        progress.stage, progress.stage_done, progress.stage_total = stage
+    error, error_details = split_failure(task.error)  # stored as the agent reported it; told once, traceback aside
     message = control_plane_pb2.Task(
         id=task.id,
         type=task.type,
         status=status_to_proto(task.status),
         config_json=task.config_json,
         agent_id=task.agent_id,
-        error=task.error,
+        error=error,
+        error_details=error_details,
         error_reason=task.error_reason,
         progress=progress,
         latest_metrics_json=task.latest_metrics_json,
@@ -110,7 +118,7 @@ def event_to_proto(event: TaskEvent) -> control_plane_pb2.TaskEvent:
         from_status=status_to_proto(event.from_status),
         to_status=status_to_proto(event.to_status),
         reason=event.reason,
-        message=event.message,
+        message=split_failure(event.message)[0],  # a failure's event: its message, the traceback is the task's
     )
 
 
@@ -123,7 +131,8 @@ def metric_to_proto(point: MetricPoint) -> common_pb2.MetricPoint:
 
 
 def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int, models: list[dict] | None = None,
-                   hub_access: bool = False, warm_pool_memory_bytes: int = 0) -> control_plane_pb2.AgentInfo:
+                   hub_access: bool = False, warm_pool_memory_bytes: int = 0,
+                   busy_devices: Iterable[int] = ()) -> control_plane_pb2.AgentInfo:
     return control_plane_pb2.AgentInfo(
         agent_id=agent.id,
         address=agent.address,
@@ -136,4 +145,5 @@ def agent_to_proto(agent: Agent, *, alive: bool, free_slots: int, models: list[d
         models=[ParseDict(model, common_pb2.ModelInfo(), ignore_unknown_fields=True) for model in models or []],
         hub_access=hub_access,
         warm_pool_memory_bytes=warm_pool_memory_bytes,
+        busy_devices=sorted(busy_devices),
     )

@@ -19,7 +19,7 @@ import grpc
 from control_plane.agent_clients import AgentClients
 from control_plane.db_calls import in_db_thread
 from control_plane.models import Agent
-from trainers.errors import DataProblem
+from trainers.errors import DataProblem, problem_lines
 from control_plane.state_machine import IllegalTransition, TaskStatus
 from control_plane.task_store import TaskNotFound
 
@@ -58,9 +58,9 @@ class CheckResult:
         return (self.report.get("error") or {}).get("message", "")
 
     def error_text(self) -> str:
-        """The message, then the first problems one per line (as a trainer's stderr tail shows them)."""
+        """The message, then the first problems it does not name, one per line (as a trainer's stderr tail shows them)."""
         problems = [DataProblem(p["line"], p.get("field", ""), p["message"]) for p in self.report.get("problems") or []]
-        return "\n".join([self.message, *map(str, problems)])
+        return "\n".join(problem_lines(self.message, problems))
 
 
 def report_from_proto(report) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from control_plane.task_store import TaskStore
 from trainers import registry
 from trainers.common.jsonl import MAX_PROBLEMS
 from trainers.common.row_stream import RowStream
-from trainers.errors import ConfigError, DataError
+from trainers.errors import ConfigError, DataError, problem_lines
 from trainers.paths import size_text
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,9 @@ def _feed(stream: RowStream, writer, data: bytes) -> None:
 
 
 def _problem_text(exc: DataError) -> str:
-    """The message; with more than one problem, then each of the first ones on a line (as a trainer's stderr shows
+    """The message, then each of the first problems it does not name, one a line (as a trainer's stderr shows
     them)."""
-    problems = exc.problems[:MAX_PROBLEMS] if len(exc.problems) > 1 else []
-    return "\n".join([exc.message, *map(str, problems)])
+    return "\n".join(problem_lines(exc.message, exc.problems[:MAX_PROBLEMS]))
 
 
 __all__ = ["DatasetInUse", "DatasetNotFound", "DatasetService", "UploadRefused", "UploadTooLarge"]

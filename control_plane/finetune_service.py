@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+import annotated_types
 import grpc
 from sqlalchemy import text
 
@@ -33,11 +34,14 @@ from control_plane.notifier import TaskChangeNotifier
 from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
-from control_plane.task_store import OutputDirTaken, TaskDetail, TaskNotFound, TaskStillActive, TaskStore
+from control_plane.task_store import (
+    OutputDirTaken, TaskDetail, TaskNotFound, TaskNotQueued, TaskStillActive, TaskStore,
+)
 from control_plane.template_store import TemplateStore
 from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from protos.json_values import JsonProblem, loads
 from trainers import registry
+from trainers.common.config import TaskConfig
 from trainers.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -212,6 +216,22 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
         self._scheduler.task_joined_queue()
         return await self._full_task(task.id)
+
+    async def UpdateTaskPriority(self, request, context):
+        low, high = priority_range()
+        if not low <= request.priority <= high:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"priority must be between {low} and {high} (got {request.priority})", "priority")
+        await self._task_or_404(request.task_id, context)
+        try:
+            await in_db_thread(self._store.set_priority, request.task_id, request.priority)
+        except TaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+        except TaskNotQueued as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "task_id")
+        self._notifier.notify(request.task_id)
+        self._scheduler.task_joined_queue()  # the next round reads the queue in its new order
+        return await self._full_task(request.task_id)
 
     async def ListTasks(self, request, context):
         limit = request.limit or 50
@@ -432,7 +452,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             agents.append(agent_to_proto(
                 a, alive=self._scheduler.is_alive(a), free_slots=len(set(device_indices(a)) - held.get(a.id, set())),
                 models=inventory.models if inventory else [], hub_access=bool(inventory and inventory.hub_access),
-                warm_pool_memory_bytes=self._readings.warm_pool_memory_bytes(a.id)))
+                warm_pool_memory_bytes=self._readings.warm_pool_memory_bytes(a.id), busy_devices=held.get(a.id, ())))
         counts = self._store.status_counts([TaskStatus.QUEUED, TaskStatus.RUNNING])
         return "ok", agents, counts[TaskStatus.QUEUED], counts[TaskStatus.RUNNING]
 
@@ -445,6 +465,14 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
             return task
         except TaskNotFound as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "task_id")
+
+
+def priority_range() -> tuple[int, int]:
+    """The bounds of the `priority` config key (trainers.common.config.TaskConfig), the one place they are set."""
+    metadata = TaskConfig.model_fields["priority"].metadata
+    low = next(m.ge for m in metadata if isinstance(m, annotated_types.Ge))
+    high = next(m.le for m in metadata if isinstance(m, annotated_types.Le))
+    return low, high
 
 
 def _visible(task: Task) -> bool:

@@ -48,8 +48,7 @@ def reads_agent_paths(type_name: str, config: dict[str, Any]) -> bool:
         return True
     if any(config.get(name) for name in _OTHER_PATH_FIELDS):
         return True
-    model = config.get("model_name_or_path")
-    return isinstance(model, str) and is_agent_path(model)
+    return any(is_agent_path(value) for _, value in registry.model_values(config))  # a model there: the check's too
 
 
 class TaskInputs:

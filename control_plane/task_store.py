@@ -44,6 +44,11 @@ class TaskStillActive(Exception):
         super().__init__(f"task {task.id} is {task.status}; stop it and wait until it has ended before deleting it")
 
 
+class TaskNotQueued(Exception):
+    def __init__(self, task: Task):
+        super().__init__(f"task {task.id} is {task.status}; only a queued task's priority can be changed")
+
+
 class NewLine(NamedTuple):  # a tuple: ingestion makes hundreds of thousands a second
     seq: int
     time: datetime
@@ -243,6 +248,30 @@ class TaskStore:
         with self.session() as session:
             task = session.get(Task, task_id)
             return _queue_positions(session, [task]).get(task_id, 0) if task is not None else 0
+
+    def set_priority(self, task_id: str, priority: int) -> Task:
+        """A queued task's priority (its column, and its config's key, which a clone copies), compare-and-set on the
+        status and config it read: TaskNotQueued once it has left the queue, however close the race."""
+        with self.session() as session:
+            for _attempt in range(5):
+                task = session.get(Task, task_id, populate_existing=True)
+                if task is None:
+                    raise TaskNotFound(task_id)
+                if task.status != TaskStatus.QUEUED:
+                    raise TaskNotQueued(task)
+                config = json.loads(task.config_json or "{}")
+                config["priority"] = priority
+                result = session.execute(
+                    update(Task)
+                    .where(col(Task.id) == task_id, col(Task.status) == TaskStatus.QUEUED,
+                           col(Task.config_json) == task.config_json)
+                    .values(priority=priority, config_json=json.dumps(config, separators=(",", ":")), updated_at=utcnow())
+                )
+                if result.rowcount == 1:
+                    session.commit()
+                    return session.get(Task, task_id, populate_existing=True)
+                session.rollback()  # placed, stopped or changed meanwhile: re-read and re-check
+            raise RuntimeError(f"task {task_id}: kept changing under a priority change")
 
     def status_counts(self, statuses: Iterable[str]) -> dict[str, int]:
         """How many tasks have each of these statuses (index-only counts)."""

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from gateway.artifact_routes import router as artifact_router
 from gateway.auth_routes import router as auth_router
-from gateway.authn import RequireBearerMiddleware
+from gateway.authn import DOCS_ASSETS, RequireBearerMiddleware
 from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.client import ControlPlaneClient
 from gateway.dataset_routes import router as dataset_router
@@ -32,12 +33,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await client.close()
 
-    app = FastAPI(
+    # The docs page's Swagger UI script and styles come from the fastapi-offline package, served under DOCS_ASSETS:
+    # FastAPI's default loads them from a public CDN, and the page stays blank on a host without internet.
+    app = FastAPIOffline(
         title="BugAgaric Finetune API",
         description="REST gateway to the fine-tuning control plane (gRPC FinetuneService). Every route but "
         "`/api/health` and `/api/auth/login` needs the header `Authorization: Bearer <token>`.",
         version="0.1.0",
         docs_url="/docs",
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
         openapi_url="/openapi.json",
         lifespan=lifespan,
         dependencies=[Depends(check_raw_parameters)],

@@ -12,12 +12,13 @@ from gateway.client import bearer_token, control_plane
 from gateway.errors import error_response
 from protos import control_plane_pb2 as cp
 
-# Open without a token: liveness, the login itself, and the API docs.
+# Open without a token: liveness, the login itself, and the API docs (with the Swagger UI files they load).
 PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/login", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets"
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS
+    return path in PUBLIC_PATHS or path.startswith(f"{DOCS_ASSETS}/")
 
 
 class RequireBearerMiddleware:

@@ -154,6 +154,25 @@ async def stop_task(task_id: str, call: CP) -> dict[str, Any]:
     return ser.task_to_dict(await call("StopTask", cp.StopTaskRequest(task_id=task_id)))
 
 
+@router.patch(
+    "/finetune/tasks/{task_id}",
+    tags=["tasks"],
+    summary="Change a queued task's priority",
+    description="Body `{\"priority\": <int>}`, in the config's priority range (higher runs first). 409 once the task "
+    "has left the queue.",
+    responses=_ERROR_RESPONSES,
+    openapi_extra=openapi_json_body(object_schema(priority="integer")),
+)
+async def update_task(task_id: str, request: Request, call: CP) -> dict[str, Any]:
+    body = parse_object_body(await request.body(), {"priority": int})
+    priority = body["priority"]
+    if isinstance(priority, bool) or not -INT32_MAX - 1 <= priority <= INT32_MAX:
+        # A bool is an int to Python, and the proto field is 32-bit: the range itself is the control plane's check.
+        raise bad_request(f"'priority' must be a JSON integer in range (got {json.dumps(priority)})", "priority")
+    reply = await call("UpdateTaskPriority", cp.UpdateTaskPriorityRequest(task_id=task_id, priority=priority))
+    return ser.task_to_dict(reply)
+
+
 @router.post(
     "/finetune/tasks/{task_id}/resume",
     tags=["tasks"],

@@ -66,6 +66,10 @@ def progress_to_dict(p: cp.Progress) -> dict[str, Any]:
         "epoch": _optional(p, "epoch"),
         "loss": _optional(p, "loss"),
         "learning_rate": _optional(p, "learning_rate"),
+        # A multi-stage trainer's current stage (KBAlign's annotation, clustering, ...) and its count; null in training.
+        "stage": _or_none(p.stage),
+        "stage_done": p.stage_done,
+        "stage_total": p.stage_total,
     }
 
 
@@ -108,6 +112,8 @@ def task_to_dict(t: cp.Task) -> dict[str, Any]:
         "finished_at": timestamp(t, "finished_at"),
         "agent_id": _or_none(t.agent_id),
         "error": _or_none(t.error),
+        # A failure's traceback (and the stderr around it), apart from the message: the console folds it away.
+        "error_details": _or_none(t.error_details),
         "error_reason": _or_none(t.error_reason),
         "exit_code": t.exit_code,
         "pid": t.pid or None,
@@ -187,6 +193,8 @@ def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
         "last_heartbeat": timestamp(a, "last_heartbeat"),
         "devices": [device_to_dict(d) for d in a.devices],
         "warm_pool_memory_bytes": a.warm_pool_memory_bytes,
+        # Held by active tasks, whoever owns them: the console shows others' as occupied without naming them.
+        "busy_devices": list(a.busy_devices),
     }
 
 

@@ -183,7 +183,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
                 specs = specs_from_proto(request.inputs)
                 if specs:
                     held = await asyncio.to_thread(self.agent.fetch_inputs, specs)
-                env = {"BUGAGARIC_TASK_OWNER": request.owner,
+                # The agent's name lets a check's message say where a model is missing (models live on agents).
+                env = {"BUGAGARIC_AGENT_ID": self.agent.agent_id, "BUGAGARIC_TASK_OWNER": request.owner,
                        "BUGAGARIC_PATH_SCOPE": "admin" if request.admin_paths else "user", **inputs_env(held)}
                 config_json, model_env = self.agent.place_model(request.config_json, env)
                 if request.shallow:  # a submit waits for it: warm workers, not a new interpreter

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total_steps", "percent", "eta_seconds", "epoch", "loss", "learning_rate")
+    __slots__ = ("step", "total_steps", "percent", "eta_seconds", "epoch", "loss", "learning_rate", "stage", "stage_done", "stage_total")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,9 @@ class Progress(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_DONE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_TOTAL_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     percent: float
@@ -26,7 +29,10 @@ class Progress(_message.Message):
     epoch: float
     loss: float
     learning_rate: float
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., epoch: _Optional[float] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+    stage: str
+    stage_done: int
+    stage_total: int
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., epoch: _Optional[float] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., stage: _Optional[str] = ..., stage_done: _Optional[int] = ..., stage_total: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("time", "from_status", "to_status", "reason", "message")
@@ -43,7 +49,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256", "error_details")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +78,7 @@ class Task(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ERROR_DETAILS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -100,7 +107,8 @@ class Task(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[TaskAttempt]
     validation: DataValidation
     published_model_sha256: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ..., published_model_sha256: _Optional[str] = ...) -> None: ...
+    error_details: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ..., published_model_sha256: _Optional[str] = ..., error_details: _Optional[str] = ...) -> None: ...
 
 class DataValidation(_message.Message):
     __slots__ = ("state", "rows", "message")
@@ -151,6 +159,14 @@ class ResumeTaskRequest(_message.Message):
     task_id: str
     checkpoint: str
     def __init__(self, task_id: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+
+class UpdateTaskPriorityRequest(_message.Message):
+    __slots__ = ("task_id", "priority")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    priority: int
+    def __init__(self, task_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("type", "config_json")
@@ -385,7 +401,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices", "models", "hub_access", "warm_pool_memory_bytes")
+    __slots__ = ("agent_id", "address", "hostname", "slots", "free_slots", "alive", "last_heartbeat", "devices", "models", "hub_access", "warm_pool_memory_bytes", "busy_devices")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +413,7 @@ class AgentInfo(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     HUB_ACCESS_FIELD_NUMBER: _ClassVar[int]
     WARM_POOL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_DEVICES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     hostname: str
@@ -408,7 +425,8 @@ class AgentInfo(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
     hub_access: bool
     warm_pool_memory_bytes: int
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ..., warm_pool_memory_bytes: _Optional[int] = ...) -> None: ...
+    busy_devices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., hub_access: _Optional[bool] = ..., warm_pool_memory_bytes: _Optional[int] = ..., busy_devices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SystemHealth(_message.Message):
     __slots__ = ("status", "database", "agents", "queued_tasks", "running_tasks", "serving")

@@ -60,6 +60,11 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.ResumeTaskRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
                 _registered_method=True)
+        self.UpdateTaskPriority = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/UpdateTaskPriority',
+                request_serializer=protos_dot_control__plane__pb2.UpdateTaskPriorityRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
+                _registered_method=True)
         self.DeleteTask = channel.unary_unary(
                 '/bugagaric.finetune.v1.FinetuneService/DeleteTask',
                 request_serializer=protos_dot_control__plane__pb2.DeleteTaskRequest.SerializeToString,
@@ -185,6 +190,14 @@ class FinetuneServiceServicer:
     def ResumeTask(self, request, context):
         """A new attempt of a stopped or failed task from its latest checkpoint (or the one named). FAILED_PRECONDITION
         when it is still active or succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskPriority(self, request, context):
+        """Moves a queued task in the queue (higher runs first). INVALID_ARGUMENT outside the config's priority range;
+        FAILED_PRECONDITION once it has left the queue.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -343,6 +356,11 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
             'ResumeTask': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeTask,
                     request_deserializer=protos_dot_control__plane__pb2.ResumeTaskRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
+            ),
+            'UpdateTaskPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskPriority,
+                    request_deserializer=protos_dot_control__plane__pb2.UpdateTaskPriorityRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
             ),
             'DeleteTask': grpc.unary_unary_rpc_method_handler(
@@ -570,6 +588,33 @@ class FinetuneService:
             target,
             '/bugagaric.finetune.v1.FinetuneService/ResumeTask',
             protos_dot_control__plane__pb2.ResumeTaskRequest.SerializeToString,
+            protos_dot_control__plane__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/UpdateTaskPriority',
+            protos_dot_control__plane__pb2.UpdateTaskPriorityRequest.SerializeToString,
             protos_dot_control__plane__pb2.Task.FromString,
             options,
             channel_credentials,

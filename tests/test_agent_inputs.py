@@ -344,9 +344,19 @@ async def test_validate_fetches_the_dataset_and_runs_a_shallow_dry_run(cluster, 
     good = "".join(json.dumps(row) + "\n" for row in sft_rows(5)).encode()
     good_spec = InputSpec(ref="dataset:sft2", sha256=cluster.put_blob(good), size=len(good), suffix=".jsonl")
     config["train_data_path"] = good_spec.ref
-    report = await agent.stub.ValidateTask(common_pb2.ValidateTaskRequest(
-        type="sft", config_json=json.dumps(config), owner="alice", shallow=True, inputs=[_blob_ref(good_spec)]),
-        timeout=60)
+    request = common_pb2.ValidateTaskRequest(type="sft", owner="alice", shallow=True, inputs=[_blob_ref(good_spec)])
+    request.config_json = json.dumps(config)
+    report = await agent.stub.ValidateTask(request, timeout=60)
+    # Good rows; the model is looked for on this agent too (it holds none by that name, and the hub is off).
+    assert not report.ok and report.error_field == "model_name_or_path", report
+    assert f"no model 'org/not-held-here' on agent {report.agent_id}" in report.error_message, report
+
+    model = Path(agent.agent.workspace) / "models" / "tiny"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")  # what the check looks for: a model directory's config
+    config["model_name_or_path"] = "./models/tiny"
+    request.config_json = json.dumps(config)
+    report = await agent.stub.ValidateTask(request, timeout=60)
     assert report.ok and report.rows == 5, report
     assert not report.warnings  # shallow: no tokenizer was looked for
 

@@ -121,8 +121,9 @@ def test_every_type_names_its_inputs_and_row_parser(type_name):
 
 def test_input_fields_of_the_builtin_types():
     assert {name: registry.get(name).input_fields for name in TYPES} == {
-        "sft": ("train_data_path", "eval_data_path"), "dpo": ("train_data_path", "eval_data_path"),
-        "embedding": ("train_data", "train_data_path", "eval_data_path"), "kbalign": ("input_path", "eval_data_path", "general_data_path")}
+        "sft": ("train_data_path", "eval_data_path", "init_from"), "dpo": ("train_data_path", "eval_data_path", "init_from"),
+        "embedding": ("train_data", "train_data_path", "eval_data_path"),
+        "kbalign": ("input_path", "eval_data_path", "general_data_path", "init_from")}
 
 
 def test_a_type_without_uploads_is_refused():

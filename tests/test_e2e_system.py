@@ -394,13 +394,13 @@ def test_a_model_no_agent_holds_is_refused_at_submit(api):
     assert "tiny-llama" in error["message"]  # what the agents do hold
 
 
-def test_a_model_path_missing_on_the_agent_fails_the_task_with_a_clear_error(api, stack):
+def test_a_model_path_missing_on_the_agent_is_refused_at_submit_with_a_clear_error(api, stack):
     missing = stack.workspace / "models" / "not-there"
-    task = start(api, sft_config(model_name_or_path=str(missing), output_dir="output/no-model"))
-    failed = wait_for(api, task["id"], {"failed"}, timeout=60)
-    assert failed["error_reason"] == "trainer_error" and failed["exit_code"] == 1
-    assert str(missing) in failed["error"] and "not found" in failed["error"]
-    assert failed["events"][-1]["reason"] == "trainer_error"
+    response = api.post("/api/finetune/start", json={"type": "sft", "config": sft_config(
+        model_name_or_path=str(missing), output_dir="output/no-model")})
+    assert response.status_code == 400, response.text  # the agent's check, not a task failing a second in
+    error = response.json()["error"]
+    assert error["field"] == "model_name_or_path" and repr(str(missing)) in error["message"], error
 
 
 def test_control_plane_serves_health_and_reflection(stack):

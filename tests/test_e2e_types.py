@@ -128,6 +128,13 @@ def test_kbalign(api, stack):
     points = api.get(f"/api/finetune/tasks/{task['id']}/metrics").json()["points"]
     stages = {p["stage"] for p in points if p.get("event") == "stage"}
     assert {"annotate_short", "annotate_long", "clustering", "train_round_1", "train_round_2"} <= stages, stages
+    # Each stage counts its items, and the task's progress carries the stage it is in with that count.
+    annotating = [p for p in points if p.get("event") == "stage" and p["stage"] == "annotate_short"]
+    assert annotating[-1]["total"] > 0 and annotating[-1]["done"] == annotating[-1]["total"], annotating
+    last = [p for p in points if p.get("event") == "stage"][-1]
+    progress = task["progress"]
+    assert (progress["stage"], progress["stage_done"], progress["stage_total"]) == (last["stage"], last["done"],
+                                                                                  last["total"]), progress
     assert (Path(task["output_dir"]) / "annotations").is_dir()
     print(f"\nkbalign: {seconds:.1f}s, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 

@@ -645,7 +645,7 @@ ROUTES = {
     "/api/finetune/start": {"post"},
     "/api/finetune/validate": {"post"},
     "/api/finetune/tasks": {"get"},
-    "/api/finetune/tasks/{task_id}": {"get", "delete"},
+    "/api/finetune/tasks/{task_id}": {"get", "delete", "patch"},
     "/api/finetune/tasks/{task_id}/logs": {"get"},
     "/api/finetune/tasks/{task_id}/logs/stream": {"get"},
     "/api/finetune/tasks/{task_id}/events/stream": {"get"},
@@ -786,7 +786,7 @@ def test_task_to_dict_full():
     )
     d = task_to_dict(task)
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
-                       "agent_id", "error", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
+                       "agent_id", "error", "error_details", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
                        "last_log_seq", "events", "priority", "queue_position", "devices", "attempt",
                        "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256"]
     assert d["published_model_sha256"] == ""
@@ -797,9 +797,9 @@ def test_task_to_dict_full():
     assert d["updated_at"] == "2023-11-14T22:13:30.500000Z"
     assert d["finished_at"] is None
     assert d["progress"] == {"step": 5, "total_steps": 10, "percent": 50.0, "eta_seconds": 12.5, "epoch": None,
-                             "loss": 0.25, "learning_rate": None}
+                             "loss": 0.25, "learning_rate": None, "stage": None, "stage_done": 0, "stage_total": 0}
     assert d["latest_metrics"] == {"step": 5, "loss": 0.25}
-    assert d["error"] is None and d["error_reason"] is None and d["exit_code"] == 0
+    assert d["error"] is None and d["error_details"] is None and d["error_reason"] is None and d["exit_code"] == 0
     assert d["last_log_seq"] == 42
     assert d["events"] == [{"time": "2023-11-14T22:13:20Z", "from_status": "unspecified", "to_status": "queued",
                             "reason": "submitted", "message": "queued"}]

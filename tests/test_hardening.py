@@ -114,11 +114,13 @@ def test_a_user_cannot_write_into_or_train_on_another_users_task(stack, users):
         ):
             response = bob.post("/api/finetune/start", json={"type": "sft", "config": config})
             assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
-        # Alice may go on from her own output (a path on the agent: ./...).
+        # Alice may read her own output (a path on the agent: ./...): what stops her is the agent's model check, as
+        # her output is a LoRA adapter, not a model directory a trainer could load.
         again = alice.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config(
             model_name_or_path=f"./{relative}")})
-        assert again.status_code == 201, again.text
-        alice.delete(f"/api/finetune/tasks/{again.json()['id']}")
+        assert again.status_code == 400, again.text
+        error = again.json()["error"]
+        assert error["field"] == "model_name_or_path" and "without config.json" in error["message"], error
         assert sorted(p.name for p in hers.iterdir() if p.is_dir() and len(p.name) == 32) == []  # nothing nested
 
 

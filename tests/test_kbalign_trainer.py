@@ -52,7 +52,7 @@ def test_registered_with_the_seed_template(kbalign):
                 "general_data_path", "general_data_ratio", "eval_mode", "eval_max_questions", "reject_no_answer",
                 "min_question_words", "max_attempts", "lora_r", "warmup_ratio", "packing", "quantization"):
         assert schema["properties"][key]["description"], key
-    assert kbalign.input_fields == ("input_path", "eval_data_path", "general_data_path")
+    assert kbalign.input_fields == ("input_path", "eval_data_path", "general_data_path", "init_from")
 
 
 @pytest.mark.parametrize(("overrides", "field", "words"), [

@@ -49,6 +49,10 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_l
     [saved] = [e for e in events(first_metrics) if e["event"] == "checkpoint"]
     checkpoint = Path(saved["path"])
     assert checkpoint.is_dir() and checkpoint.name == f"checkpoint-{saved['step']}" and saved["step"] < 400
+    # The log says which step and where, relative to the task's outputs: never the agent's absolute paths.
+    assert f"checkpoint saved at step {saved['step']}: checkpoint-{saved['step']}" in out
+    assert f"resume from checkpoint-{saved['step']}" in out
+    assert not [line for line in out.splitlines() if "checkpoint" in line and str(tmp_path) in line]
     output = tmp_path / "output/run"
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["stopped_early"] is True and summary["resume_from"] == str(checkpoint)
@@ -61,7 +65,7 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues_its_steps(tiny_l
     trainer = start_trainer(tmp_path, config, resumed_metrics, BUGAGARIC_RESUME_FROM_CHECKPOINT=str(checkpoint))
     out, err = trainer.communicate(timeout=240)
     assert trainer.returncode == 0, err[-3000:]
-    assert f"resuming from {checkpoint}" in out
+    assert f"resuming from checkpoint-{saved['step']}" in out
     steps = [e["step"] for e in events(resumed_metrics) if e["event"] == "step"]
     assert steps == list(range(saved["step"] + 1, saved["step"] + 5)), steps  # continues, not restarts
     assert json.loads((output / "training_summary.json").read_text())["stopped_early"] is False

@@ -125,6 +125,7 @@ def test_no_handler_runs_a_database_statement_on_the_event_loop(tmp_path, loop_s
         _rpc(service.GetSystemHealth, cp.GetSystemHealthRequest(), metadata=user)
         _rpc(service.ValidateTask, common_pb2.ValidateTaskRequest(type="sft", config_json=json.dumps(config)), metadata=user)
         _rpc(service.ExportTask, cp.ExportTaskRequest(task_id=task.id), metadata=user)
+        _rpc(service.UpdateTaskPriority, cp.UpdateTaskPriorityRequest(task_id=second.id, priority=3), metadata=user)
         for task_id in (task.id, second.id):
             _rpc(service.StopTask, cp.StopTaskRequest(task_id=task_id), metadata=user)
         _rpc(service.ResumeTask, cp.ResumeTaskRequest(task_id=task.id), metadata=user)

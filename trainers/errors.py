@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 
 # Exit codes of `python -m trainers.<type>`. The agent turns EXIT_INVALID_DATA into the reason `invalid_data`;
 # EXIT_STOPPED_EARLY (what a shell reports for a SIGTERM death) means a stop ended training with a checkpoint saved
@@ -11,6 +12,34 @@ EXIT_OK = 0
 EXIT_TRAINER_ERROR = 1
 EXIT_INVALID_DATA = 3
 EXIT_STOPPED_EARLY = 143
+
+
+# The last stderr line of a failed trainer (trainers.common.cli._fail): the one sentence a user needs.
+ERROR_LINE_PREFIX = "error: "
+_TRACEBACK_LINE = re.compile(r'^(Traceback \(most recent call last\):|\s+File ".*", line \d+)')
+
+
+def split_failure(text: str) -> tuple[str, str]:
+    """A failed task's error text (the agent's tail of the trainer's stderr) -> (message, details).
+
+    Where a Python traceback is in it, the message is the trainer's closing `error: ...` line alone (it repeats the
+    traceback's last line, so showing both says it twice) or, without one, the agent's own first line (`killed by
+    signal 9`, ...); every other line is the details. Text without a traceback (a data error and its problem lines)
+    is all message. The `error: ` prefix is dropped: the text is shown as an error already."""
+    lines = text.rstrip().splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not any(_TRACEBACK_LINE.match(line) for line in lines):
+        return "\n".join(line.removeprefix(ERROR_LINE_PREFIX) for line in lines), ""
+    error_lines = [i for i, line in enumerate(lines) if line.startswith(ERROR_LINE_PREFIX)]
+    if error_lines:
+        at = error_lines[-1]
+    elif not (_TRACEBACK_LINE.match(lines[0]) or lines[0][:1].isspace()):
+        at = 0  # the agent's word on how the trainer ended, above the stderr it caught
+    else:
+        at = len(lines) - 1  # a bare traceback: its last line names the exception
+    message = lines[at].removeprefix(ERROR_LINE_PREFIX).strip()
+    return message, "\n".join(lines[:at] + lines[at + 1:]).strip("\n")
 
 
 @dataclass(frozen=True)
@@ -24,6 +53,15 @@ class DataProblem:
     def __str__(self) -> str:
         where = f"line {self.line}"
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+def problem_lines(message: str, problems: list[DataProblem]) -> list[str]:
+    """The message, then one line per problem it does not already name: each problem is told once (a data error's
+    message names its first bad line)."""
+    def named(problem: DataProblem) -> bool:
+        return f"line {problem.line}:" in message and problem.message in message
+
+    return [message, *(str(p) for p in problems if not named(p))]
 
 
 class ConfigError(ValueError):

@@ -5,7 +5,9 @@ against its row validator (row count, the first 20 problems with line numbers an
 type's optional deeper checks with the trainer's own code (the training arguments through transformers' parser, the
 options this agent's hardware and packages must allow, token lengths and the rows that do not fit max_length, which
 load the tokenizer). A deeper check that finds the config or the data wrong fails the report; one that cannot run
-(e.g. the model is not on this agent) leaves a warning. It runs as a
+(e.g. a tokenizer that does not load) leaves a warning. Every model the config names must be there to load on this
+agent (models live on the agents): a model directory with its config, or a hub id in the hub cache while the hub is
+off; a missing one fails the report naming its field and the agent, before a device is spent on it. It runs as a
 subprocess of the agent (gpu_agent.dry_run) so that a service never imports the training libraries.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers import paths, registry
-from trainers.errors import ConfigError, DataError
+from trainers.errors import ConfigError, DataError, ModelNotFound
 from trainers.output_dirs import check_task_paths
 
 
@@ -41,6 +43,7 @@ def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True
         config = task_type.parse_config(raw_config)
         data = task_type.validate_data(config, workspace)
         check_task_paths(config, type_name, task_id, workspace)
+        check_models(config, workspace)
     except DataError as exc:
         report.update(rows=exc.rows, problems=[asdict(p) for p in exc.problems], error={"field": exc.field, "message": exc.message})
         return report
@@ -67,6 +70,30 @@ def check(type_name: str, raw_config: Any, workspace: Path, *, deep: bool = True
             report["warnings"].extend(extra.pop("warnings", []))
             report["stats"].update(extra)
     return report
+
+
+def check_models(config: Any, workspace: Path) -> None:
+    """Each model the config names loads on this agent as the trainer will load it (trainers.common.model_loading's
+    own check: a directory with config.json, or a hub id, looked up in the hub cache while the hub is off);
+    ConfigError naming the field and the agent (BUGAGARIC_AGENT_ID) otherwise. The message names what the user gave,
+    not where it resolved to."""
+    from trainers.common.model_loading import preflight as locate
+
+    for field, value in registry.model_values({name: getattr(config, name, None) for name in registry.MODEL_FIELDS}):
+        if paths.is_ref(value):  # a platform object the agent fetched: the type's own checks read it
+            continue
+        try:
+            locate(value, workspace, field)
+        except ModelNotFound:
+            agent = os.environ.get("BUGAGARIC_AGENT_ID", "")
+            where = f"on agent {agent}" if agent else "on this agent"
+            local = paths.resolve(value, workspace)
+            if local.is_dir():
+                raise ConfigError(field, f"{field}: {value!r} {where} is a directory without config.json, not a "
+                                         "model directory") from None
+            raise ConfigError(field, f"{field}: no model {value!r} {where}: it is neither a model directory there "
+                                     "nor a model in its hub cache (GET /api/finetune/models lists the models the "
+                                     "agents hold)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ import { Navigate, Route, Routes, useLocation, useNavigate } from "react-router-
 import { setUnauthorizedHandler } from "./api/client";
 import { useAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
+import { ClusterPage } from "./pages/ClusterPage";
 import { DatasetDetailPage } from "./pages/DatasetDetailPage";
 import { DatasetsPage } from "./pages/DatasetsPage";
 import { FinetunePage } from "./pages/FinetunePage";
@@ -65,6 +66,7 @@ export function App() {
         <Route path="/tasks/:taskId" element={<TaskMonitorPage />} />
         <Route path="/datasets" element={<DatasetsPage />} />
         <Route path="/datasets/:datasetId" element={<DatasetDetailPage />} />
+        <Route path="/cluster" element={<ClusterPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>

@@ -21,8 +21,9 @@ from pydantic import BaseModel
 
 from trainers import output_dirs, paths, registry
 from trainers.common import graceful_stop
-from trainers.errors import (EXIT_INVALID_DATA, EXIT_OK, EXIT_STOPPED_EARLY, EXIT_TRAINER_ERROR, ConfigError,
-                             ModelNotFound, TrainerError)
+from trainers.common.metrics import checkpoint_name
+from trainers.errors import (ERROR_LINE_PREFIX, EXIT_INVALID_DATA, EXIT_OK, EXIT_STOPPED_EARLY, EXIT_TRAINER_ERROR,
+                             ConfigError, ModelNotFound, TrainerError, problem_lines)
 from trainers.registry import DataReport
 
 
@@ -55,7 +56,7 @@ def _quiet_env() -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"{ERROR_LINE_PREFIX}{message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -105,7 +106,7 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
 
     context = RunContext(task_type_name, workspace, output_dir, task_id, report, resume)
     if context.resume_from_checkpoint:
-        print(f"resuming from {context.resume_from_checkpoint}", flush=True)
+        print(f"resuming from {checkpoint_name(context.resume_from_checkpoint, output_dir)}", flush=True)
     print(f"{task_type_name}: {report.rows} rows from {report.path}; output -> {output_dir}; "
           f"devices: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<all>')}", flush=True)
     try:
@@ -116,7 +117,8 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
         _resolve_train_fn(train_fn)(config, context)
         _leave_process_group()
     except graceful_stop.StoppedEarly as exc:  # a stop, not a finish: the agent must not read it as success
-        print(str(exc), flush=True)
+        print(f"stopped early; resume from {checkpoint_name(exc.checkpoint, output_dir)}" if exc.checkpoint
+              else str(exc), flush=True)
         _leave_process_group(wait_for_others=False)  # ranks may have stopped a step apart: no barrier to hang on
         return EXIT_STOPPED_EARLY
     except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
@@ -150,6 +152,7 @@ def _leave_process_group(wait_for_others: bool = True) -> None:
 
 
 def _report_config_error(exc: ConfigError) -> int:
-    for problem in exc.problems:
-        print(str(problem), file=sys.stderr)
-    return _fail(exc.message, EXIT_INVALID_DATA)
+    message, *others = problem_lines(exc.message, exc.problems)  # each problem once; the message last
+    for line in others:
+        print(line, file=sys.stderr)
+    return _fail(message, EXIT_INVALID_DATA)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from trainers.common.task_models import TASK_REF
 from trainers.errors import ConfigError
 from trainers.paths import policy, readable_file, shown
 
@@ -71,6 +72,13 @@ class LMConfig(TaskConfig):
         default=None,
         description="Optional YAML or JSON file of extra training arguments (HF TrainingArguments / trl config "
         "names), applied on top of these options.",
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="Continue a finished task's training: task:<task id> of a succeeded task of yours. Its LoRA "
+        "adapter keeps training on model_name_or_path (the adapter's own rank and targets win over lora_*), or its "
+        "full weights replace model_name_or_path's. None: start from model_name_or_path.",
+        json_schema_extra={"advanced": True},
     )
     use_lora: bool = Field(default=True, description="Train a LoRA adapter instead of all weights.")
     learning_rate: float = Field(default=5e-5, gt=0, description="Peak learning rate.")
@@ -147,6 +155,13 @@ class LMConfig(TaskConfig):
         "layer but the output head (what QLoRA and LLaMA-Factory use).",
         json_schema_extra={"advanced": True},
     )
+
+    @field_validator("init_from")
+    @classmethod
+    def _task_ref(cls, value: str | None) -> str | None:
+        if value is not None and not TASK_REF.match(value):
+            raise PydanticCustomError("task_ref", "must name a succeeded task as task:<task id>")
+        return value
 
     @field_validator("quantization")
     @classmethod

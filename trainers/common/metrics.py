@@ -30,12 +30,13 @@ def _clean(value: Any) -> Any:
 
 class MetricsEmitter:
     def __init__(self, path: str | os.PathLike[str] | None = None, task_id: str | None = None,
-                 stdout: TextIO | None = None):
+                 stdout: TextIO | None = None, output_dir: str | os.PathLike[str] | None = None):
         if path is None:
             path = os.environ.get("BUGAGARIC_METRICS_FILE") or None
         self.path = Path(path) if path else None
         self.task_id = task_id if task_id is not None else os.environ.get("BUGAGARIC_TASK_ID") or None
         self._stdout = stdout
+        self.output_dir = output_dir  # the task's outputs: log lines name checkpoints relative to it
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -58,7 +59,7 @@ class MetricsEmitter:
         else:
             # No metrics file: keep the structured record in the log so nothing is lost.
             print(f"metrics: {line}", file=self.out, flush=True)
-        print(human_line(record), file=self.out, flush=True)
+        print(human_line(record, self.output_dir), file=self.out, flush=True)
         return record
 
     def step(self, **values: Any) -> dict[str, Any]:
@@ -68,9 +69,22 @@ class MetricsEmitter:
         return self.emit("end", **values)
 
 
-def human_line(record: dict[str, Any]) -> str:
-    """e.g. `step 3/12 loss=2.1034 lr=4.2e-05 eta=12s`."""
+def checkpoint_name(path: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None) -> str:
+    """A checkpoint as the task's outputs show it (`checkpoint-12`, `rounds/round_1/checkpoint-8`): relative to the
+    task's output directory, never the agent's absolute path."""
+    try:
+        return Path(path).relative_to(output_dir).as_posix() if output_dir else Path(path).name
+    except ValueError:
+        return Path(path).name
+
+
+def human_line(record: dict[str, Any], output_dir: str | os.PathLike[str] | None = None) -> str:
+    """e.g. `step 3/12 loss=2.1034 lr=4.2e-05 eta=12s`, `checkpoint saved at step 8: checkpoint-8`."""
     event = record.get("event")
+    if event == "checkpoint":
+        where = checkpoint_name(record["path"], output_dir) if record.get("path") else "?"
+        stage = f" (after stage {record['stage']})" if isinstance(record.get("stage"), str) else ""
+        return f"checkpoint saved at step {record.get('step')}{stage}: {where}"
     parts: list[str] = []
     if event == "step":
         parts.append(f"step {record.get('step')}/{record.get('total_steps')}")

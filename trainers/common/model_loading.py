@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from trainers.errors import ModelNotFound, TrainerError
+from trainers.errors import ConfigError, ModelNotFound, TrainerError
 from trainers.paths import readable, resolve
 
 # A small ChatML-like template for tokenizers that ship none, so chat rows and prompt/completion rows work.
@@ -28,6 +28,7 @@ def hub_offline() -> bool:
 
 
 FIELD = "model_name_or_path"
+INIT_FIELD = "init_from"
 
 
 def confine_local_model(name_or_path: str, workspace: Path | None = None, field: str = FIELD) -> Path | None:
@@ -104,12 +105,15 @@ def load_tokenizer(name_or_path: str, workspace: Path | None = None):
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str, workspace: Path | None = None, tokenizer=None, **kwargs):
-    """Returns (model, tokenizer). Weights load in float32; mixed precision is the trainer's job."""
+def load_causal_lm(name_or_path: str, workspace: Path | None = None, tokenizer=None, *, weights: str | None = None,
+                   **kwargs):
+    """Returns (model, tokenizer). Weights load in float32; mixed precision is the trainer's job. `weights`: a
+    directory the platform fetched (a finished task's full model, see `starting_point`) whose weights load instead of
+    name_or_path's; the tokenizer stays name_or_path's."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = tokenizer or load_tokenizer(name_or_path, workspace)
-    source = locate_model(name_or_path, workspace)
+    source = weights or locate_model(name_or_path, workspace)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -145,9 +149,40 @@ def load_model_to_train(config, args, workspace: Path | None = None, tokenizer=N
             load_in_4bit=quantization == "4bit", load_in_8bit=quantization == "8bit",
             bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model, tokenizer = load_causal_lm(config.model_name_or_path, workspace, tokenizer=tokenizer, **kwargs)
+    start = starting_point(config)
+    model, tokenizer = load_causal_lm(config.model_name_or_path, workspace, tokenizer=tokenizer,
+                                      weights=starting_weights(config, start), **kwargs)
     if quantization:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    if start is not None and start.kind == "lora_adapter":
+        from peft import PeftModel
+
+        # The finished task's adapter keeps training (the trainers then add no new one: see Workflow.peft_config).
+        model = PeftModel.from_pretrained(model, str(start.path), is_trainable=True)
     return model, tokenizer
+
+
+def starting_point(config):
+    """The finished task a config continues (`init_from`: its fetched model, a task_models.Source), checked to be a
+    causal LM or a LoRA adapter the config can train on; None without init_from. ConfigError names init_from."""
+    from trainers.common.task_models import KIND_TEXT, inspect_task_model
+
+    ref = getattr(config, INIT_FIELD, None)
+    if not ref:
+        return None
+    source = inspect_task_model(ref, INIT_FIELD)
+    if source.kind == "lora_adapter" and not config.use_lora:
+        raise ConfigError(INIT_FIELD, f"{INIT_FIELD}: {ref} trained a LoRA adapter; set use_lora: true to keep "
+                                      "training it (or export it merged and train on the export)")
+    if source.kind not in ("lora_adapter", "causal_lm"):
+        raise ConfigError(INIT_FIELD, f"{INIT_FIELD}: {ref} holds a {KIND_TEXT[source.kind]}, not a causal language "
+                                      "model or a LoRA adapter of one")
+    return source
+
+
+def starting_weights(config, start=None) -> str | None:
+    """The directory of the full weights a config continues from (init_from naming a full model), else None."""
+    start = start if start is not None else starting_point(config)
+    return str(start.path) if start is not None and start.kind == "causal_lm" else None

@@ -23,7 +23,7 @@ from trainers.common import graceful_stop
 from trainers.common.cli import RunContext
 from trainers.common.eval_split import split_eval
 from trainers.common.hf_callback import MetricsCallback, install as install_callback, run_summary, write_summary
-from trainers.common.metrics import MetricsEmitter
+from trainers.common.metrics import MetricsEmitter, checkpoint_name
 from trainers.common.prompt_fit import FitTally, Fitted
 from trainers.registry import DataReport
 
@@ -105,7 +105,7 @@ class Workflow:
 
     def __init__(self, config: Any, ctx: RunContext):
         self.config, self.ctx = config, ctx
-        self.emitter = MetricsEmitter(task_id=ctx.task_id)
+        self.emitter = MetricsEmitter(task_id=ctx.task_id, output_dir=ctx.output_dir)
         self.extra_summary: dict[str, Any] = {}  # what a type adds to training_summary.json along the way
 
     @classmethod
@@ -167,7 +167,8 @@ class Workflow:
             write_summary(out, summary)
         if stopped:
             where = summary.get("stopped_at") or f"step {summary.get('global_step')}"
-            self.log(f"stopped early at {where}: no final {self.output_noun} written; resume from {checkpoint}")
+            shown = checkpoint_name(checkpoint, self.ctx.output_dir) if checkpoint else "no checkpoint"
+            self.log(f"stopped early at {where}: no final {self.output_noun} written; resume from {shown}")
             raise graceful_stop.StoppedEarly(checkpoint)
         self.log(f"saved {self.output_noun} to {out}")
         return summary
@@ -351,10 +352,16 @@ class LMWorkflow(Workflow):
         return length_stats(given, self.config.max_length), tally
 
     def start_info(self) -> dict[str, Any]:
-        return {"model_name_or_path": self.config.model_name_or_path, "use_lora": self.config.use_lora}
+        info = {"model_name_or_path": self.config.model_name_or_path, "use_lora": self.config.use_lora}
+        if self.config.init_from:  # continuing a finished task's model
+            info["init_from"] = self.config.init_from
+        return info
 
-    def peft_config(self):
-        """A new LoRA adapter for the trainer to wrap the model in, or None for full fine-tuning."""
+    def peft_config(self, model=None):
+        """A new LoRA adapter for the trainer to wrap the model in, or None for full fine-tuning and for a model that
+        already carries one (a finished task's adapter, `init_from`), which trains on."""
         from trainers.common.lora import lora_config
 
-        return lora_config(self.config) if self.config.use_lora else None
+        if not self.config.use_lora or hasattr(model, "peft_config"):
+            return None
+        return lora_config(self.config)

@@ -149,7 +149,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
-        input_fields=("train_data_path", "eval_data_path"),
+        input_fields=("train_data_path", "eval_data_path", "init_from"),
         row_parser=dpo_rows,
     )
 )

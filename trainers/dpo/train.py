@@ -14,7 +14,7 @@ from typing import Any
 from trl import DPOConfig, DPOTrainer
 
 from trainers.common.cli import RunContext
-from trainers.common.model_loading import load_causal_lm
+from trainers.common.model_loading import load_causal_lm, starting_weights
 from trainers.common.training_args import compute_dtype
 from trainers.common.workflow import LMWorkflow, Prepared
 from trainers.dpo.data import fit_record
@@ -49,14 +49,16 @@ class DpoWorkflow(LMWorkflow):
         if not self.config.use_lora:
             # Loaded the same way as the policy (local path or hub id, same pad-token handling), never trained, so
             # in the compute dtype.
+            # Continuing a finished task's full model (init_from): the reference is where this run starts.
             self.ref_model, _ = load_causal_lm(self.config.model_name_or_path, self.ctx.workspace,
-                                               tokenizer=tokenizer, dtype=compute_dtype(args))
+                                               tokenizer=tokenizer, weights=starting_weights(self.config),
+                                               dtype=compute_dtype(args))
             self.ref_model.requires_grad_(False).eval()
         return model, tokenizer
 
     def make_trainer(self, model, tokenizer, args, prepared: Prepared):
         return DPOTrainer(model=model, ref_model=self.ref_model, args=args, train_dataset=prepared.train,
-                          eval_dataset=prepared.eval, processing_class=tokenizer, peft_config=self.peft_config())
+                          eval_dataset=prepared.eval, processing_class=tokenizer, peft_config=self.peft_config(model))
 
     def start_info(self) -> dict[str, Any]:
         return {**super().start_info(), "beta": self.config.beta, "loss_type": self.config.loss_type}

@@ -7,9 +7,6 @@ or packages a full model as it is, and writes the result into its own output dir
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,25 +15,14 @@ from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig
 from trainers.common.model_loading import confine_local_model
+from trainers.common.task_models import ADAPTER_CONFIG, TASK_REF, Source, inspect_task_model
 from trainers.errors import ConfigError
-from trainers.paths import input_path
 from trainers.registry import DataReport, TaskType, register
 
 SOURCE_FIELD = "source"
 BASE_FIELD = "model_name_or_path"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-# The task ids the platform hands out (the agent's launcher accepts the same).
-_TASK_REF = re.compile(r"^task:[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.bin.index.json")
-_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
-SourceKind = Literal["lora_adapter", "causal_lm", "sentence_transformers", "model"]
-KIND_TEXT = {
-    "lora_adapter": "LoRA adapter", "causal_lm": "causal language model",
-    "sentence_transformers": "sentence-transformers model", "model": "Hugging Face model",
-}
 
 
 class ExportConfig(TaskConfig):
@@ -63,69 +49,14 @@ class ExportConfig(TaskConfig):
     @field_validator("source")
     @classmethod
     def _task_ref(cls, value: str) -> str:
-        if not _TASK_REF.match(value):
+        if not TASK_REF.match(value):
             raise PydanticCustomError("task_ref", "must name a task's model as task:<task id>")
         return value
 
 
-@dataclass(frozen=True)
-class Source:
-    """What the fetched source directory holds."""
-
-    ref: str
-    path: Path
-    kind: SourceKind
-    # adapter_config.json's base_model_name_or_path (adapters only; the training agent's name for it).
-    adapter_base: str | None = None
-
-    @property
-    def has_tokenizer(self) -> bool:
-        return any((self.path / name).is_file() for name in _TOKENIZER_FILES)
-
-
 def inspect_source(config: ExportConfig) -> Source:
     """The local copy of the source and what kind of model it is; ConfigError naming `source` when it holds none."""
-    ref = config.source
-    path = input_path(ref, SOURCE_FIELD)
-    if not path.is_dir():
-        raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref} is not a model directory on this host ({path})")
-    if (path / ADAPTER_CONFIG).is_file():
-        if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
-            raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref} has {ADAPTER_CONFIG} but no adapter weights "
-                                            f"({' or '.join(ADAPTER_WEIGHTS)})")
-        return Source(ref, path, "lora_adapter", _adapter_base(ref, path / ADAPTER_CONFIG))
-    if (path / "modules.json").is_file():
-        return Source(ref, path, "sentence_transformers")
-    if (path / "config.json").is_file():
-        if not any(next(path.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
-            raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref} has config.json but no model weights "
-                                            "(model.safetensors or pytorch_model.bin)")
-        return Source(ref, path, "causal_lm" if _is_causal_lm(path / "config.json") else "model")
-    raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref} holds no model files (no {ADAPTER_CONFIG}, "
-                                    "modules.json or config.json)")
-
-
-def _read_json(ref: str, path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref}: {path.name} cannot be read ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(SOURCE_FIELD, f"{SOURCE_FIELD}: {ref}: {path.name} is not a JSON object")
-    return data
-
-
-def _adapter_base(ref: str, adapter_config: Path) -> str | None:
-    value = _read_json(ref, adapter_config).get("base_model_name_or_path")
-    return value if isinstance(value, str) and value else None
-
-
-def _is_causal_lm(config_json: Path) -> bool:
-    try:
-        architectures = json.loads(config_json.read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return False
-    return any(isinstance(name, str) and name.endswith("ForCausalLM") for name in architectures)
+    return inspect_task_model(config.source, SOURCE_FIELD)
 
 
 def base_model(config: ExportConfig, source: Source) -> str:

@@ -11,7 +11,8 @@ from typing import Any
 
 from trainers.common.cli import RunContext
 from trainers.errors import TrainerError
-from trainers.export.spec import ADAPTER_CONFIG, KIND_TEXT, ExportConfig, Source, base_model, inspect_source
+from trainers.common.task_models import ADAPTER_CONFIG, KIND_TEXT
+from trainers.export.spec import ExportConfig, Source, base_model, inspect_source
 from trainers.paths import TASK_MARKER
 
 SUMMARY_FILE = "export_summary.json"

@@ -213,7 +213,7 @@ TASK_TYPE = register(
         default_config=DEFAULT_CONFIG,
         data_example=DATA_EXAMPLE,
         preflight=preflight,
-        input_fields=("input_path", "eval_data_path", "general_data_path"),
+        input_fields=("input_path", "eval_data_path", "general_data_path", "init_from"),
         row_parser=kb_rows,
     )
 )

@@ -28,7 +28,7 @@ class SftWorkflow(LMWorkflow):
 
     def make_trainer(self, model, tokenizer, args, prepared: Prepared):
         return SFTTrainer(model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.eval,
-                          processing_class=tokenizer, peft_config=self.peft_config())
+                          processing_class=tokenizer, peft_config=self.peft_config(model))
 
     def evaluate(self, trainer, phase: str) -> dict[str, Any] | None:
         """The held-out rows' loss and token accuracy after training (predictions come with the evaluation

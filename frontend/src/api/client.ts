@@ -11,6 +11,7 @@ import type {
   LogLine,
   MetricPoint,
   SavedTemplate,
+  SystemHealth,
   Task,
   TaskList,
   TemplateEntry,
@@ -154,6 +155,7 @@ export const api = {
     }),
   logout: () => request<unknown>("/auth/logout", { method: "POST", skipUnauthorizedHandler: true }),
   me: () => request<User>("/auth/me"),
+  health: (signal?: AbortSignal) => request<SystemHealth>("/health", { signal }),
   templates: () => request<{ templates: TemplateEntry[] }>("/finetune/templates"),
   saveTemplate: (name: string, type: string, config: Record<string, unknown>) =>
     request<SavedTemplate>("/finetune/templates", { method: "POST", body: { name, type, config } }),
@@ -178,6 +180,14 @@ export const api = {
       signal,
     }),
   stop: (id: string) => request<Task>(`/finetune/tasks/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  /** A new attempt from `checkpoint` (one of the task's), or from its latest without one. */
+  resume: (id: string, checkpoint?: string) =>
+    request<Task>(`/finetune/tasks/${encodeURIComponent(id)}/resume`, {
+      method: "POST",
+      body: checkpoint ? { checkpoint } : {},
+    }),
+  setPriority: (id: string, priority: number) =>
+    request<Task>(`/finetune/tasks/${encodeURIComponent(id)}`, { method: "PATCH", body: { priority } }),
   remove: (id: string) =>
     request<{ deleted: string }>(`/finetune/tasks/${encodeURIComponent(id)}/delete`, { method: "DELETE" }),
   // Uploads go through uploadDataset (upload.ts): they need upload progress, which fetch cannot report.

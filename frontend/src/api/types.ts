@@ -30,6 +30,10 @@ export interface Progress {
   epoch: number | null;
   loss: number | null;
   learning_rate: number | null;
+  /** A multi-stage trainer's current stage (KBAlign: annotate_short, clustering, ...); null while steps are the progress. */
+  stage?: string | null;
+  stage_done?: number;
+  stage_total?: number;
 }
 
 export interface TaskEvent {
@@ -59,6 +63,8 @@ export interface Task {
   agent_id: string | null;
   error: string | null;
   error_reason: string | null;
+  /** A failure's traceback and the stderr around it, apart from `error` (the message): shown folded. */
+  error_details?: string | null;
   exit_code: number;
   pid: number | null;
   progress: Progress;
@@ -69,6 +75,37 @@ export interface Task {
   validation?: DataValidation | null;
   /** The sha256 of the final model published to the platform's blob store; "" until published. */
   published_model_sha256?: string;
+  /** Higher runs first (then older first); changeable while queued (PATCH /finetune/tasks/{id}). */
+  priority?: number;
+  /** 1-based while queued (and its data check passed), else null. */
+  queue_position?: number | null;
+  /** 1 for the first run; a resume or an agent-loss requeue starts the next. */
+  attempt?: number;
+  checkpoints?: Checkpoint[];
+  attempts?: TaskAttempt[];
+  /** Who submitted it (a normal user only ever lists their own). */
+  owner?: string | null;
+  /** The device indices it is placed on (on agent_id); empty while queued. */
+  devices?: number[];
+}
+
+export interface Checkpoint {
+  path: string;
+  step: number;
+  time: string | null;
+  attempt: number;
+}
+
+export interface TaskAttempt {
+  number: number;
+  agent_id: string | null;
+  devices: number[];
+  started_at: string | null;
+  ended_at: string | null;
+  /** How the attempt ended; null while it runs. */
+  status: TaskStatus | null;
+  reason: string | null;
+  resumed_from: string | null;
 }
 
 export interface TaskList {
@@ -231,3 +268,35 @@ export interface ArtifactList {
 
 export const EXPORT_DTYPES = ["auto", "float32", "float16", "bfloat16"] as const;
 export type ExportDtype = (typeof EXPORT_DTYPES)[number];
+
+/** One device of an agent: a GPU with NVML readings, or a CPU slot (kind "cpu": no readings). */
+export interface AgentDevice {
+  index: number;
+  kind: "gpu" | "cpu" | string;
+  uuid: string | null;
+  name: string | null;
+  memory_total_bytes: number;
+  memory_free_bytes: number;
+  utilization_percent: number;
+}
+
+export interface AgentInfo {
+  agent_id: string;
+  address: string;
+  hostname: string;
+  slots: number;
+  free_slots: number;
+  alive: boolean;
+  last_heartbeat: string | null;
+  devices: AgentDevice[];
+  warm_pool_memory_bytes: number;
+  /** Device indices held by active tasks, whoever owns them. */
+  busy_devices?: number[];
+}
+
+/** GET /api/health (the parts the console shows). */
+export interface SystemHealth {
+  status: string;
+  control_plane: { status: string; queued_tasks: number; running_tasks: number };
+  agents: AgentInfo[];
+}

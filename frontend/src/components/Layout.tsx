@@ -62,6 +62,12 @@ export function Layout() {
               </span>
               {t("nav.datasets")}
             </NavLink>
+            <NavLink to="/cluster" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
+              <span className="nav-icon" aria-hidden>
+                ▦
+              </span>
+              {t("nav.cluster")}
+            </NavLink>
           </nav>
           <div className="sidebar-foot">
             <LangSwitch />

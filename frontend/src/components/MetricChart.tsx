@@ -2,6 +2,7 @@ import { useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Series } from "../lib/metrics";
+import { formatTicks } from "../lib/axisTicks";
 import { formatNumber } from "../lib/format";
 
 const COLORS = ["#4f46e5", "#059669", "#d97706", "#db2777", "#0891b2", "#7c3aed", "#65a30d", "#dc2626"];
@@ -10,6 +11,22 @@ export function colorFor(key: string): string {
   let h = 0;
   for (const ch of key) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return key === "loss" ? COLORS[0] : key === "learning_rate" ? COLORS[1] : COLORS[h % COLORS.length];
+}
+
+const AXIS_MARGIN = 6; // px left of the longest label, so its first digit never touches the chart's edge
+
+/** The y axis as wide as its longest label (uPlot's default is fixed, and a label too long for it loses its first
+ * digits at the chart's left edge). uPlot asks again (cycleNum > 1) only while its layout settles. */
+function yAxisWidth(self: uPlot, values: string[] | null, axisIdx: number, cycleNum: number): number {
+  const axis = self.axes[axisIdx] as uPlot.Axis & { _size?: number; font?: unknown };
+  if (cycleNum > 1 && axis._size) return axis._size;
+  const longest = (values ?? []).reduce((a, b) => (b.length > a.length ? b : a), "");
+  const font = Array.isArray(axis.font) ? String(axis.font[0]) : String(axis.font ?? "");
+  self.ctx.save();
+  self.ctx.font = font;
+  const text = longest ? self.ctx.measureText(longest).width / (uPlot.pxRatio || 1) : 0;
+  self.ctx.restore();
+  return Math.ceil(text + (axis.ticks?.size ?? 10) + (axis.gap ?? 5) + AXIS_MARGIN);
 }
 
 /** One live line chart (uPlot on a canvas: cheap to redraw as points stream in). */
@@ -33,8 +50,8 @@ export function MetricChart({ series, xLabel, height = 200 }: { series: Series; 
           stroke: "#64748b",
           grid: { stroke: "#eef2f7" },
           ticks: { stroke: "#e2e8f0" },
-          size: 64,
-          values: (_u, splits) => splits.map((v) => formatNumber(v)),
+          size: yAxisWidth,
+          values: (_u, splits) => formatTicks(splits),
         },
       ],
       series: [

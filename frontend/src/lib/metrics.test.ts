@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { MetricPoint } from "../api/types";
-import { mergePoints, metricKeys, seriesFor, summaryOf } from "./metrics";
+import { defaultChartKeys, mergePoints, metricKeys, seriesFor, summaryOf } from "./metrics";
 
 const points: MetricPoint[] = [
   { seq: 1, time: null, event: "start", total_steps: 4, num_rows: 32 },
@@ -13,6 +13,18 @@ const points: MetricPoint[] = [
 describe("metrics", () => {
   it("lists every numeric metric key, loss and lr first, bookkeeping keys and start/end events left out", () => {
     expect(metricKeys(points)).toEqual(["loss", "learning_rate", "eval_loss", "grad_norm", "epoch", "recall@1"]);
+  });
+
+  it("charts loss, learning rate and eval loss by default, never a stage's bookkeeping values", () => {
+    expect(defaultChartKeys(metricKeys(points))).toEqual(["loss", "learning_rate", "eval_loss"]);
+    const kbalignStages: MetricPoint[] = [
+      { seq: 1, time: null, event: "stage", stage: "chunking", done: 12, total: 12, documents: 3, chunks: 12 },
+      { seq: 2, time: null, event: "stage", stage: "annotate_short", done: 4, total: 12 },
+    ];
+    expect(metricKeys(kbalignStages)).toEqual(["chunks", "documents", "done", "total"]); // still selectable
+    expect(defaultChartKeys(metricKeys(kbalignStages))).toEqual([]);
+    const training = [...kbalignStages, { seq: 3, time: null, event: "step", step: 1, loss: 2.2, learning_rate: 1e-4 }];
+    expect(defaultChartKeys(metricKeys(training))).toEqual(["loss", "learning_rate"]);
   });
 
   it("builds a series against the step", () => {

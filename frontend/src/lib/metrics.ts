@@ -7,6 +7,8 @@ const NOT_METRICS = new Set(["seq", "time", "step", "total_steps", "eta_seconds"
 /** start/end events are one-off summaries, not series. */
 const NOT_SERIES_EVENTS = new Set(["start", "end"]);
 const PREFERRED = ["loss", "learning_rate", "eval_loss", "grad_norm"];
+/** What every type charts until the user picks: the training curves, never a stage's bookkeeping counts. */
+const DEFAULT_CHARTS = ["loss", "learning_rate", "eval_loss"];
 
 function isNum(v: unknown): v is number {
   return typeof v === "number" && Number.isFinite(v);
@@ -22,6 +24,12 @@ export function metricKeys(points: MetricPoint[]): string[] {
   }
   const rest = [...keys].filter((k) => !PREFERRED.includes(k)).sort();
   return [...PREFERRED.filter((k) => keys.has(k)), ...rest];
+}
+
+/** The charts shown before the user picks any: loss, learning rate and (once evaluated) eval loss, of the keys the
+ * task has emitted so far (none while a multi-stage trainer is still annotating or clustering). */
+export function defaultChartKeys(keys: string[]): string[] {
+  return DEFAULT_CHARTS.filter((k) => keys.includes(k));
 }
 
 export interface Series {

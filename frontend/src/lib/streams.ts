@@ -4,7 +4,7 @@
 // resuming after the last seq seen (after_seq and Last-Event-ID). An `error` event from the server ends a stream:
 // `unauthenticated` goes to the login page (as any 401 does), anything else is shown.
 
-import { useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { api, ApiError } from "../api/client";
 import { followEventStream, type StreamEvent } from "../api/sse";
 import { FINISHED_STATUSES, type LogLine, type MetricPoint, type Task } from "../api/types";
@@ -13,6 +13,9 @@ import { mergePoints } from "./metrics";
 export type StreamMode = "connecting" | "live" | "polling" | "reconnecting" | "ended" | "failed";
 
 const POLL_MS = 2000;
+// A finished task is still watched, slowly: a resume (from this page, another tab or the API) makes it active again,
+// and the page follows the new attempt without a reload.
+const WATCH_MS = 3000;
 
 function finished(task: Task | null): boolean {
   return !!task && FINISHED_STATUSES.includes(task.status);
@@ -35,14 +38,24 @@ export function useTaskLive(taskId: string) {
   const [streamError, setStreamError] = useState<ApiError | null>(null);
   const [mode, setMode] = useState<StreamMode>("connecting");
   const [reloadKey, setReloadKey] = useState(0);
+  // Bumped when a finished task became active again: the streams start over after what the page already has.
+  const [follow, setFollow] = useState(0);
   const lastSeq = useRef(0);
+  const loaded = useRef("");
+  const ended = useRef(false);
 
   useEffect(() => {
     const abort = new AbortController();
     const { signal } = abort;
-    lastSeq.current = 0;
-    setPoints([]);
-    setTask(null);
+    const key = `${taskId}#${reloadKey}`;
+    if (loaded.current !== key) {
+      // Another task (or a reload): from scratch. A follow-up keeps the points and the task shown.
+      loaded.current = key;
+      lastSeq.current = 0;
+      setPoints([]);
+      setTask(null);
+    }
+    ended.current = false;
     setError(null);
     setStreamError(null);
     setMode("connecting");
@@ -65,6 +78,29 @@ export function useTaskLive(taskId: string) {
       setTask(current);
     };
 
+    // After the end: until the task is active again (then the streams start over), or deleted.
+    const watch = async () => {
+      ended.current = true;
+      while (!signal.aborted) {
+        await sleep(WATCH_MS, signal);
+        if (signal.aborted || document.visibilityState === "hidden") continue;
+        try {
+          await refreshTask();
+        } catch (err) {
+          if (signal.aborted) return;
+          if (err instanceof ApiError && err.status === 404) {
+            setError(err);
+            return;
+          }
+          continue;
+        }
+        if (!finished(current)) {
+          setFollow((n) => n + 1);
+          return;
+        }
+      }
+    };
+
     const poll = async () => {
       setMode("polling");
       while (!signal.aborted) {
@@ -73,6 +109,7 @@ export function useTaskLive(taskId: string) {
           await catchUpMetrics();
           if (finished(current)) {
             setMode("ended");
+            void watch();
             return;
           }
         } catch (err) {
@@ -125,6 +162,7 @@ export function useTaskLive(taskId: string) {
         setMode("ended");
         void refreshTask().catch(() => undefined);
         void catchUpMetrics().catch(() => undefined);
+        void watch();
       } catch (err) {
         if (signal.aborted) return;
         const apiError = err instanceof ApiError ? err : new ApiError(0, "stream_error", String(err));
@@ -150,9 +188,18 @@ export function useTaskLive(taskId: string) {
     })();
 
     return () => abort.abort();
-  }, [taskId, reloadKey]);
+  }, [taskId, reloadKey, follow]);
 
-  return { task, setTask, points, error, streamError, mode, reload: () => setReloadKey((k) => k + 1) };
+  /** The task as an action left it (stop, resume, priority): shown now, and followed live if it is active again. */
+  const followTask = useCallback((next: Task) => {
+    setTask(next);
+    if (!finished(next) && ended.current) {
+      ended.current = false;
+      setFollow((n) => n + 1);
+    }
+  }, []);
+
+  return { task, setTask, followTask, points, error, streamError, mode, reload: () => setReloadKey((k) => k + 1) };
 }
 
 const FLUSH_MS = 150;
@@ -164,14 +211,30 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
   const [error, setError] = useState<ApiError | null>(null);
   const finishedRef = useRef(taskFinished);
   finishedRef.current = taskFinished;
+  // A task whose log stream ended and that is active again (resumed): the stream starts over after the last line.
+  const [follow, setFollow] = useState(0);
+  const ended = useRef(false);
+  const loaded = useRef("");
+  const lastSeqRef = useRef(0);
+  useEffect(() => {
+    if (!taskFinished && ended.current) {
+      ended.current = false;
+      setFollow((n) => n + 1);
+    }
+  }, [taskFinished]);
 
   useEffect(() => {
     const abort = new AbortController();
     const { signal } = abort;
-    let lastSeq = 0;
+    if (loaded.current !== taskId) {
+      loaded.current = taskId;
+      lastSeqRef.current = 0;
+      setLines([]);
+    }
+    let lastSeq = lastSeqRef.current;
     let pending: LogLine[] = [];
     let flushTimer: number | undefined;
-    setLines([]);
+    ended.current = false;
     setError(null);
     setMode("connecting");
 
@@ -184,7 +247,7 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
     };
     const add = (line: LogLine) => {
       if (line.seq <= lastSeq) return; // a replay after a reconnect
-      lastSeq = line.seq;
+      lastSeq = lastSeqRef.current = line.seq;
       pending.push(line);
       if (flushTimer === undefined) flushTimer = window.setTimeout(flush, FLUSH_MS);
     };
@@ -202,6 +265,7 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
             tail.lines.forEach(add);
             if (!tail.lines.length) {
               setMode("ended");
+              ended.current = true;
               return;
             }
             continue;
@@ -243,6 +307,14 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
         }
         flush();
         setMode("ended");
+        ended.current = true;
+        // The stream ends once the task has; if the page does not know it as finished (yet, or any more: resumed
+        // meanwhile), look again shortly rather than miss the next attempt's lines.
+        await sleep(POLL_MS, signal);
+        if (!signal.aborted && ended.current && !finishedRef.current) {
+          ended.current = false;
+          setFollow((n) => n + 1);
+        }
       } catch (err) {
         if (signal.aborted) return;
         flush();
@@ -257,8 +329,9 @@ export function useLogLines(taskId: string, taskFinished: boolean) {
     return () => {
       abort.abort();
       window.clearTimeout(flushTimer);
+      flush();
     };
-  }, [taskId]);
+  }, [taskId, follow]);
 
   return { lines, mode, error };
 }

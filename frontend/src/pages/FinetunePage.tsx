@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { useNavigate, useSearchParams } from "react-router-dom";
+import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { api, ApiError } from "../api/client";
 import { isSavedTemplate, savedConfig, type SavedTemplate, type TypeTemplate, type ValidationReport } from "../api/types";
 import { ProblemTable } from "../components/ProblemTable";
@@ -18,6 +18,7 @@ import {
 } from "../schema/form";
 import { formatDateTime, formatNumber } from "../lib/format";
 import { useInputSources, usePickerAddons } from "../lib/inputSources";
+import { prefillOf } from "../lib/prefill";
 
 interface TokenStats {
   p50?: number;
@@ -133,6 +134,7 @@ function focusField(name: string) {
 export function FinetunePage() {
   const { t } = useI18n();
   const navigate = useNavigate();
+  const location = useLocation();
   const [params, setParams] = useSearchParams();
   const [types, setTypes] = useState<TypeTemplate[] | null>(null);
   const [saved, setSaved] = useState<SavedTemplate[]>([]);
@@ -170,9 +172,16 @@ export function FinetunePage() {
   const template = types?.find((x) => x.type === selectedType) ?? null;
   const fields: FieldSpec[] = useMemo(() => fieldsFromSchema(template?.json_schema), [template]);
 
-  // A new type (or first load): its draft if the user was editing it, else the defaults.
+  // A new type (or first load): its draft if the user was editing it, else the defaults. A task's config handed over
+  // by "clone" / "continue training" (lib/prefill.ts) wins over the draft and becomes it, once.
   useEffect(() => {
     if (!template) return;
+    const prefill = prefillOf(location.state, template.type);
+    if (prefill) {
+      drafts.current[template.type] = initialValues(fields, prefill.config);
+      setNotice(t(prefill.kind === "clone" ? "finetune.clonedFrom" : "finetune.continuingFrom", { id: prefill.from }));
+      navigate(`${location.pathname}${location.search}`, { replace: true, state: null });
+    }
     setValues(drafts.current[template.type] ?? initialValues(fields, template.default_config));
     setTouched({});
     setSubmitted(false);
@@ -479,7 +488,7 @@ export function FinetunePage() {
                 </ul>
               )}
             </section>
-            <section className="card">
+            <section className="card data-example" data-testid="data-example">
               <h3>{t("finetune.dataExample")}</h3>
               <p className="muted small">{t("finetune.dataExampleHint")}</p>
               <pre className="code-block">{JSON.stringify(template.data_example, null, 2)}</pre>

@@ -5,10 +5,14 @@ import { ACTIVE_STATUSES, FINISHED_STATUSES, type Task } from "../api/types";
 import { ArtifactsPanel } from "../components/ArtifactsPanel";
 import { LogView } from "../components/LogView";
 import { MetricChart } from "../components/MetricChart";
-import { ConfirmDialog, ErrorBanner, ProgressBar, Spinner, StatusBadge } from "../components/ui";
+import { TaskErrorBanner } from "../components/TaskErrorBanner";
+import { TaskProgress } from "../components/TaskProgress";
+import { TaskActions } from "../components/TaskActions";
+import { TaskHistory } from "../components/TaskHistory";
+import { ConfirmDialog, ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type MessageKey } from "../i18n";
 import { formatDateTime, formatDuration, formatNumber } from "../lib/format";
-import { metricKeys, seriesFor, summaryOf } from "../lib/metrics";
+import { defaultChartKeys, metricKeys, seriesFor, summaryOf } from "../lib/metrics";
 import { useLogLines, useTaskLive, type StreamMode } from "../lib/streams";
 
 function ModeTag({ mode }: { mode: StreamMode }) {
@@ -36,13 +40,11 @@ function ConfigTable({ config }: { config: Record<string, unknown> }) {
   );
 }
 
-const DEFAULT_CHARTS = ["loss", "learning_rate"];
-
 export function TaskMonitorPage() {
   const { taskId = "" } = useParams();
   const { t } = useI18n();
   const navigate = useNavigate();
-  const { task, setTask, points, error, streamError, mode } = useTaskLive(taskId);
+  const { task, setTask, followTask, points, error, streamError, mode } = useTaskLive(taskId);
   const isFinished = !!task && FINISHED_STATUSES.includes(task.status);
   const { lines, mode: logMode, error: logError } = useLogLines(taskId, isFinished);
   const [confirm, setConfirm] = useState<"stop" | "delete" | null>(null);
@@ -52,8 +54,7 @@ export function TaskMonitorPage() {
   const [showConfig, setShowConfig] = useState(false);
 
   const keys = useMemo(() => metricKeys(points), [points]);
-  const selected = chosen ?? keys.filter((k) => DEFAULT_CHARTS.includes(k));
-  const shownKeys = selected.length || chosen !== null ? selected : keys.slice(0, 2);
+  const shownKeys = chosen ?? defaultChartKeys(keys);
   const seriesList = useMemo(() => shownKeys.map((k) => seriesFor(points, k)), [points, shownKeys.join("|")]); // eslint-disable-line react-hooks/exhaustive-deps
   const summary = useMemo(() => summaryOf(points, task?.latest_metrics), [points, task?.latest_metrics]);
 
@@ -135,6 +136,7 @@ export function TaskMonitorPage() {
           </p>
         </div>
         <div className="head-actions">
+          <TaskActions task={task} onTask={followTask} onError={setActionError} />
           {canStop ? (
             <button type="button" className="btn btn-warn" onClick={() => setConfirm("stop")} data-testid="stop-task">
               {t("monitor.stop")}
@@ -154,26 +156,10 @@ export function TaskMonitorPage() {
       </header>
       <ErrorBanner message={actionError} onClose={() => setActionError(null)} />
       {streamError ? <ErrorBanner message={t("monitor.streamError", { message: streamError.message })} /> : null}
-      {task.error ? (
-        <div className="banner banner-error" data-testid="task-error">
-          <strong>{task.error_reason ? `${task.error_reason}: ` : ""}</strong>
-          <span className="pre">{task.error}</span>
-        </div>
-      ) : null}
+      <TaskErrorBanner task={task} />
 
       <section className="stat-grid">
-        <div className="card stat">
-          <div className="stat-label">{t("monitor.progress")}</div>
-          <ProgressBar percent={p.percent} />
-          <div className="muted small" data-testid="progress-steps">
-            {p.total_steps
-              ? t("monitor.steps", { step: p.step, total: p.total_steps })
-              : task.validation?.state === "pending"
-                ? t("monitor.checkingData")
-                : t("monitor.noSteps")}
-            {p.epoch !== null && p.epoch !== undefined ? ` · epoch ${formatNumber(p.epoch)}` : ""}
-          </div>
-        </div>
+        <TaskProgress task={task} />
         <div className="card stat">
           <div className="stat-label">{t("monitor.eta")}</div>
           <div className="stat-value">{task.status === "running" ? formatDuration(p.eta_seconds) : "—"}</div>
@@ -212,6 +198,11 @@ export function TaskMonitorPage() {
                 </label>
               ))}
             </div>
+            {chosen === null && shownKeys.length === 0 ? (
+              <p className="muted small" data-testid="charts-waiting">
+                {t("monitor.chartsWaiting")}
+              </p>
+            ) : null}
             <div className="charts">
               {seriesList.map((s) => (
                 <div className="chart-box" key={s.key}>
@@ -269,6 +260,8 @@ export function TaskMonitorPage() {
         </button>
         {showConfig ? <ConfigTable config={task.config} /> : null}
       </section>
+
+      <TaskHistory task={task} />
 
       {task.events?.length ? (
         <section className="card">

@@ -2,6 +2,8 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 import { api } from "../api/client";
 import { TASK_STATUSES, isSavedTemplate, type TaskList } from "../api/types";
+import { PrefillButton, QueuePosition } from "../components/TaskActions";
+import { canClone } from "../lib/prefill";
 import { ErrorBanner, ProgressBar, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type MessageKey } from "../i18n";
 import { formatDateTime, formatDuration, formatNumber, shortId } from "../lib/format";
@@ -135,6 +137,7 @@ export function TasksPage() {
                   <th>{t("tasks.col.eta")}</th>
                   <th>{t("tasks.col.loss")}</th>
                   <th>{t("tasks.col.created")}</th>
+                  <th>{t("tasks.col.actions")}</th>
                 </tr>
               </thead>
               <tbody>
@@ -149,7 +152,7 @@ export function TasksPage() {
                       <code className="type-code">{task.type}</code>
                     </td>
                     <td>
-                      <StatusBadge status={task.status} />
+                      <StatusBadge status={task.status} /> <QueuePosition task={task} />
                     </td>
                     <td className="col-progress">
                       <ProgressBar percent={task.progress?.percent ?? 0} />
@@ -164,6 +167,9 @@ export function TasksPage() {
                     </td>
                     <td className="num">{formatNumber(task.progress?.loss)}</td>
                     <td className="muted small">{formatDateTime(task.created_at)}</td>
+                    <td>
+                      {canClone(task) ? <PrefillButton task={task} kind="clone" small /> : null}
+                    </td>
                   </tr>
                 ))}
               </tbody>
