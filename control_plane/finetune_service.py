@@ -20,6 +20,8 @@ from control_plane.auth_service import caller
 from control_plane.converters import agent_to_proto, line_to_proto, metric_to_proto, task_to_proto
 from control_plane.grpc_errors import abort
 from control_plane.artifact_rpcs import ArtifactRpcs
+from control_plane.chat_rpcs import ChatRpcs
+from control_plane.chat_sessions import ChatSessions
 from control_plane.blob_store import BlobStore
 from control_plane.data_check import CHECK_BROKEN_REASON, CheckResult, SubmissionChecks
 from control_plane.db_calls import in_db_thread
@@ -54,12 +56,12 @@ STREAM_POLL_SECONDS = 1.0
 VALIDATE_TIMEOUT_SECONDS = 330.0  # the agent's own limit on a dry run is 300 s
 
 
-class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.FinetuneServiceServicer):
+class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grpc.FinetuneServiceServicer):
     def __init__(
         self, store: TaskStore, templates: TemplateStore, scheduler: Scheduler, clients: AgentClients,
         notifier: TaskChangeNotifier, checks: SubmissionChecks, serving: Callable[[], Awaitable[bool]], *,
         datasets: DatasetService, catalog: ModelCatalog, inputs: TaskInputs, published: PublishedModels,
-        blobs: BlobStore, readings: AgentReadings,
+        blobs: BlobStore, readings: AgentReadings, chat: ChatSessions,
     ):
         self._store = store
         self._templates = templates
@@ -74,6 +76,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         self._published = published
         self._blobs = blobs
         self._readings = readings  # agents' last heartbeat readings, for the health report
+        self._chat = chat  # chat sessions with succeeded tasks' models (ChatRpcs)
 
     async def StartTask(self, request, context):
         try:
@@ -444,7 +447,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, control_plane_pb2_grpc.Finetune
         """The store's side of the health report, on a store thread: whether it answers, the agents, the counts."""
         with self._store.session() as session:
             session.execute(text("SELECT 1"))
-        held = self._store.held_devices()
+        held = self._scheduler.held_devices()  # tasks' and chat sessions'
         inventories = {inv.agent_id: inv for inv in self._catalog.inventories()}
         agents = []
         for a in self._store.agents():

@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import grpc
 
@@ -70,6 +71,8 @@ class Scheduler:
         self._held_count: dict[str, int] = {}
         self.rounds = 0  # rounds run (store reads), for tests and benchmarks
         self._joined = 0  # tasks that joined the queue (counted on the event loop), to catch one a round missed
+        # Devices held outside the store's tasks (chat sessions): agent id -> indices. Set by the server.
+        self.extra_held: Callable[[], dict[str, set[int]]] = dict
 
     def wake(self) -> None:
         """Something changed what a round could do (a task ended, an agent came): run one."""
@@ -110,6 +113,13 @@ class Scheduler:
 
     def _silence(self, agent: Agent) -> timedelta:
         return utcnow() - max(agent.last_heartbeat, self._started)
+
+    def held_devices(self) -> dict[str, set[int]]:
+        """agent id -> the devices active tasks and chat sessions hold. Reads the store: call it on a store thread."""
+        held = self._store.held_devices()
+        for agent_id, devices in self.extra_held().items():
+            held.setdefault(agent_id, set()).update(devices)
+        return held
 
     def live_agents(self) -> list[Agent]:
         """Reads the store: call it on a store thread."""
@@ -162,7 +172,7 @@ class Scheduler:
         self.recover_lost_agents()
         agents = self._store.agents()
         live = [agent for agent in agents if self.is_alive(agent)]
-        held = self._store.held_devices()
+        held = self.held_devices()
         free = sum(len(set(device_indices(agent)) - held.get(agent.id, set())) for agent in live)
         queue = self._store.queue(limit=free) if free else []
         inventories = self._catalog.inventories({agent.id for agent in live}) if queue else []

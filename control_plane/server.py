@@ -30,6 +30,7 @@ from control_plane.notifier import TaskChangeNotifier
 from control_plane.published_models import ModelPublisher, PublishedModels
 from control_plane.registry_service import AgentRegistryService
 from control_plane.scheduler import Scheduler
+from control_plane.chat_sessions import ChatSessions
 from control_plane.settings import ControlPlaneSettings
 from control_plane.task_inputs import TaskInputs
 from control_plane.task_store import TaskStore
@@ -57,9 +58,12 @@ class RunningControlPlane:
     publisher: ModelPublisher
     datasets: DatasetService
     blobs: LocalBlobStore
+    chat: ChatSessions | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         self.scheduler_task.cancel()
+        if self.chat is not None:
+            await self.chat.close_all()  # frees their devices on the agents now
         await self.publisher.close()
         self.datasets.close()
         await self.checks.close()
@@ -120,9 +124,11 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
         # Without SO_REUSEPORT a second control plane on the same port fails to bind instead of sharing it.
         interceptors=[BearerTokenInterceptor(token_check, PUBLIC_METHODS)], options=[("grpc.so_reuseport", 0)]
     )
+    chat = ChatSessions(store, scheduler, clients, catalog, published, idle_seconds=settings.chat_idle_seconds)
+    scheduler.extra_held = chat.held  # a chat session's device is no task's
     service = FinetuneService(store, TemplateStore(engine), scheduler, clients, notifier, checks,
                               serving=token_check.probe, datasets=datasets, catalog=catalog, inputs=inputs,
-                              published=published, blobs=blobs, readings=readings)
+                              published=published, blobs=blobs, readings=readings, chat=chat)
     service_ref.append(service)
     control_plane_pb2_grpc.add_FinetuneServiceServicer_to_server(service, server)
     auth = AuthService(accounts, token_check, trusted_proxies, settings.password_threads)
@@ -145,7 +151,7 @@ async def start_control_plane(settings: ControlPlaneSettings) -> RunningControlP
     scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
     log.info("control plane listening on %s:%d (database %s)", settings.control_plane_host, port, _redact(settings.database_url))
     return RunningControlPlane(server, port, store, scheduler, ingestion, clients, scheduler_task, checks, token_check,
-                               auth, publisher, datasets, blobs)
+                               auth, publisher, datasets, blobs, chat)
 
 
 def _agent_address(store: TaskStore, task_id: str) -> str | None:

@@ -55,5 +55,8 @@ class ControlPlaneSettings(BaseSettings):
     # Thread pools of their own: argon2 (logins, new users) and token checks, so neither can starve the other.
     password_threads: int = 2
     token_check_threads: int = 4
+    # A chat session (a finished task's model loaded on an agent's device, held like a task's) closes after this long
+    # unused, freeing its device.
+    chat_idle_seconds: float = Field(default=300.0, gt=0)
     # Shared secret between the control plane and its agents (required).
     cluster_token: str = ""

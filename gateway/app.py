@@ -10,6 +10,7 @@ from fastapi_offline import FastAPIOffline
 
 from gateway.artifact_routes import router as artifact_router
 from gateway.auth_routes import router as auth_router
+from gateway.chat_routes import router as chat_router
 from gateway.authn import DOCS_ASSETS, RequireBearerMiddleware
 from gateway.body_limit import BodySizeLimitMiddleware
 from gateway.client import ControlPlaneClient
@@ -59,4 +60,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(stream_router)
     app.include_router(dataset_router)
     app.include_router(artifact_router)
+    app.include_router(chat_router)
     return app

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from gpu_agent import devices as device_claims
 from gpu_agent import input_fetch, process_runner
 from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec
+from gpu_agent.chat_runner import ChatRunner
 from gpu_agent.inventory import Inventory
 from gpu_agent.model_inventory import ModelInventory, model_roots_env, place_models
 from gpu_agent.settings import AgentSettings
@@ -72,6 +73,7 @@ class Agent:
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
+        self.chat = ChatRunner(self)  # chat sessions hold devices too
 
     def start_warm_pool(self) -> None:
         """Starts the warm trainer pool (BUGAGARIC_WARM_POOL_SIZE > 0); attempts start cold until it is ready."""
@@ -103,7 +105,8 @@ class Agent:
         return sum(1 for index in self.inventory.indices if index not in held)
 
     def held_devices(self) -> set[int]:
-        return {index for run in self.tasks.values() if not run.ended for index in run.devices}
+        tasks = {index for run in self.tasks.values() if not run.ended for index in run.devices}
+        return tasks | self.chat.held_devices()
 
     def running_task_ids(self) -> list[str]:
         return [task_id for task_id, run in self.tasks.items() if not run.ended]
@@ -272,6 +275,7 @@ class Agent:
     async def close(self) -> None:
         """Stops watching every task; running trainers keep running in their own sessions."""
         running = self.running_task_ids()
+        await self.chat.close_all()
         for run in self.tasks.values():
             await run.detach()
         if running:

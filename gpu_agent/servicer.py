@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gpu_agent import artifacts, dry_run
 from gpu_agent.agent import Agent, AgentError, AlreadyExists, InvalidRequest, NoFreeSlot, TaskNotFound
 from gpu_agent.blob_cache import CacheError, InputSpec
+from gpu_agent.chat_runner import BadChatRequest, ChatError, DeviceBusy, SessionNotFound
 from gpu_agent.input_fetch import inputs_env
 from gpu_agent.inventory import DeviceInfo
 from gpu_agent.model_inventory import HeldModel
@@ -251,6 +252,44 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
                 offset += len(data)
         except artifacts.ArtifactNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def OpenChat(self, request, context):
+        [model] = specs_from_proto([request.model]) if request.model.ref else [None]
+        if model is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: the task's published model is required")
+        try:
+            seconds = await self.agent.chat.open(request.session_id, request.task_id, request.type,
+                                                 request.config_json, request.device, model, request.idle_seconds)
+        except BadChatRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except DeviceBusy as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (AgentError, CacheError) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the task's model could not be fetched: {exc}")
+        except (ChatError, TimeoutError) as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc) or "the model took too long to load")
+        return agent_pb2.AgentOpenChatResponse(session_id=request.session_id, load_seconds=seconds)
+
+    async def ChatTurn(self, request, context):
+        turn = {"question": request.question, "passages": list(request.passages), "model": request.model or "tuned",
+                "max_new_tokens": request.max_new_tokens or 128}
+        try:
+            async for message in self.agent.chat.turn(request.session_id, turn):
+                yield chat_event(message, turn["model"])
+        except SessionNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ChatError as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, f"the model failed to answer: {exc}")
+
+    async def CloseChat(self, request, context):
+        return agent_pb2.AgentCloseChatResponse(closed=await self.agent.chat.close(request.session_id))
+
+
+def chat_event(message: dict, model: str) -> common_pb2.ChatEvent:
+    if "token" in message:
+        return common_pb2.ChatEvent(token=message["token"])
+    ranking = [common_pb2.PassageScore(index=int(i), score=float(s)) for i, s in message.get("ranking") or []]
+    return common_pb2.ChatEvent(done=common_pb2.ChatDone(text=message["done"], ranking=ranking, model=model))
 
 
 def specs_from_proto(refs) -> list[InputSpec]:

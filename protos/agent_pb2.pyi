@@ -165,3 +165,55 @@ class ReadArtifactRequest(_message.Message):
     path: str
     offset: int
     def __init__(self, task_id: _Optional[str] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class AgentOpenChatRequest(_message.Message):
+    __slots__ = ("session_id", "task_id", "type", "config_json", "device", "model", "idle_seconds")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_id: str
+    type: str
+    config_json: str
+    device: int
+    model: _common_pb2.BlobRef
+    idle_seconds: float
+    def __init__(self, session_id: _Optional[str] = ..., task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., device: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.BlobRef, _Mapping]] = ..., idle_seconds: _Optional[float] = ...) -> None: ...
+
+class AgentOpenChatResponse(_message.Message):
+    __slots__ = ("session_id", "load_seconds")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    load_seconds: float
+    def __init__(self, session_id: _Optional[str] = ..., load_seconds: _Optional[float] = ...) -> None: ...
+
+class AgentChatTurnRequest(_message.Message):
+    __slots__ = ("session_id", "question", "passages", "model", "max_new_tokens")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    question: str
+    passages: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    max_new_tokens: int
+    def __init__(self, session_id: _Optional[str] = ..., question: _Optional[str] = ..., passages: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+
+class AgentCloseChatRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class AgentCloseChatResponse(_message.Message):
+    __slots__ = ("closed",)
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    closed: bool
+    def __init__(self, closed: _Optional[bool] = ...) -> None: ...

@@ -75,6 +75,21 @@ class GpuAgentStub:
                 request_serializer=protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
                 response_deserializer=protos_dot_common__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.OpenChat = channel.unary_unary(
+                '/bugagaric.finetune.v1.GpuAgent/OpenChat',
+                request_serializer=protos_dot_agent__pb2.AgentOpenChatRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.AgentOpenChatResponse.FromString,
+                _registered_method=True)
+        self.ChatTurn = channel.unary_stream(
+                '/bugagaric.finetune.v1.GpuAgent/ChatTurn',
+                request_serializer=protos_dot_agent__pb2.AgentChatTurnRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.ChatEvent.FromString,
+                _registered_method=True)
+        self.CloseChat = channel.unary_unary(
+                '/bugagaric.finetune.v1.GpuAgent/CloseChat',
+                request_serializer=protos_dot_agent__pb2.AgentCloseChatRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.AgentCloseChatResponse.FromString,
+                _registered_method=True)
 
 
 class GpuAgentServicer:
@@ -136,6 +151,28 @@ class GpuAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenChat(self, request, context):
+        """Chat sessions: a child process holding a finished task's model (base + tuned) on one device, which the agent
+        holds like a task's until CloseChat or until the session is idle for idle_seconds. RESOURCE_EXHAUSTED when the
+        device is held.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChatTurn(self, request, context):
+        """One answer of an open session, streamed. NOT_FOUND when the session is gone (closed, idle, crashed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseChat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GpuAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +215,21 @@ def add_GpuAgentServicer_to_server(servicer, server):
                     servicer.ReadModelArchive,
                     request_deserializer=protos_dot_agent__pb2.AgentArtifactsRequest.FromString,
                     response_serializer=protos_dot_common__pb2.FileChunk.SerializeToString,
+            ),
+            'OpenChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenChat,
+                    request_deserializer=protos_dot_agent__pb2.AgentOpenChatRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.AgentOpenChatResponse.SerializeToString,
+            ),
+            'ChatTurn': grpc.unary_stream_rpc_method_handler(
+                    servicer.ChatTurn,
+                    request_deserializer=protos_dot_agent__pb2.AgentChatTurnRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.ChatEvent.SerializeToString,
+            ),
+            'CloseChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseChat,
+                    request_deserializer=protos_dot_agent__pb2.AgentCloseChatRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.AgentCloseChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +448,87 @@ class GpuAgent:
             '/bugagaric.finetune.v1.GpuAgent/ReadModelArchive',
             protos_dot_agent__pb2.AgentArtifactsRequest.SerializeToString,
             protos_dot_common__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/OpenChat',
+            protos_dot_agent__pb2.AgentOpenChatRequest.SerializeToString,
+            protos_dot_agent__pb2.AgentOpenChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChatTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/ChatTurn',
+            protos_dot_agent__pb2.AgentChatTurnRequest.SerializeToString,
+            protos_dot_common__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.GpuAgent/CloseChat',
+            protos_dot_agent__pb2.AgentCloseChatRequest.SerializeToString,
+            protos_dot_agent__pb2.AgentCloseChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

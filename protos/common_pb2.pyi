@@ -180,3 +180,29 @@ class Artifact(_message.Message):
     size: int
     kind: str
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class ChatEvent(_message.Message):
+    __slots__ = ("token", "done")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    done: ChatDone
+    def __init__(self, token: _Optional[str] = ..., done: _Optional[_Union[ChatDone, _Mapping]] = ...) -> None: ...
+
+class ChatDone(_message.Message):
+    __slots__ = ("text", "ranking", "model")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    ranking: _containers.RepeatedCompositeFieldContainer[PassageScore]
+    model: str
+    def __init__(self, text: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[PassageScore, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class PassageScore(_message.Message):
+    __slots__ = ("index", "score")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    score: float
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...

@@ -629,3 +629,29 @@ class FetchBlobRequest(_message.Message):
     sha256: str
     offset: int
     def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ChatRequest(_message.Message):
+    __slots__ = ("task_id", "question", "passages", "model", "max_new_tokens")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    question: str
+    passages: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    max_new_tokens: int
+    def __init__(self, task_id: _Optional[str] = ..., question: _Optional[str] = ..., passages: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+
+class CloseChatRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class CloseChatResponse(_message.Message):
+    __slots__ = ("closed",)
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    closed: bool
+    def __init__(self, closed: _Optional[bool] = ...) -> None: ...

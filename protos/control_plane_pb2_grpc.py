@@ -155,6 +155,16 @@ class FinetuneServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.ExportTaskRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.Task.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_stream(
+                '/bugagaric.finetune.v1.FinetuneService/Chat',
+                request_serializer=protos_dot_control__plane__pb2.ChatRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.ChatEvent.FromString,
+                _registered_method=True)
+        self.CloseChat = channel.unary_unary(
+                '/bugagaric.finetune.v1.FinetuneService/CloseChat',
+                request_serializer=protos_dot_control__plane__pb2.CloseChatRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.CloseChatResponse.FromString,
+                _registered_method=True)
 
 
 class FinetuneServiceServicer:
@@ -330,6 +340,23 @@ class FinetuneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chat(self, request, context):
+        """Chat with a succeeded task's model: `token` events, then one `done` (the whole answer; for an embedding task the
+        passages ranked, `done` alone). The first call opens a session on an agent with a free device (held like a task's
+        until CloseChat or BUGAGARIC_CHAT_IDLE_SECONDS unused); later calls reuse it. INVALID_ARGUMENT names the field;
+        FAILED_PRECONDITION unless the task succeeded; UNAVAILABLE when no device is free.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseChat(self, request, context):
+        """Closes the task's chat session (frees its device); closed = false when none was open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FinetuneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -452,6 +479,16 @@ def add_FinetuneServiceServicer_to_server(servicer, server):
                     servicer.ExportTask,
                     request_deserializer=protos_dot_control__plane__pb2.ExportTaskRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.Task.SerializeToString,
+            ),
+            'Chat': grpc.unary_stream_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=protos_dot_control__plane__pb2.ChatRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.ChatEvent.SerializeToString,
+            ),
+            'CloseChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseChat,
+                    request_deserializer=protos_dot_control__plane__pb2.CloseChatRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.CloseChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1102,6 +1139,60 @@ class FinetuneService:
             '/bugagaric.finetune.v1.FinetuneService/ExportTask',
             protos_dot_control__plane__pb2.ExportTaskRequest.SerializeToString,
             protos_dot_control__plane__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/Chat',
+            protos_dot_control__plane__pb2.ChatRequest.SerializeToString,
+            protos_dot_common__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.FinetuneService/CloseChat',
+            protos_dot_control__plane__pb2.CloseChatRequest.SerializeToString,
+            protos_dot_control__plane__pb2.CloseChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

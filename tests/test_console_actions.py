@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
 import pytest
 
-from tests.helpers.browser import ConsoleServer, ensure_console_built, launch_chromium, missing_prerequisites, screenshot
+from tests.helpers.browser import browser_page, console_stack, launch_chromium, log_in, screenshot
 from tests.helpers.tasks import wait_for_task
 
 TIMEOUT_MS = 240_000
@@ -22,45 +21,15 @@ ENDED = {"succeeded", "failed", "stopped"}
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    from tests.helpers.stack import start_stack
-    from tests.helpers.tiny_models import build_tiny_llama, write_sft_rows
-
-    missing = missing_prerequisites()
-    assert missing is None, f"{missing}: ./run_tests.sh installs everything the browser test needs"
-    ensure_console_built()
-    workspace = tmp_path_factory.mktemp("console-actions")
-    # Before the stack: the agent reports the models it holds when it registers.
-    model = build_tiny_llama(workspace / "models" / "tiny-llama")
-    write_sft_rows(workspace / "data" / "train.jsonl", 32)
-    stack = start_stack(workspace, slots=1, stop_grace_seconds=5.0)
-    server = None
-    try:
-        server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
-        api = httpx.Client(base_url=stack.base_url, headers={"authorization": f"Bearer {stack.admin_token}"}, timeout=60)
-        yield {"stack": stack, "url": server.url, "api": api, "model": str(model)}
-        api.close()
-    finally:
-        if server is not None:
-            server.stop()
-        stack.stop()
+    with console_stack(tmp_path_factory.mktemp("console-actions"), slots=1) as running:
+        yield {"stack": running.stack, "url": running.url, "api": running.api, "model": str(running.model)}
 
 
 @pytest.fixture(scope="module")
 def page(console):
-    with launch_chromium() as browser:
-        context = browser.new_context(viewport={"width": 1440, "height": 960}, locale="en-US")
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        errors: list[str] = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(f"{console['url']}/login")
-        pg.fill("#login-username", "admin")
-        pg.fill("#login-password", console["stack"].admin_password)
-        pg.click("#login-submit")
-        pg.wait_for_url(re.compile(r".*/(tasks|finetune)$"))
+    with launch_chromium() as browser, browser_page(browser) as pg:
+        log_in(pg, console["url"], console["stack"].admin_password)
         yield pg
-        context.close()
-        assert not errors, f"uncaught errors in the page: {errors}"
 
 
 @pytest.fixture(scope="module")

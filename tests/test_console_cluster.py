@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from tests.helpers.browser import ConsoleServer, ensure_console_built, launch_chromium, missing_prerequisites, screenshot
+from tests.helpers.browser import console_stack, launch_chromium, screenshot
 from tests.helpers.tasks import wait_for_task
 
 ENDED = {"succeeded", "failed", "stopped"}
@@ -19,18 +19,13 @@ ENDED = {"succeeded", "failed", "stopped"}
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """The stack, the console, alice's running and queued tasks (stopped at the end) and the users' passwords."""
-    from tests.helpers.stack import start_stack
-    from tests.helpers.tiny_models import build_tiny_llama, write_sft_rows
+    with console_stack(tmp_path_factory.mktemp("cluster"), slots=2, stop_grace_seconds=3.0) as console:
+        yield from _with_alices_tasks(console)
 
-    missing = missing_prerequisites()
-    assert missing is None, f"{missing}: ./run_tests.sh installs everything the browser test needs"
-    ensure_console_built()
-    workspace = tmp_path_factory.mktemp("cluster")
-    # Before the stack: the agent reports the models it holds when it registers.
-    build_tiny_llama(workspace / "models" / "tiny-llama")
-    write_sft_rows(workspace / "data" / "train.jsonl", 32)
-    stack = start_stack(workspace, slots=2, stop_grace_seconds=3.0)
-    server = None
+
+def _with_alices_tasks(console):
+    """alice's task on one device and her two-device task queued behind it, both stopped at the end."""
+    stack, workspace = console.stack, console.workspace
     alice = None
     tasks: list[dict] = []
     try:
@@ -47,8 +42,7 @@ def cluster(tmp_path_factory):
         running = wait_for_task(alice, tasks[0]["id"], lambda t: t["status"] == "running")
         queued = wait_for_task(alice, tasks[1]["id"], lambda t: t["queue_position"] == 1)
         assert queued["status"] == "queued" and len(running["devices"]) == 1
-        server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
-        yield {"url": server.url, "passwords": passwords, "running": running, "queued": queued,
+        yield {"url": console.url, "passwords": passwords, "running": running, "queued": queued,
                "gateway": stack.base_url}
     finally:
         if alice is not None:
@@ -57,9 +51,6 @@ def cluster(tmp_path_factory):
             for task in tasks:
                 wait_for_task(alice, task["id"], lambda t: t["status"] in ENDED)
             alice.close()
-        if server is not None:
-            server.stop()
-        stack.stop()
 
 
 @pytest.fixture()

@@ -9,16 +9,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
-from tests.helpers.browser import (
-    ConsoleServer,
-    ensure_console_built,
-    launch_chromium,
-    missing_prerequisites,
-    screenshot,
-)
+from tests.helpers.browser import browser_page, console_stack, launch_chromium, log_in, screenshot
 from tests.helpers.tasks import tiny_sft_config, wait_for_task
 from trainers.errors import split_failure
 
@@ -31,57 +24,20 @@ MISSING_MODULE = "no_such_proj"
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     """The stack with the tiny model and data, the console in front, and the two tasks already submitted."""
-    from tests.helpers.stack import start_stack
-    from tests.helpers.tiny_models import build_tiny_llama, write_sft_rows
-
-    missing = missing_prerequisites()
-    assert missing is None, f"{missing}: ./run_tests.sh installs everything the browser test needs"
-    ensure_console_built()
-    workspace = tmp_path_factory.mktemp("console-fixes")
-    # Before the stack: the agent reports the models it holds when it registers.
-    build_tiny_llama(workspace / "models" / "tiny-llama")
-    write_sft_rows(workspace / "data" / "train.jsonl", 32)
-    stack = start_stack(workspace, slots=2)
-    server = None
-    try:
-        server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
-        api = httpx.Client(base_url=stack.base_url, headers={"authorization": f"Bearer {stack.admin_token}"},
-                           timeout=30)
+    with console_stack(tmp_path_factory.mktemp("console-fixes"), slots=2) as running:
         started = {}
         for name, config in (("lr", tiny_sft_config(max_steps=8, learning_rate=4.9e-5)),
                              ("failing", tiny_sft_config(max_steps=2, lora_target_modules=[MISSING_MODULE]))):
-            response = api.post("/api/finetune/start", json={"type": "sft", "config": config})
+            response = running.api.post("/api/finetune/start", json={"type": "sft", "config": config})
             assert response.status_code == 201, response.text
             started[name] = response.json()["id"]
-        yield {"stack": stack, "url": server.url, "api": api, **started}
-        api.close()
-    finally:
-        if server is not None:
-            server.stop()
-        stack.stop()
+        yield {"stack": running.stack, "url": running.url, "api": running.api, **started}
 
 
 @pytest.fixture(scope="module")
 def browser():
     with launch_chromium() as chromium:
         yield chromium
-
-
-def _page(browser, width: int, locale: str = "zh-CN"):
-    context = browser.new_context(viewport={"width": width, "height": 900}, locale=locale)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return context, page, errors
-
-
-def _login(page, console) -> None:
-    page.goto(f"{console['url']}/login")
-    page.fill("#login-username", "admin")
-    page.fill("#login-password", console["stack"].admin_password)
-    page.click("#login-submit")
-    page.wait_for_url(re.compile(r".*/(tasks|finetune)$"))
 
 
 def test_a_failure_text_splits_into_its_message_and_the_traceback():
@@ -134,9 +90,8 @@ def test_learning_rate_labels_fit_the_chart(console, browser):
     task = wait_for_task(console["api"], console["lr"], lambda t: t["status"] in TERMINAL, timeout=300)
     assert task["status"] == "succeeded", task["error"]
     for width in WIDTHS:
-        context, page, errors = _page(browser, width)
-        try:
-            _login(page, console)
+        with browser_page(browser, width=width, height=900, locale="zh-CN") as page:
+            log_in(page, console["url"], console["stack"].admin_password)
             page.goto(f"{console['url']}/tasks/{console['lr']}")
             # The default charts are the training curves: loss and learning rate.
             page.wait_for_function("Number(document.querySelector('[data-metric=learning_rate]')?.dataset.points || 0) >= 4")
@@ -150,9 +105,6 @@ def test_learning_rate_labels_fit_the_chart(console, browser):
             assert ink["canvasLeft"] >= -0.5 and ink["canvasRight"] >= -0.5, ink  # the canvas inside its box
             page.locator("[data-metric=learning_rate]").scroll_into_view_if_needed()
             screenshot(page, f"fixes-lr-chart-{width}")
-            assert not errors, errors
-        finally:
-            context.close()
 
 
 def test_a_failure_shows_its_message_once_and_folds_the_traceback(console, browser):
@@ -163,9 +115,8 @@ def test_a_failure_shows_its_message_once_and_folds_the_traceback(console, brows
     assert message.count(MISSING_MODULE) == 1 and "Traceback" not in message and "error:" not in message
     assert re.search(r'File ".*", line \d+', details), details
 
-    context, page, errors = _page(browser, 1440)
-    try:
-        _login(page, console)
+    with browser_page(browser, width=1440, height=900, locale="zh-CN") as page:
+        log_in(page, console["url"], console["stack"].admin_password)
         page.goto(f"{console['url']}/tasks/{console['failing']}")
         banner = page.locator("[data-testid=task-error]")
         banner.wait_for()
@@ -180,13 +131,9 @@ def test_a_failure_shows_its_message_once_and_folds_the_traceback(console, brows
         folded.locator("summary").click()
         assert folded.locator("pre").is_visible() and 'File "' in folded.locator("pre").inner_text()
         screenshot(page, "fixes-failure-banner-details")
-        assert not errors, errors
-    finally:
-        context.close()
 
 
 def test_the_api_docs_render_without_internet(console, browser):
-    context, page, errors = _page(browser, 1440, locale="en-US")
     aborted: list[str] = []
 
     def offline(route):
@@ -196,7 +143,7 @@ def test_the_api_docs_render_without_internet(console, browser):
             aborted.append(route.request.url)
             route.abort()
 
-    try:
+    with browser_page(browser, width=1440, height=900, locale="en-US") as page:
         page.route("**/*", offline)
         page.goto(f"{console['stack'].base_url}/docs")
         page.locator(".opblock").first.wait_for()
@@ -204,16 +151,12 @@ def test_the_api_docs_render_without_internet(console, browser):
         assert "/api/finetune/start" in [p.replace("\u200b", "") for p in paths], paths
         assert not aborted, f"the docs page reached off the machine: {aborted}"
         screenshot(page, "fixes-api-docs-offline")
-        assert not errors, errors
-    finally:
-        context.close()
 
 
 def test_the_data_example_stays_inside_its_card(console, browser):
     for width in WIDTHS:
-        context, page, errors = _page(browser, width, locale="en-US")
-        try:
-            _login(page, console)
+        with browser_page(browser, width=width, height=900, locale="en-US") as page:
+            log_in(page, console["url"], console["stack"].admin_password)
             page.goto(f"{console['url']}/finetune")
             page.locator(".type-card").first.wait_for()
             types = page.locator(".type-card").evaluate_all("els => els.map(e => e.dataset.type)")
@@ -233,6 +176,3 @@ def test_the_data_example_stays_inside_its_card(console, browser):
                 assert fit["scrollWidth"] <= fit["clientWidth"] or fit["scrolls"] in {"auto", "scroll"}, fit
             page.locator("[data-testid=data-example]").scroll_into_view_if_needed()
             screenshot(page, f"fixes-data-example-{width}")
-            assert not errors, errors
-        finally:
-            context.close()

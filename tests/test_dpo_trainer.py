@@ -188,7 +188,8 @@ def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir,
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
 
     events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert events[0]["event"] == "start" and [e["event"] for e in events[-2:]] == ["end", "eval"]
+    # After training: the held-out evaluation, then the held-out rows answered and scored against the chosen answer.
+    assert events[0]["event"] == "start" and [e["event"] for e in events[-3:]] == ["end", "eval", "predict"]
     evaluations = [e for e in events if e["event"] == "step" and "eval_loss" in e]
     steps = [e for e in events if e["event"] == "step" and "loss" in e]
     total = config["max_steps"]
@@ -218,6 +219,12 @@ def test_dpo_lora_run_learns_the_preference_and_saves_an_adapter(tiny_llama_dir,
     assert after["phase"] == "after" and after["reward_accuracy"] == held_out["reward_accuracy"]
     assert [e["step"] for e in evaluations] == [12, 24]  # evaluated during training too (eval_steps)
     assert all("eval_rewards/accuracies" in e for e in evaluations)
+    predicted = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predicted) == 8 and summary["predictions"]["rows"] == 8 and "before" not in summary["predictions"]
+    chosen = {json.loads(line)["query"]: json.loads(line)["chosen"]["text"]
+              for line in (tmp_path / "data/heldout.jsonl").read_text().splitlines()}
+    assert all(row["reference"] == chosen[row["question"]] for row in predicted)
+    assert events[-1]["phase"] == "after" and events[-1]["predict/rows"] == 8
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

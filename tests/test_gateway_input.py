@@ -661,6 +661,7 @@ ROUTES = {
     "/api/finetune/tasks/{task_id}/artifacts/{path}": {"get"},
     "/api/finetune/tasks/{task_id}/model": {"get"},
     "/api/finetune/tasks/{task_id}/export": {"post"},
+    "/api/finetune/tasks/{task_id}/chat": {"post", "delete"},
 }
 
 

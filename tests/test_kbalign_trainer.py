@@ -36,8 +36,9 @@ def cfg(kbalign, input_path, **overrides):
 
 def test_registered_with_the_seed_template(kbalign):
     assert kbalign.entry_module == "trainers.kbalign"
+    # No output_dir (each task gets its own) and no gpu_vis (the platform picks free devices).
     assert kbalign.default_config == {"model_name_or_path": "microsoft/DialoGPT-medium", "input_path": "data/kb.jsonl",
-                                      "gpu_vis": "0", "use_lora": True}  # no output_dir: each task gets its own
+                                      "use_lora": True}
     config = kbalign.parse_config(kbalign.default_config)
     assert (config.iter_num, config.use_lora, config.require_question_mark) == (2, True, True)
     # The reference code's numbers are the defaults.
@@ -45,7 +46,7 @@ def test_registered_with_the_seed_template(kbalign):
     assert (config.min_question_words, config.max_question_words, config.max_answer_words) == (4, 25, 70)
     assert config.packing is False and config.lora_target_modules == ["all-linear"]  # PackedLMConfig's options
     schema = kbalign.json_schema()
-    assert list(schema["properties"])[:5] == ["model_name_or_path", "input_path", "output_dir", "gpu_vis", "use_lora"]
+    assert list(schema["properties"])[:5] == ["model_name_or_path", "input_path", "output_dir", "use_lora", "iter_num"]
     assert set(schema["required"]) == {"model_name_or_path", "input_path"}
     for key in ("max_chunks", "pairs_per_chunk", "long_pairs", "cluster_size", "long_questions_per_cluster",
                 "long_answer_passages", "embedding_model_name_or_path", "rag_ratio", "retrieval_top_k",
@@ -313,6 +314,13 @@ def test_kbalign_teaches_a_knowledge_base_the_model_cannot_know(kbalign_annotato
     assert last["closed_book_f1"] > base["closed_book_f1"] + 0.25, evals
     assert last["closed_book_exact_match"] > base["closed_book_exact_match"], evals
     assert evals["round_1"]["closed_book_f1"] > base["closed_book_f1"], evals
+    # The same answers fill the predictions file every LM type writes: the base model's before, round 2's after.
+    predicted = summary["predictions"]
+    assert predicted["setting"] == "rag" and predicted["rows"] == 48
+    assert predicted["after"]["token_f1"] == pytest.approx(last["rag_f1"], abs=1e-3)
+    assert predicted["before"]["exact_match"] == pytest.approx(base["rag_exact_match"], abs=1e-3)
+    lines = [json.loads(line) for line in (tmp_path / "output/kb/predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 48 and all(line["reference"] and "before" in line for line in lines)
 
     # Real pairs: several per chunk over every chunk, mostly stating the chunk's facts.
     short = summary["annotation"]["short"]
@@ -362,6 +370,7 @@ def test_kbalign_teaches_a_knowledge_base_the_model_cannot_know(kbalign_annotato
     assert peak < 30 and rates[peak:] == sorted(rates[peak:], reverse=True) and rates[30] < max(rates)
     assert summary["lr_schedule"] == {"type": "linear", "warmup_steps": 6, "total_steps": 60}
     assert [e["phase"] for e in events if e["event"] == "eval"] == ["base", "round_1", "round_2"]
+    assert [e["phase"] for e in events if e["event"] == "predict"] == ["before", "after"]
     out = tmp_path / "output/kb"
     assert (out / "adapter_config.json").is_file() and (out / "rounds/round_1/final/adapter_config.json").is_file()
     assert summary["stopped_early"] is False and summary["global_step"] == 60

@@ -39,6 +39,10 @@ def model_values(config: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, config[name]) for name in MODEL_FIELDS if isinstance(config.get(name), str) and config[name]]
 
 
+# The schema key of a type's card texts (a JSON Schema extension keyword; validators ignore it).
+TYPE_TEXTS = "x-task-type"
+
+
 @dataclass(frozen=True)
 class TaskType:
     name: str
@@ -65,6 +69,11 @@ class TaskType:
     row_parser: Callable[[], Callable[[Any], Any]] | None = None
     # Offered in the templates and the console's type list (false for a type queued by other means, e.g. export).
     listed: bool = True
+    # The console's type card in both languages: a human name and a short summary (`description` is the API's).
+    title_zh: str = ""
+    title_en: str = ""
+    summary_zh: str = ""
+    summary_en: str = ""
 
     def parse_config(self, raw: Any) -> BaseModel:
         """Validates a config (a dict, or a JSON string); a ConfigError names the first bad field."""
@@ -76,7 +85,12 @@ class TaskType:
             raise config_error_from_validation(exc) from None
 
     def json_schema(self) -> dict[str, Any]:
-        return self.config_model.model_json_schema()
+        """The config model's schema, carrying the type card's texts too (TYPE_TEXTS), so the templates the console
+        reads hold every word of the form in one place."""
+        schema = self.config_model.model_json_schema()
+        schema[TYPE_TEXTS] = {"title_zh": self.title_zh, "title_en": self.title_en,
+                              "summary_zh": self.summary_zh, "summary_en": self.summary_en}
+        return schema
 
 
 def config_error_from_validation(exc: ValidationError) -> ConfigError:

@@ -4,6 +4,7 @@ import { setUnauthorizedHandler } from "./api/client";
 import { useAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
 import { ClusterPage } from "./pages/ClusterPage";
+import { ComparePage } from "./pages/ComparePage";
 import { DatasetDetailPage } from "./pages/DatasetDetailPage";
 import { DatasetsPage } from "./pages/DatasetsPage";
 import { FinetunePage } from "./pages/FinetunePage";
@@ -67,6 +68,7 @@ export function App() {
         <Route path="/datasets" element={<DatasetsPage />} />
         <Route path="/datasets/:datasetId" element={<DatasetDetailPage />} />
         <Route path="/cluster" element={<ClusterPage />} />
+        <Route path="/compare" element={<ComparePage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>

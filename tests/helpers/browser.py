@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -120,3 +123,64 @@ class ConsoleServer:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+@dataclass
+class ConsoleStack:
+    """The whole stack, the console in front of it, and an admin REST client."""
+
+    stack: Any
+    url: str
+    api: httpx.Client
+    model: Path  # the tiny Llama in the workspace (models/tiny-llama)
+    workspace: Path
+
+
+@contextlib.contextmanager
+def console_stack(workspace: Path, *, slots: int = 1, stop_grace_seconds: float = 5.0,
+                  sft_rows: int = 32) -> Iterator[ConsoleStack]:
+    """The stack on `workspace` with the tiny Llama and `sft_rows` SFT rows (data/train.jsonl) written before it
+    starts (the agent reports the models it holds when it registers), and the console server in front."""
+    from tests.helpers.stack import start_stack
+    from tests.helpers.tiny_models import build_tiny_llama, write_sft_rows
+
+    missing = missing_prerequisites()
+    assert missing is None, f"{missing}: ./run_tests.sh installs everything the browser test needs"
+    ensure_console_built()
+    model = build_tiny_llama(workspace / "models" / "tiny-llama")
+    write_sft_rows(workspace / "data" / "train.jsonl", sft_rows)
+    stack = start_stack(workspace, slots=slots, stop_grace_seconds=stop_grace_seconds)
+    server = None
+    try:
+        server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")
+        with httpx.Client(base_url=stack.base_url, timeout=60,
+                          headers={"authorization": f"Bearer {stack.admin_token}"}) as api:
+            yield ConsoleStack(stack, server.url, api, Path(model), workspace)
+    finally:
+        if server is not None:
+            server.stop()
+        stack.stop()
+
+
+@contextlib.contextmanager
+def browser_page(browser, *, width: int = 1440, height: int = 960, locale: str = "en-US") -> Iterator[Any]:
+    """A fresh context and page (30 s default timeout); any uncaught error in the page fails the test at the end."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def log_in(page, url: str, password: str, username: str = "admin") -> None:
+    """Logs in through the login form and waits for the landing page."""
+    page.goto(f"{url}/login")
+    page.fill("#login-username", username)
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+    page.wait_for_url(re.compile(r".*/(tasks|finetune)$"))

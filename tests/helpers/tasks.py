@@ -32,3 +32,18 @@ def wait_for_task(api: httpx.Client, task_id: str, done, timeout: float = 180) -
             return task
         time.sleep(0.2)
     raise TimeoutError(f"task {task_id}: {task}")
+
+
+ENDED = frozenset({"succeeded", "failed", "stopped"})
+
+
+def train_until_published(api: httpx.Client, task_type: str, config: dict, timeout: float = 300) -> dict:
+    """Starts a task and returns it once it has succeeded and its model is published (what chat and export load);
+    a task that ends otherwise fails the test with its record."""
+    response = api.post("/api/finetune/start", json={"type": task_type, "config": config})
+    assert response.status_code == 201, response.text
+    task = wait_for_task(api, response.json()["id"],
+                         lambda t: t["status"] in ENDED and (t["status"] != "succeeded" or t["published_model_sha256"]),
+                         timeout=timeout)
+    assert task["status"] == "succeeded", task
+    return task

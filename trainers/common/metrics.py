@@ -103,9 +103,11 @@ def human_line(record: dict[str, Any], output_dir: str | os.PathLike[str] | None
                 parts.append(f"{label}={value:{fmt}}")
             except ValueError:
                 parts.append(f"{label}={value}")
-    # Retrieval metrics of "eval" events (recall@1, mrr@10, ndcg@10, ...).
-    parts.extend(f"{key}={value:.4f}" for key, value in record.items()
-                 if "@" in key and isinstance(value, (int, float)) and not isinstance(value, bool))
+    # Retrieval metrics of "eval" events (recall@1, mrr@10, ndcg@10, ...) and answer scores of "predict" events.
+    parts.extend(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                 for key, value in record.items()
+                 if ("@" in key or key.startswith("predict/")) and isinstance(value, (int, float))
+                 and not isinstance(value, bool))
     eta = record.get("eta_seconds")
     if isinstance(eta, (int, float)):
         parts.append(f"eta={eta:.0f}s")

@@ -1,4 +1,5 @@
-"""The one training skeleton: load → split → arguments → model → data → callback → train → save → summary.
+"""The one training skeleton: load → split → arguments → model → data → callback → train → save → predictions →
+summary.
 
 Each task type is a `Workflow` subclass that fills in what differs (its rows, its args class, its model, its
 datasets, its trainer, its evaluation); the sequence itself, the held-out split, the stop semantics and the summary
@@ -24,6 +25,7 @@ from trainers.common.cli import RunContext
 from trainers.common.eval_split import split_eval
 from trainers.common.hf_callback import MetricsCallback, install as install_callback, run_summary, write_summary
 from trainers.common.metrics import MetricsEmitter, checkpoint_name
+from trainers.common.predictions import Predictions, PredictRow, last_user_text
 from trainers.common.prompt_fit import FitTally, Fitted
 from trainers.registry import DataReport
 
@@ -130,6 +132,9 @@ class Workflow:
     def run(self) -> dict[str, Any]:
         built = self.build()
         trainer = built.trainer
+        predictions = self.predictions(built)
+        if predictions is not None and self.config.eval_before:
+            self.predict(predictions, built, "before")
         evaluations = {"eval_before": self.evaluate_phase(trainer, "before")}
         result = trainer.train(resume_from_checkpoint=self.ctx.resume_from_checkpoint)
         stopped = graceful_stop.requested()
@@ -141,6 +146,9 @@ class Workflow:
             if stopped:
                 raise graceful_stop.StoppedEarly(None)
             return {}
+        if predictions is not None and not stopped:
+            self.predict(predictions, built, "after")
+            self.extra_summary["predictions"] = predictions.write(out)
         fits = {key: value for name, tally in built.prepared.fits.items() for key, value in tally.report(name).items()}
         summary = {
             "task_type": self.task_type,
@@ -194,6 +202,32 @@ class Workflow:
 
         return build_args(self.args_class(), self.config, output_dir or self.ctx.output_dir, self.ctx.workspace,
                           has_eval=has_eval, **self.type_args())
+
+    def predictions(self, built: Built) -> Predictions | None:
+        """The held-out rows to answer after training (rank 0; a type that generates, with predict_after_training
+        on and held-out rows), or None."""
+        config = self.config
+        if not getattr(config, "predict_after_training", False) or not built.split.eval \
+                or not graceful_stop.is_main_process():
+            return None
+        rows = self.prediction_rows(built.split.eval, built.processor, config.predict_max_rows)
+        if not rows:
+            return None
+        source = config.eval_data_path or f"eval_ratio {config.eval_ratio} of {built.split.train.name}"
+        return Predictions(rows, self.emitter, source=source, max_new_tokens=config.predict_max_new_tokens)
+
+    def predict(self, predictions: Predictions, built: Built, phase: str) -> dict[str, float]:
+        """One phase's answers from the trainer's model: the base model before training (a new LoRA adapter changes
+        nothing yet), the tuned one after."""
+        from trainers.common.training_args import compute_dtype
+
+        trainer = built.trainer
+        which = "base" if phase == "before" else "tuned"
+        self.log(f"predicting {len(predictions.rows)} held-out row(s) with the {which} model "
+                 f"(at most {predictions.max_new_tokens} new tokens each)")
+        return predictions.generate(phase, trainer.model, built.processor, max_prompt_tokens=self.config.max_length,
+                                    batch_size=built.args.per_device_eval_batch_size,
+                                    compute_dtype=compute_dtype(built.args), step=trainer.state.global_step)
 
     def evaluate_phase(self, trainer, phase: str) -> dict[str, Any] | None:
         """Runs the type's evaluation (rank 0 reports it) and emits it as an `eval` metric event."""
@@ -271,6 +305,10 @@ class Workflow:
         """Held-out metrics before ("before") or after ("after") training; None: nothing to report."""
         return None
 
+    def prediction_rows(self, rows: Rows, processor, limit: int) -> list[PredictRow]:
+        """At most `limit` held-out rows as the predictions ask them; [] for a type that does not generate."""
+        return []
+
     def save(self, trainer, processor, out: Path) -> None:
         """The final model into the output directory (adapter only with LoRA), and its tokenizer."""
         trainer.save_model(str(out))
@@ -344,6 +382,25 @@ class LMWorkflow(Workflow):
             prepared.eval = Dataset.from_list(held_out) if held_out else None
             prepared.fits["eval_rows"] = eval_tally
         return prepared
+
+    def prediction_rows(self, rows: Rows, tokenizer, limit: int) -> list[PredictRow]:
+        """The first `limit` held-out rows that fit max_length, with the prompt they would train on (passages
+        fitted the same way) and their reference: sft's answer (chosen.text, or a chat row's last assistant turn),
+        dpo's chosen answer."""
+        from trainers.common.prompt_fit import PromptFitter
+
+        fitter = PromptFitter(tokenizer, self.config.max_length)
+        out: list[PredictRow] = []
+        for row, line in zip(rows.rows, rows.lines):
+            if len(out) >= limit:
+                break
+            fitted, record = type(self).fit_record(row, fitter)
+            if not fitted.fits:
+                continue
+            answer = record.get("completion") or record["chosen"]
+            question = getattr(row, "query", None) or last_user_text(fitted.prompt)
+            out.append(PredictRow(line, question, fitted.prompt, answer[-1]["content"]))
+        return out
 
     def fit_report(self, rows: Rows, tokenizer, args) -> tuple[dict[str, Any], FitTally]:
         from trainers.common.token_stats import length_stats

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from trainers.common.config import LMConfig, load_extra_args
+from trainers.common.config import PredictingLMConfig, load_extra_args
+from trainers.common.field_texts import texts
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.common.rag_prompt import passages_of
 from trainers.registry import DataReport, TaskType, register
@@ -22,7 +23,7 @@ from trainers.sft.spec import SEED_ROW_EXAMPLE, SeedRow, TextField
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
 
 
-class DpoConfig(LMConfig):
+class DpoConfig(PredictingLMConfig):
     schema_order = ("model_name_or_path", "train_data_path", "output_dir", "config_file", "use_lora",
                     "learning_rate", "num_train_epochs", "per_device_train_batch_size", "beta", "loss_type")
 
@@ -30,25 +31,40 @@ class DpoConfig(LMConfig):
         min_length=1,
         description="JSONL preference data: an uploaded dataset (dataset:<id>) or a path on the agent (relative "
         "to its workspace). Rows {query, retrieval_result, chosen: {text}, rejected: {text}}.",
+        json_schema_extra=texts(
+            "偏好数据", "Preference data",
+            "JSONL 偏好数据：上传的数据集（dataset:<id>）或 agent 上的路径（相对其工作区）。行 {query, "
+            "retrieval_result, chosen: {text}, rejected: {text}}。"),
     )
     # DPO moves a model that already answers well: far smaller steps than SFT (LLaMA-Factory's DPO examples use 5e-6
     # with LoRA; full fine-tuning usually wants 5e-7 to 1e-6).
     learning_rate: float = Field(default=5e-6, gt=0, description="Peak learning rate. DPO wants small steps: 5e-6 "
-                                 "suits LoRA; for full fine-tuning use about 5e-7 to 1e-6.")
+                                 "suits LoRA; for full fine-tuning use about 5e-7 to 1e-6.",
+                                 json_schema_extra=texts(
+                                     "学习率", "Learning rate",
+                                     "峰值学习率。DPO 需要小步长：LoRA 用 5e-6 合适；全量微调约 5e-7 到 1e-6。"))
     # Reward accuracy on pairs the model never trained on is what says it learned the preference.
     eval_ratio: float = Field(
         default=0.1, ge=0, lt=1, description="Hold this fraction of the pairs out; after training their reward "
         "accuracy and margin are reported (ignored when eval_data_path is given; 0: none).",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "验证集比例", "Held-out ratio",
+            "留出这一比例的偏好对；训练后报告它们的奖励准确率和奖励间隔（给了 eval_data_path 时忽略；0"
+            "：不留出）。", advanced=True),
     )
     beta: float = Field(
         default=0.1, gt=0,
         description="DPO temperature: how far the model may move from the reference model (higher = stays closer).",
+        json_schema_extra=texts(
+            "DPO 温度 beta", "DPO beta",
+            "DPO 温度：模型可以偏离参考模型多远（越大越贴近参考模型）。"),
     )
     loss_type: LossType = Field(
         default="sigmoid",
         description="Preference loss (trl): sigmoid is the original DPO loss; ipo, hinge, robust, ... are variants.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "偏好损失", "Preference loss",
+            "trl 的偏好损失：sigmoid 是原始的 DPO 损失；ipo、hinge、robust 等是变体。", advanced=True),
     )
 
 
@@ -151,5 +167,10 @@ TASK_TYPE = register(
         preflight=preflight,
         input_fields=("train_data_path", "eval_data_path", "init_from"),
         row_parser=dpo_rows,
+        title_zh="偏好优化 DPO",
+        title_en="Preference optimization (DPO)",
+        summary_zh="用成对的好/坏回答让模型偏好更好的答案，训练后报告奖励准确率。",
+        summary_en="Make a model prefer the better of two answers to the same question; reward accuracy reported "
+        "after training.",
     )
 )

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig, load_extra_args
+from trainers.common.field_texts import texts
 from trainers.common.model_loading import confine_local_model
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
@@ -28,35 +29,61 @@ class EmbeddingConfig(TaskConfig):
         min_length=1,
         description="Base embedding model: a local directory (a sentence-transformers model, or a plain Hugging "
         "Face encoder such as BERT, which gets mean pooling) or a model hub id.",
+        json_schema_extra=texts(
+            "基座向量模型", "Base embedding model",
+            "基座向量模型：本地目录（sentence-transformers 模型，或 BERT 这类普通 Hugging Face 编码器，会加上均值池化）"
+            "或模型仓库 ID。"),
     )
     # train_data_path comes before train_data in the class so train_data's validator can see it (the form's order is
     # schema_order's).
     train_data_path: str | None = Field(
         default=None, min_length=1, description="Alias of train_data (give one of the two).",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "训练数据（别名）", "Training data (alias)",
+            "train_data 的别名（两者只给一个）。表单只显示 train_data。", advanced=True,
+            alias_of="train_data"),  # the console shows one input for the two keys
     )
     train_data: str | None = Field(
         default=None, min_length=1, validate_default=True,
         description="JSONL training data: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
         'its workspace), one row per query: {"query": "...", "pos": ["relevant passage", ...], "neg": ["hard '
         'negative", ...]} (neg may be empty). Required (or its alias train_data_path).',
+        json_schema_extra=texts(
+            "训练数据", "Training data",
+            "JSONL 训练数据：上传的数据集（dataset:<id>）或 agent 上的路径（相对其工作区），每行一个查询：{\"query\": "
+            "\"...\", \"pos\": [\"相关段落\", ...], \"neg\": [\"难负例\", ...]}（neg 可为空）。必填（或用别名 "
+            "train_data_path）。"),
     )
     output_dir: str | None = Field(
         default=None,
         description="Where the trained sentence-transformers model is saved, on the agent that runs the task "
         "(relative to its workspace; a directory no other task used). Default: a directory of the task's own, "
         "<output root>/embedding/<task id>.",
+        json_schema_extra=texts(
+            "输出目录", "Output directory",
+            "训练好的 sentence-transformers 模型在运行任务的 agent 上的保存位置（相对其工作区；须是其他任务没用过的目录"
+            "）。默认：任务自己的目录 <输出根目录>/embedding/<任务 ID>。"),
     )
     config_file: str | None = Field(
         default=None,
         description="Optional YAML or JSON file of extra training arguments (SentenceTransformerTrainingArguments / "
         "HF TrainingArguments names), applied on top of these options.",
+        json_schema_extra=texts(
+            "额外参数文件", "Extra arguments file",
+            "可选的 YAML 或 JSON 文件，写 SentenceTransformerTrainingArguments / HF TrainingArguments 的参数名，覆盖在"
+            "这些选项之上。"),
     )
-    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
-    num_train_epochs: float = Field(default=3, gt=0, description="Passes over the training data.")
+    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.",
+                                 json_schema_extra=texts("学习率", "Learning rate", "峰值学习率。"))
+    num_train_epochs: float = Field(default=3, gt=0, description="Passes over the training data.",
+                                    json_schema_extra=texts("训练轮数", "Epochs", "遍历训练数据的次数。"))
     per_device_train_batch_size: int = Field(
         default=16, ge=1, description="Queries per batch on each device. With the in-batch-negatives losses every "
         "other query's passages are negatives too, so larger batches train better (see cached_mnrl).",
+        json_schema_extra=texts(
+            "每卡批大小", "Batch size per device",
+            "每个设备上一批的查询数。批内负例类损失会把其他查询的段落也当作负例，所以批越大训练效果越好（见 cached_mnrl"
+            "）。"),
     )
     loss: Literal["mnrl", "cached_mnrl", "gist", "cached_gist"] = Field(
         default="mnrl",
@@ -65,106 +92,163 @@ class EmbeddingConfig(TaskConfig):
         "GISTEmbedLoss, the same contrast but a guide model (guide_model_name_or_path) drops in-batch and hard "
         "negatives it scores above the positive (likely false negatives); at most 1 hard negative per example. "
         "cached_gist: GIST in mini-batches (any number of hard negatives).",
+        json_schema_extra=texts(
+            "损失函数", "Loss",
+            "mnrl：MultipleNegativesRankingLoss（批内负例和难负例上的 InfoNCE）。cached_mnrl：同一损失分小批计算（"
+            "GradCache），用于一次放不进显存的大批。gist：GISTEmbedLoss，由引导模型（guide_model_name_or_path）剔除得分"
+            "高于正例的负例（可能是假负例），每例最多 1 个难负例。cached_gist：分小批计算的 GIST（难负例数不限）。"),
     )
     guide_model_name_or_path: str | None = Field(
         default=None, min_length=1,
         description="gist / cached_gist only: the guide model that judges which negatives are false negatives (a "
         "local directory or a hub id, like model_name_or_path). Default: a frozen copy of the base model.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "引导模型", "Guide model",
+            "仅用于 gist / cached_gist：判断哪些负例是假负例的引导模型（本地目录或仓库 ID，同 model_name_or_path）。默"
+            "认：基座模型的冻结副本。", advanced=True),
     )
     mini_batch_size: int = Field(
         default=32, ge=1, description="cached_mnrl / cached_gist only: texts embedded at once; memory use, not the "
-        "result, depends on it.", json_schema_extra={"advanced": True},
+        "result, depends on it.", json_schema_extra=texts(
+            "小批大小", "Mini-batch size",
+            "仅用于 cached_mnrl / cached_gist：一次编码的文本数；只影响显存占用，不影响结果。", advanced=True),
     )
     num_hard_negatives: int = Field(
         default=1, ge=0, le=64,
         description="Hard negatives per training example (0: in-batch negatives only). They come from the row's "
         "`neg`, taken in turn and repeated when it has fewer; a row without `neg` gets them mined (see "
         "hard_negative_mining). gist takes at most 1.",
+        json_schema_extra=texts(
+            "难负例数", "Hard negatives",
+            "每个训练样本的难负例数（0：只用批内负例）。取自该行的 neg，轮流取用、不足时重复；没有 neg 的行会自动挖掘（"
+            "见 hard_negative_mining）。gist 最多取 1 个。"),
     )
     hard_negative_mining: bool = Field(
         default=True,
         description="Rows without `neg`: mine hard negatives for them with the base model before training "
         "(sentence-transformers' mine_hard_negatives over every training passage; never the row's own positives). "
         "false: such rows train with in-batch negatives only.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "挖掘难负例", "Mine hard negatives",
+            "对没有 neg 的行，训练前用基座模型在全部训练段落中挖掘难负例（不会选到该行自己的正例）。关闭：这些行只用批"
+            "内负例训练。", advanced=True),
     )
     mining_relative_margin: float = Field(
         default=0.05, ge=0, lt=1,
         description="False-negative guard of the mining: a candidate scoring above positive score - margin x "
         "|positive score| is skipped as probably relevant. 0.05 is NV-Retriever's TopK-PercPos (95%) setting.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "挖掘相对间隔", "Mining relative margin",
+            "挖掘时防止假负例：得分高于 正例得分 − 间隔 × |正例得分| 的候选视为可能相关而跳过。0.05 是 NV-Retriever 的 "
+            "TopK-PercPos（95%）设置。", advanced=True),
     )
     matryoshka_dims: list[int] | None = Field(
         default=None, min_length=1,
         description="Train with MatryoshkaLoss at these embedding sizes (e.g. [768, 256, 64]) so embeddings can be "
         "cut to any of them; each at most the model's embedding dimension (sorted largest first). The held-out "
         "queries are also scored at the smallest size after training.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "Matryoshka 维度", "Matryoshka dimensions",
+            "用 MatryoshkaLoss 在这些向量维度上训练（如 [768, 256, 64]），之后向量可截断到其中任一维度；每个都不超过模"
+            "型的向量维度（从大到小排序）。训练后也在最小维度上评测留出的查询。", advanced=True),
     )
     query_instruction: str | None = Field(
         default=None,
         description='Prefix added to every query at training and evaluation time, e.g. "Represent this sentence for '
         'searching relevant passages: " for BGE models. Saved as the model\'s "query" prompt, so '
         "model.encode_query() applies it.",
+        json_schema_extra=texts(
+            "查询指令前缀", "Query instruction",
+            "训练和评测时加在每个查询前的前缀，如 BGE 模型的 \"Represent this sentence for searching relevant passages:"
+            " \"。保存为模型的 \"query\" 提示，model.encode_query() 会自动加上。"),
     )
     max_seq_length: int | None = Field(
         default=None, ge=8, description="Longest tokenized text; longer ones are cut. Default: the model's own limit.",
+        json_schema_extra=texts(
+            "最大序列长度", "Max sequence length",
+            "分词后最长的文本，更长的会被截断。默认：模型自身的上限。"),
     )
     scale: float | None = Field(
         default=None, gt=0,
         description=f"Similarity scale of the contrastive loss: logits = scale x cosine similarity; scale = "
         f"1 / temperature. Default {DEFAULT_SCALE:g} (temperature {1 / DEFAULT_SCALE:g}). Give scale or temperature.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "相似度缩放", "Similarity scale",
+            "对比损失的相似度缩放：logits = scale × 余弦相似度；scale = 1 / temperature。默认 20（温度 0.05）。scale 和"
+            " temperature 只给一个。", advanced=True),
     )
     temperature: float | None = Field(
         default=None, gt=0,
         description="The loss temperature, the other way to set `scale` (scale = 1 / temperature).",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "损失温度", "Temperature",
+            "损失的温度，设置 scale 的另一种方式（scale = 1 / temperature）。", advanced=True),
     )
     max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).",
-                           json_schema_extra={"advanced": True})
+                           json_schema_extra=texts(
+                               "最大步数", "Max steps",
+                               "训练到这么多优化步后停止（-1：按训练轮数）。", advanced=True))
     warmup_ratio: float = Field(
         default=0.1, ge=0, lt=1, description="Fraction of the steps spent warming the learning rate up from 0.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts("预热比例", "Warm-up ratio", "学习率从 0 开始预热所占的步数比例。", advanced=True),
     )
     logging_steps: int = Field(default=1, ge=1, description="Emit loss/progress metrics every N steps.",
-                               json_schema_extra={"advanced": True})
+                               json_schema_extra=texts(
+                                   "日志间隔步数", "Logging steps",
+                                   "每隔 N 步上报一次损失和进度。", advanced=True))
     eval_data_path: str | None = Field(
         default=None, description="Held-out evaluation rows in the training format (dataset:<id>, or a path on "
         "the agent); scored before, during (see eval_steps) and after training with recall@1/5/10, MRR@10 and nDCG@10.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "验证数据", "Evaluation data",
+            "训练格式的留出验证行（dataset:<id> 或 agent 上的路径）；在训练前、训练中（见 eval_steps）和训练后计算 "
+            "recall@1/5/10、MRR@10 和 nDCG@10。", advanced=True),
     )
     eval_ratio: float = Field(
         default=0.1, ge=0, lt=1, description="Hold this fraction of the training rows out for the retrieval "
         "evaluation before, during and after training (ignored when eval_data_path is given; 0: no evaluation, and "
         "the final model is the last step's).",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "验证集比例", "Held-out ratio",
+            "留出这一比例的训练行，在训练前、中、后做检索评测（给了 eval_data_path 时忽略；0：不评测，最终模型取最后一"
+            "步的）。", advanced=True),
     )
     eval_max_distractors: int = Field(
         default=2000, ge=0, description="Training passages added to the evaluation corpus as distractors, besides "
-        "the evaluation rows' own positives and negatives (0: none).", json_schema_extra={"advanced": True},
+        "the evaluation rows' own positives and negatives (0: none).", json_schema_extra=texts(
+            "评测干扰段落数", "Evaluation distractors",
+            "除验证行自己的正例和负例之外，加入评测语料作为干扰项的训练段落数（0：不加）。", advanced=True),
     )
     eval_steps: int | None = Field(
         default=None, ge=1, description="With held-out rows: score them every N steps during training (else every "
         "save_steps, else once per epoch); the checkpoint with the best nDCG@10 becomes the final model.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "验证间隔步数", "Evaluate every N steps",
+            "有留出行时，训练中每隔 N 步评测一次（否则按 save_steps，再否则每轮一次）；nDCG@10 最好的检查点成为最终模型"
+            "。", advanced=True),
     )
     save_steps: int | None = Field(
         default=None, ge=1, description="Save a checkpoint every N steps (a multiple of eval_steps when both are "
         "given). With held-out rows a checkpoint is saved at every evaluation anyway.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "检查点间隔步数", "Checkpoint every N steps",
+            "每隔 N 步保存检查点（同时给了 eval_steps 时须是它的倍数）。有留出行时每次评测都会保存检查"
+            "点。", advanced=True),
     )
     save_total_limit: int | None = Field(
         default=3, ge=1, description="Keep at most this many checkpoints (the best one is always kept); older ones "
-        "are deleted (none: keep all).", json_schema_extra={"advanced": True},
+        "are deleted (none: keep all).", json_schema_extra=texts(
+            "最多保留检查点", "Checkpoints kept",
+            "最多保留这么多检查点（最好的一个总会保留），更旧的会被删除（留空：全部保留）。", advanced=True),
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp16; fp32 on CPU.",
-        json_schema_extra={"advanced": True},
+        json_schema_extra=texts(
+            "计算精度", "Precision",
+            "混合精度；auto = 支持的 GPU 上用 bf16，否则 fp16；CPU 上为 fp32。", advanced=True),
     )
     seed: int = Field(default=42, description="Random seed for reproducible runs.",
-                      json_schema_extra={"advanced": True})
+                      json_schema_extra=texts("随机种子", "Random seed", "随机种子，用于可复现的训练。", advanced=True))
 
     @field_validator("train_data")
     @classmethod
@@ -400,5 +484,10 @@ TASK_TYPE = register(
         preflight=preflight,
         input_fields=("train_data", "train_data_path", "eval_data_path"),
         row_parser=embedding_rows,
+        title_zh="向量模型 Embedding",
+        title_en="Embedding model",
+        summary_zh="用查询、正例段落和难负例训练检索向量模型，训练前后对比 recall、MRR、nDCG。",
+        summary_en="Train a retrieval embedding model on queries, relevant passages and hard negatives; recall, MRR "
+        "and nDCG before and after.",
     )
 )

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from trainers.common.config import TaskConfig
+from trainers.common.field_texts import texts
 from trainers.common.model_loading import confine_local_model
 from trainers.common.task_models import ADAPTER_CONFIG, TASK_REF, Source, inspect_task_model
 from trainers.errors import ConfigError
@@ -28,22 +29,36 @@ Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 class ExportConfig(TaskConfig):
     schema_order = ("source", "model_name_or_path", "merge_lora", "dtype", "output_dir")
 
-    source: str = Field(description="The task whose published model is exported: task:<task id>.")
+    source: str = Field(description="The task whose published model is exported: task:<task id>.",
+                        json_schema_extra=texts("来源任务", "Source task", "要导出其已发布模型的任务：task:<任务 ID>。"))
     model_name_or_path: str | None = Field(
         default=None, min_length=1,
         description="The base model of a LoRA adapter (as this agent names it). Default: the adapter's own "
         "base_model_name_or_path (adapter_config.json).",
+        json_schema_extra=texts(
+            "基座模型", "Base model",
+            "LoRA 适配器的基座模型（按本 agent 的命名）。默认：适配器自身的 base_model_name_or_path（"
+            "adapter_config.json）。"),
     )
     merge_lora: bool = Field(
         default=True, description="Merge a LoRA adapter into its base model (a model that loads without peft); "
         "false: package the adapter as it is.",
+        json_schema_extra=texts(
+            "合并 LoRA", "Merge LoRA",
+            "把 LoRA 适配器合并进基座模型（得到不需要 peft 就能加载的模型）；关闭：原样打包适配器。"),
     )
     dtype: Dtype = Field(
         default="auto", description="Weights of the exported causal LM; auto = the base model's own dtype.",
+        json_schema_extra=texts(
+            "权重类型", "Weights dtype",
+            "导出的因果语言模型的权重类型；auto = 基座模型自身的类型。"),
     )
     output_dir: str | None = Field(
         default=None, description="Where the export is written (relative to the workspace). Default: "
         "output/export/<task id>.",
+        json_schema_extra=texts(
+            "输出目录", "Output directory",
+            "导出结果的写入位置（相对工作区）。默认：output/export/<任务 ID>。"),
     )
 
     @field_validator("source")
@@ -100,5 +115,9 @@ TASK_TYPE = register(
         data_example={},
         input_fields=(SOURCE_FIELD,),
         listed=False,
+        title_zh="模型导出",
+        title_en="Model export",
+        summary_zh="把已完成任务的 LoRA 适配器合并进基座模型，或原样打包模型。",
+        summary_en="Merge a finished task's LoRA adapter into its base model, or package its model as it is.",
     )
 )

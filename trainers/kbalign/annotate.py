@@ -25,7 +25,7 @@ import numpy as np
 
 from trainers.kbalign.embedder import top_k
 from trainers.kbalign.kb import Chunk
-from trainers.kbalign.lm import chat_prompt_text, trim_to_tokens
+from trainers.common.generation import chat_prompt_text, trim_to_tokens
 from trainers.kbalign.pairs import Pair, passage_text
 from trainers.kbalign.parsing import (
     QAFilter, parse_answer, parse_qa_pairs, parse_questions, question_key, says_no_answer,

@@ -4,13 +4,15 @@
 Settings (`eval_mode`): "rag" asks with the passages retrieved from the knowledge base for the question (what the
 RAG stack sends), "closed_book" with the question alone; "both" reports each. Predictions go to
 `annotations/eval_predictions_<phase>.jsonl`; the scores into the summary's `eval` and an `eval` metric event.
-Training code path only.
+The base model's and the last round's answers also fill the predictions file every LM type writes
+(trainers.common.predictions: predictions.jsonl with ROUGE-L too, `predict` metric events). Training code path only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from trainers.common.predictions import Predictions, PredictRow
 from trainers.kbalign.pairs import Pair
 from trainers.kbalign.records import RecordBuilder
 from trainers.kbalign.runtime import Runtime
@@ -70,3 +72,28 @@ def evaluate(rt: Runtime, phase: str, questions: list[Pair], builder: RecordBuil
     result = rt.state.result(name)
     rt.emitter.emit("eval", phase=phase, step=step, **result)
     return result
+
+
+def _answers(rt: Runtime, phase: str, mode: str, n: int) -> list[str]:
+    """A finished phase's answers in the given setting, in question order, read back from its predictions file."""
+    rows = {row["item"]: row for row in ItemLog(rt.annotations / f"eval_predictions_{phase}.jsonl",
+                                                writer=False).resume(n)}
+    return [rows[i][mode]["answer"] for i in range(n)]
+
+
+def write_predictions(rt: Runtime, questions: list[Pair], builder: RecordBuilder, modes: list[str], last_phase: str,
+                      *, source: str, step: int) -> dict[str, Any] | None:
+    """predictions.jsonl and predictions_summary.json in the output directory from the answers this evaluation
+    generated: the base model's as "before", `last_phase`'s as "after", in the first setting evaluated (RAG when
+    there is a knowledge base). The predictions summary; None without questions (or off rank 0)."""
+    if not questions or not rt.ranks.is_main:
+        return None
+    mode = modes[0]
+    rows = [PredictRow(q.input_line or q.line or i + 1, q.question,
+                       builder.question_prompt(q, q.retrieved if mode == RAG else []), q.answer)
+            for i, q in enumerate(questions)]
+    predictions = Predictions(rows, rt.emitter, source=source, max_new_tokens=rt.config.max_new_tokens,
+                              setting=mode)
+    predictions.record("before", _answers(rt, "base", mode, len(rows)), step=0)
+    predictions.record("after", _answers(rt, last_phase, mode, len(rows)), step=step)
+    return predictions.write(rt.out)

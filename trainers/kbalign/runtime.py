@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from trainers.common import graceful_stop
 from trainers.common.metrics import MetricsEmitter
-from trainers.kbalign import lm
+from trainers.common import generation as lm
 from trainers.kbalign.distributed import Ranks, shard, step_windows
 from trainers.kbalign.state import StageState
 

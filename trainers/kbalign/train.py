@@ -222,8 +222,15 @@ class KBAlignWorkflow(Workflow):
             if not state.finished(kbqa.stage_name(phase)):
                 kbqa.evaluate(rt, phase, held_out, builder, self.modes, step=self.global_step())
                 self.boundary(kbqa.stage_name(phase))
+        predictions = None
+        if parts:
+            predictions = kbqa.write_predictions(rt, held_out, builder, self.modes, f"round_{len(parts)}",
+                                                 source=c.eval_data_path or "eval_ratio split of the annotated pairs",
+                                                 step=self.global_step())
         self._save_final(trainer)
         summary = self.summary()
+        if predictions is not None:
+            summary["predictions"] = predictions
         self.emitter.end(step=self.plan.total, total_steps=self.plan.total, rounds=len(parts),
                          train_runtime=summary["runtime_seconds"], first_loss=summary["first_loss"],
                          final_loss=summary["final_loss"], stopped_early=False)
@@ -415,7 +422,7 @@ class KBAlignWorkflow(Workflow):
         knowledge base's chunks and their token lengths, annotated or general rows too long for max_length."""
         from trainers.common.prompt_fit import PromptFitter
         from trainers.common.token_stats import length_stats
-        from trainers.kbalign.lm import count_tokens
+        from trainers.common.generation import count_tokens
         from trainers.sft.data import split_chat
 
         c = self.config

@@ -7,12 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainers.common.config import PackedLMConfig, load_extra_args
+from trainers.common.config import PackedLMConfig, PredictingLMConfig, load_extra_args
+from trainers.common.field_texts import texts
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.registry import DataReport, TaskType, register
 
 
-class SftConfig(PackedLMConfig):
+class SftConfig(PackedLMConfig, PredictingLMConfig):
     schema_order = ("model_name_or_path", "train_data_path", "output_dir", "config_file", "use_lora",
                     "learning_rate", "num_train_epochs", "per_device_train_batch_size")
 
@@ -21,6 +22,10 @@ class SftConfig(PackedLMConfig):
         description="JSONL training data: an uploaded dataset (dataset:<id>) or a path on the agent (relative to "
         "its workspace). RAG rows {query, retrieval_result, chosen: {text}} or chat rows {messages: [{role, "
         "content}, ...]}.",
+        json_schema_extra=texts(
+            "训练数据", "Training data",
+            "JSONL 训练数据：上传的数据集（dataset:<id>）或 agent 上的路径（相对其工作区）。RAG 行 {query, "
+            "retrieval_result, chosen: {text}}，或对话行 {messages: [{role, content}, ...]}。"),
     )
 
 
@@ -130,5 +135,10 @@ TASK_TYPE = register(
         preflight=preflight,
         input_fields=("train_data_path", "eval_data_path", "init_from"),
         row_parser=sft_rows,
+        title_zh="监督微调 SFT",
+        title_en="Supervised fine-tuning (SFT)",
+        summary_zh="用问题 + 检索段落 → 参考答案（或多轮对话）训练语言模型，LoRA 或全量权重。",
+        summary_en="Teach a language model to answer from retrieved passages (or chat turns), with LoRA or full "
+        "weights.",
     )
 )

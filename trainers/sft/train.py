@@ -31,8 +31,8 @@ class SftWorkflow(LMWorkflow):
                           processing_class=tokenizer, peft_config=self.peft_config(model))
 
     def evaluate(self, trainer, phase: str) -> dict[str, Any] | None:
-        """The held-out rows' loss and token accuracy after training (predictions come with the evaluation
-        issue)."""
+        """The held-out rows' loss and token accuracy after training (their generated answers are the skeleton's
+        predictions)."""
         if phase != "after" or trainer.eval_dataset is None:
             return None
         metrics = trainer.evaluate()

@@ -70,6 +70,8 @@ export interface ReadOptions {
   onEvent: (event: StreamEvent) => void;
   /** The server's `retry:` field (ms). */
   onRetry?: (ms: number) => void;
+  /** A POST with this JSON body (e.g. a chat question) instead of a GET. */
+  body?: unknown;
 }
 
 /**
@@ -90,7 +92,15 @@ export async function readEventStream(path: string, options: ReadOptions): Promi
 
   let response: Response;
   try {
-    response = await fetch(apiUrl(path, options.query), { method: "GET", headers, signal, cache: "no-store" });
+    const post = options.body !== undefined;
+    if (post) headers["Content-Type"] = "application/json";
+    response = await fetch(apiUrl(path, options.query), {
+      method: post ? "POST" : "GET",
+      headers,
+      body: post ? JSON.stringify(options.body) : undefined,
+      signal,
+      cache: "no-store",
+    });
   } catch (err) {
     if (signal.aborted) return "aborted";
     throw new ApiError(0, "network_error", `network error: ${(err as Error)?.message ?? err}`);

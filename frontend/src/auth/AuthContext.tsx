@@ -76,6 +76,11 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
 }
 
+/** The signed-in user's name, or null (also outside an AuthProvider: for what only keys data by the user). */
+export function useUsername(): string | null {
+  return useContext(AuthContext)?.user?.username ?? null;
+}
+
 export function useAuth(): AuthValue {
   const value = useContext(AuthContext);
   if (!value) throw new Error("useAuth outside AuthProvider");

@@ -1,5 +1,6 @@
 import { useEffect, useState, type ReactNode } from "react";
 import { useI18n, type Translate } from "../i18n";
+import { fieldHelp, fieldTitle } from "../lib/fieldTexts";
 import { splitAdvanced, type FieldError, type FieldSpec, type FormValue, type FormValues } from "../schema/form";
 
 export function fieldErrorText(t: Translate, error: FieldError): string {
@@ -53,7 +54,7 @@ interface FieldProps {
 }
 
 function FieldInput({ field, value, error, onChange, onBlur, addon }: FieldProps) {
-  const { t } = useI18n();
+  const { t, lang } = useI18n();
   const id = `field-${field.name}`;
   const describedBy = `${id}-help`;
   const text = typeof value === "string" ? value : "";
@@ -125,7 +126,7 @@ function FieldInput({ field, value, error, onChange, onBlur, addon }: FieldProps
   return (
     <div className={`form-field${error ? " has-error" : ""}`} data-field={field.name}>
       <label htmlFor={id} className="field-label">
-        <span className="field-title">{field.title}</span>
+        <span className="field-title">{fieldTitle(field, lang)}</span>
         {field.required ? (
           <span className="required" title={t("form.required")}>
             *
@@ -147,7 +148,7 @@ function FieldInput({ field, value, error, onChange, onBlur, addon }: FieldProps
         </div>
       ) : null}
       <div className="field-help" id={describedBy}>
-        {field.description}
+        {fieldHelp(field, lang)}
         {hint ? <span className="field-range"> ({hint})</span> : null}
       </div>
     </div>

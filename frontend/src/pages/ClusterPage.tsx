@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useRef, useState } from "react";
 import { Link } from "react-router-dom";
 import { api } from "../api/client";
 import type { AgentInfo, SystemHealth, Task } from "../api/types";
@@ -14,6 +14,7 @@ import {
   queueOrder,
 } from "../lib/cluster";
 import { formatBytes, formatDateTime, formatDuration, shortId } from "../lib/format";
+import { usePolling } from "../lib/usePolling";
 
 const POLL_MS = 3000;
 // The control plane's list limit: a queue longer than this shows its first 500.
@@ -50,19 +51,7 @@ export function ClusterPage() {
   }, []);
 
   // Live: poll while the tab is visible.
-  useEffect(() => {
-    let timer: number | undefined;
-    let stopped = false;
-    const tick = async () => {
-      if (document.visibilityState !== "hidden") await load();
-      if (!stopped) timer = window.setTimeout(tick, POLL_MS);
-    };
-    void tick();
-    return () => {
-      stopped = true;
-      window.clearTimeout(timer);
-    };
-  }, [load]);
+  usePolling(load, POLL_MS);
 
   const queue = data ? queueOrder(data.tasks) : [];
   const othersQueued = data ? hiddenQueued(data.health.control_plane?.queued_tasks ?? 0, queue.length) : 0;

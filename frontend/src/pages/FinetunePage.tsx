@@ -1,7 +1,8 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useState } from "react";
 import { useLocation, useNavigate, useSearchParams } from "react-router-dom";
 import { api, ApiError } from "../api/client";
 import { isSavedTemplate, savedConfig, type SavedTemplate, type TypeTemplate, type ValidationReport } from "../api/types";
+import { useUsername } from "../auth/AuthContext";
 import { ProblemTable } from "../components/ProblemTable";
 import { SchemaForm } from "../components/SchemaForm";
 import { ConfirmDialog, ErrorBanner, Spinner } from "../components/ui";
@@ -19,6 +20,8 @@ import {
 import { formatDateTime, formatNumber } from "../lib/format";
 import { useInputSources, usePickerAddons } from "../lib/inputSources";
 import { prefillOf } from "../lib/prefill";
+import { clearDraft, isEdited, loadDraft, saveDraft, withDraft } from "../lib/drafts";
+import { typeCard } from "../lib/fieldTexts";
 
 interface TokenStats {
   p50?: number;
@@ -132,7 +135,8 @@ function focusField(name: string) {
 }
 
 export function FinetunePage() {
-  const { t } = useI18n();
+  const { t, lang } = useI18n();
+  const user = useUsername();
   const navigate = useNavigate();
   const location = useLocation();
   const [params, setParams] = useSearchParams();
@@ -149,7 +153,8 @@ export function FinetunePage() {
   const [busy, setBusy] = useState<"validate" | "start" | "save" | null>(null);
   const [templateName, setTemplateName] = useState("");
   const [toDelete, setToDelete] = useState<SavedTemplate | null>(null);
-  const drafts = useRef<Record<string, FormValues>>({});
+  // The form opened with the user's unsaved edits of this type (lib/drafts.ts): say so, and offer to discard them.
+  const [draftRestored, setDraftRestored] = useState(false);
 
   const loadTemplates = useCallback(async () => {
     try {
@@ -176,13 +181,19 @@ export function FinetunePage() {
   // by "clone" / "continue training" (lib/prefill.ts) wins over the draft and becomes it, once.
   useEffect(() => {
     if (!template) return;
+    const defaults = initialValues(fields, template.default_config);
     const prefill = prefillOf(location.state, template.type);
+    let start: FormValues;
     if (prefill) {
-      drafts.current[template.type] = initialValues(fields, prefill.config);
+      start = initialValues(fields, prefill.config);
+      saveDraft(user, template.type, start);
       setNotice(t(prefill.kind === "clone" ? "finetune.clonedFrom" : "finetune.continuingFrom", { id: prefill.from }));
       navigate(`${location.pathname}${location.search}`, { replace: true, state: null });
+    } else {
+      start = withDraft(fields, defaults, loadDraft(user, template.type));
     }
-    setValues(drafts.current[template.type] ?? initialValues(fields, template.default_config));
+    setDraftRestored(!prefill && isEdited(start, defaults));
+    setValues(start);
     setTouched({});
     setSubmitted(false);
     setServerErrors({});
@@ -206,7 +217,7 @@ export function FinetunePage() {
     (name: string, value: FormValue) => {
       setValues((prev) => {
         const next = { ...prev, [name]: value };
-        if (templateType) drafts.current[templateType] = next;
+        if (templateType) saveDraft(user, templateType, next);
         return next;
       });
       setServerErrors((prev) => {
@@ -216,7 +227,7 @@ export function FinetunePage() {
         return next;
       });
     },
-    [templateType],
+    [templateType, user],
   );
   const sources = useInputSources(templateType);
   const addons = usePickerAddons(templateType, fields, values, sources, onChange);
@@ -280,7 +291,7 @@ export function FinetunePage() {
     setBusy("start");
     try {
       const task = await api.start(template.type, config);
-      delete drafts.current[template.type];
+      clearDraft(user, template.type);
       navigate(`/tasks/${encodeURIComponent(task.id)}`);
     } catch (err) {
       showApiError(err);
@@ -317,10 +328,10 @@ export function FinetunePage() {
       setBanner(t("templates.unknownType", { type: entry.type }));
       return;
     }
-    const targetFields = fieldsFromSchema(target.json_schema);
-    drafts.current[target.type] = initialValues(targetFields, savedConfig(entry));
+    const loaded = initialValues(fieldsFromSchema(target.json_schema), savedConfig(entry));
+    saveDraft(user, target.type, loaded);
     if (target.type === selectedType) {
-      setValues(drafts.current[target.type]);
+      setValues(loaded);
       setServerErrors({});
       setReport(null);
     } else {
@@ -344,7 +355,8 @@ export function FinetunePage() {
 
   const onReset = () => {
     if (!template) return;
-    delete drafts.current[template.type];
+    clearDraft(user, template.type);
+    setDraftRestored(false);
     setValues(initialValues(fields, template.default_config));
     setTouched({});
     setSubmitted(false);
@@ -377,34 +389,45 @@ export function FinetunePage() {
       <h2 className="section-title">{t("finetune.chooseType")}</h2>
       {types.length === 0 && !loadError ? <div className="card muted">{t("finetune.noTypes")}</div> : null}
       <div className="type-cards" role="radiogroup" aria-label={t("finetune.chooseType")}>
-        {types.map((tpl) => (
-          <button
-            type="button"
-            key={tpl.type}
-            role="radio"
-            aria-checked={tpl.type === selectedType}
-            className={`type-card${tpl.type === selectedType ? " selected" : ""}`}
-            data-type={tpl.type}
-            onClick={() => chooseType(tpl.type)}
-          >
-            <div className="type-card-head">
-              <span className="type-name">{tpl.name || tpl.type}</span>
-              <code className="type-code">{tpl.type}</code>
-            </div>
-            <p className="type-desc">{tpl.description}</p>
-          </button>
-        ))}
+        {types.map((tpl) => {
+          const card = typeCard(tpl, lang);
+          return (
+            <button
+              type="button"
+              key={tpl.type}
+              role="radio"
+              aria-checked={tpl.type === selectedType}
+              className={`type-card${tpl.type === selectedType ? " selected" : ""}`}
+              data-type={tpl.type}
+              onClick={() => chooseType(tpl.type)}
+            >
+              <div className="type-card-head">
+                <span className="type-name">{card.name}</span>
+                <code className="type-code">{tpl.type}</code>
+              </div>
+              <p className="type-desc">{card.summary}</p>
+            </button>
+          );
+        })}
       </div>
 
       {template ? (
         <div className="finetune-grid">
           <section className="card form-card">
             <div className="card-head">
-              <h2>{t("finetune.config", { type: template.name || template.type })}</h2>
+              <h2>{t("finetune.config", { type: typeCard(template, lang).name })}</h2>
               <button type="button" className="btn btn-small" onClick={onReset}>
                 {t("finetune.reset")}
               </button>
             </div>
+            {draftRestored ? (
+              <div className="banner banner-info draft-banner" data-testid="draft-restored">
+                {t("finetune.draftRestored")}{" "}
+                <button type="button" className="link" onClick={onReset} data-testid="discard-draft">
+                  {t("finetune.discardDraft")}
+                </button>
+              </div>
+            ) : null}
             <form
               onSubmit={(e) => {
                 e.preventDefault();

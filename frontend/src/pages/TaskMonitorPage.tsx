@@ -3,6 +3,9 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { api } from "../api/client";
 import { ACTIVE_STATUSES, FINISHED_STATUSES, type Task } from "../api/types";
 import { ArtifactsPanel } from "../components/ArtifactsPanel";
+import { ChatPanel } from "../components/ChatPanel";
+import { EvaluationPanel } from "../components/EvaluationPanel";
+import { CHAT_TYPES } from "../api/chat";
 import { LogView } from "../components/LogView";
 import { MetricChart } from "../components/MetricChart";
 import { TaskErrorBanner } from "../components/TaskErrorBanner";
@@ -231,6 +234,8 @@ export function TaskMonitorPage() {
         </section>
       ) : null}
 
+      <EvaluationPanel task={task} points={points} />
+
       <section className="card">
         <div className="card-head">
           <h2>{t("monitor.logs")}</h2>
@@ -245,6 +250,8 @@ export function TaskMonitorPage() {
           are what the user needs to debug or resume it. The whole-model download and the export button appear only
           for a succeeded task (the panel hides them otherwise): only then is there a final model, published. */}
       {isFinished ? <ArtifactsPanel task={task} /> : null}
+
+      {task.status === "succeeded" && CHAT_TYPES.includes(task.type) ? <ChatPanel task={task} /> : null}
 
       <section className="card">
         <div className="card-head">

@@ -3,10 +3,12 @@ import { Link, useSearchParams } from "react-router-dom";
 import { api } from "../api/client";
 import { TASK_STATUSES, isSavedTemplate, type TaskList } from "../api/types";
 import { PrefillButton, QueuePosition } from "../components/TaskActions";
+import { CompareBar } from "../components/CompareBar";
 import { canClone } from "../lib/prefill";
 import { ErrorBanner, ProgressBar, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type MessageKey } from "../i18n";
 import { formatDateTime, formatDuration, formatNumber, shortId } from "../lib/format";
+import { usePolling } from "../lib/usePolling";
 
 const PAGE_SIZE = 20;
 const POLL_MS = 2000;
@@ -21,6 +23,10 @@ export function TasksPage() {
   const [error, setError] = useState<string | null>(null);
   const [types, setTypes] = useState<string[]>([]);
   const requestId = useRef(0);
+  // Picked for comparison, in the order picked (the compare page's columns); kept across pages and filters.
+  const [selected, setSelected] = useState<string[]>([]);
+  const toggleSelected = (id: string) =>
+    setSelected((s) => (s.includes(id) ? s.filter((x) => x !== id) : [...s, id]));
 
   useEffect(() => {
     api
@@ -48,19 +54,7 @@ export function TasksPage() {
   }, [status, type, page]);
 
   // Live: poll every 2 s while the tab is visible.
-  useEffect(() => {
-    let timer: number | undefined;
-    let stopped = false;
-    const tick = async () => {
-      if (document.visibilityState !== "hidden") await load();
-      if (!stopped) timer = window.setTimeout(tick, POLL_MS);
-    };
-    void tick();
-    return () => {
-      stopped = true;
-      window.clearTimeout(timer);
-    };
-  }, [load]);
+  usePolling(load, POLL_MS);
 
   const setFilter = (key: string, value: string) => {
     const next = new URLSearchParams(params);
@@ -118,6 +112,7 @@ export function TasksPage() {
         <span className="muted small live-dot">{t("tasks.live")}</span>
       </div>
       <ErrorBanner message={error} />
+      <CompareBar selected={selected} onClear={() => setSelected([])} />
       <div className="card table-card">
         {data === null && !error ? (
           <div className="muted pad">
@@ -130,6 +125,7 @@ export function TasksPage() {
             <table className="table tasks-table">
               <thead>
                 <tr>
+                  <th className="col-select" />
                   <th>{t("tasks.col.id")}</th>
                   <th>{t("tasks.col.type")}</th>
                   <th>{t("tasks.col.status")}</th>
@@ -143,6 +139,15 @@ export function TasksPage() {
               <tbody>
                 {data.tasks.map((task) => (
                   <tr key={task.id} data-task-id={task.id} data-status={task.status}>
+                    <td className="col-select">
+                      <input
+                        type="checkbox"
+                        checked={selected.includes(task.id)}
+                        onChange={() => toggleSelected(task.id)}
+                        aria-label={t("compare.select", { id: task.id })}
+                        data-testid="compare-select"
+                      />
+                    </td>
                     <td>
                       <Link to={`/tasks/${encodeURIComponent(task.id)}`} className="mono" title={task.id}>
                         {shortId(task.id)}

@@ -5,10 +5,21 @@ import type { JsonSchema } from "../api/types";
 
 export type FieldKind = "string" | "number" | "integer" | "boolean" | "enum" | "string-array" | "json";
 
+/** A field's words in both languages, from its spec (trainers/common/field_texts.py); lib/fieldTexts.ts picks one. */
+export interface FieldTexts {
+  title_zh?: string;
+  title_en?: string;
+  help_zh?: string;
+  help_en?: string;
+}
+
 export interface FieldSpec {
   name: string;
   title: string;
   description: string;
+  texts: FieldTexts;
+  /** Other keys that name this same input (`"alias_of": name` in their schema): shown once, as this field. */
+  aliases: string[];
   kind: FieldKind;
   required: boolean;
   /** anyOf [..., {"type": "null"}]: an empty input means null. */
@@ -117,10 +128,16 @@ export function fieldFromProperty(name: string, raw: JsonSchema, required: boole
   const pick = <K extends keyof JsonSchema>(key: K): JsonSchema[K] => (inner[key] ?? outer[key]) as JsonSchema[K];
   const hasDefault = Object.prototype.hasOwnProperty.call(outer, "default");
   const enumValues = Array.isArray(inner.enum) ? inner.enum : inner.const !== undefined ? [inner.const] : [];
+  const text = (key: keyof FieldTexts) => {
+    const value = outer[key] ?? inner[key];
+    return typeof value === "string" && value.trim() ? value : undefined;
+  };
   return {
     name,
     title: (outer.title as string | undefined) ?? (inner.title as string | undefined) ?? name,
     description: (outer.description as string | undefined) ?? (inner.description as string | undefined) ?? "",
+    texts: { title_zh: text("title_zh"), title_en: text("title_en"), help_zh: text("help_zh"), help_en: text("help_en") },
+    aliases: [],
     kind: kindOf(inner),
     required,
     nullable,
@@ -138,15 +155,26 @@ export function fieldFromProperty(name: string, raw: JsonSchema, required: boole
   };
 }
 
-/** All fields of an object schema, in the schema's order. */
+/** All fields of an object schema, in the schema's order; an alias (`"alias_of"`) folds into the field it names. */
 export function fieldsFromSchema(schema: JsonSchema | null | undefined): FieldSpec[] {
   if (!schema) return [];
   const root = schema;
   const top = resolveRef(schema, root);
   const required = new Set(top.required ?? []);
-  return Object.entries(top.properties ?? {}).map(([name, prop]) =>
-    fieldFromProperty(name, prop, required.has(name), root),
-  );
+  const properties = Object.entries(top.properties ?? {});
+  const fields = properties.map(([name, prop]) => fieldFromProperty(name, prop, required.has(name), root));
+  const byName = new Map(fields.map((f) => [f.name, f]));
+  const aliasOf = (prop: JsonSchema) => (typeof prop.alias_of === "string" ? byName.get(prop.alias_of) : undefined);
+  for (const [name, prop] of properties) aliasOf(prop)?.aliases.push(name);
+  return fields.filter((_, i) => !aliasOf(properties[i][1]));
+}
+
+/** A config's value for a field: its own key, else one of its aliases'. */
+function configValue(field: FieldSpec, config: Record<string, unknown>): { found: boolean; value?: unknown } {
+  for (const key of [field.name, ...field.aliases]) {
+    if (Object.prototype.hasOwnProperty.call(config, key) && config[key] !== null) return { found: true, value: config[key] };
+  }
+  return Object.prototype.hasOwnProperty.call(config, field.name) ? { found: true, value: null } : { found: false };
 }
 
 /** A config value -> what its input shows. */
@@ -174,7 +202,8 @@ export function initialValues(fields: FieldSpec[], ...configs: Array<Record<stri
   for (const field of fields) {
     let value: unknown = field.hasDefault ? field.default : undefined;
     for (const config of configs) {
-      if (config && Object.prototype.hasOwnProperty.call(config, field.name)) value = config[field.name];
+      const given = config ? configValue(field, config) : { found: false };
+      if (given.found) value = given.value;
     }
     values[field.name] = toFormValue(field, value);
   }

@@ -1,0 +1,54 @@
+// Chat with a succeeded task's model: POST /finetune/tasks/<id>/chat answers server-sent events (`token` events,
+// then one `done`); DELETE closes the task's chat session (frees its device on the agent).
+import { request } from "./client";
+import { readEventStream } from "./sse";
+
+export type ChatModel = "tuned" | "base";
+
+export interface ChatInput {
+  question: string;
+  passages: string[];
+  model: ChatModel;
+  max_new_tokens: number;
+}
+
+export interface RankedPassage {
+  index: number;
+  score: number;
+}
+
+export interface ChatDone {
+  text: string;
+  model: ChatModel;
+  ranking?: RankedPassage[];
+}
+
+/** The task types whose model the chat panel can talk to (embedding: ranks passages). */
+export const CHAT_TYPES = ["sft", "dpo", "kbalign", "embedding"];
+
+function chatPath(taskId: string): string {
+  return `/finetune/tasks/${encodeURIComponent(taskId)}/chat`;
+}
+
+/** One answer: `onToken` for each streamed piece, resolves with the `done` event (rejects with an ApiError). */
+export async function askChat(
+  taskId: string,
+  input: ChatInput,
+  { signal, onToken }: { signal: AbortSignal; onToken: (text: string) => void },
+): Promise<ChatDone | null> {
+  let done: ChatDone | null = null;
+  await readEventStream(chatPath(taskId), {
+    signal,
+    body: input,
+    onEvent: (event) => {
+      const data = JSON.parse(event.data);
+      if (event.event === "token") onToken(String(data.text ?? ""));
+      else if (event.event === "done") done = data as ChatDone;
+    },
+  });
+  return done;
+}
+
+export function closeChat(taskId: string): Promise<{ task_id: string; closed: boolean }> {
+  return request(chatPath(taskId), { method: "DELETE" });
+}
