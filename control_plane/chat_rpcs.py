@@ -1,16 +1,15 @@
 """FinetuneService's chat methods (a mixin of control_plane.finetune_service.FinetuneService): a succeeded task's
-model answers on an agent's chat session (control_plane.chat_sessions), relayed event by event."""
+model (or an export's) answers on an agent's chat session (control_plane.chat_sessions), relayed event by event."""
 
 from __future__ import annotations
 
 import grpc
 
-from control_plane.chat_sessions import ChatSessions, NoFreeDevice, OpenFailed
+from control_plane.chat_sessions import ChatSessions, NoFreeDevice, OpenFailed, chat_subject
+from control_plane.db_calls import in_db_thread
 from control_plane.grpc_errors import abort
-from control_plane.state_machine import TaskStatus
 from protos import agent_pb2, control_plane_pb2
 from protos.chat_input import ChatInputError, parse_chat_input
-from trainers.common.chat_model import CHAT_TYPES
 
 
 class ChatRpcs:
@@ -24,18 +23,15 @@ class ChatRpcs:
         except ChatInputError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message, exc.field)
         task = await self._task_or_404(request.task_id, context)
-        if task.type not in CHAT_TYPES:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                        f"a {task.type} task has no model to chat with (only {', '.join(sorted(CHAT_TYPES))})",
-                        "task_id")
-        if task.status != TaskStatus.SUCCEEDED:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                        f"task {task.id} is {task.status}; only a succeeded task's model can be chatted with", "task_id")
+        try:
+            subject = await in_db_thread(chat_subject, self._store, task)
+        except OpenFailed as exc:
+            await abort(context, exc.code, exc.message, "task_id")
         turn = agent_pb2.AgentChatTurnRequest(question=asked.question, passages=asked.passages, model=asked.model,
                                               max_new_tokens=asked.max_new_tokens)
         for last_try in (False, True):  # a session its agent closed meanwhile (idle, restarted) is opened again
             try:
-                session = await self._chat.session_for(task)
+                session = await self._chat.session_for(subject)
             except NoFreeDevice as exc:
                 await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc), "task_id")
             except OpenFailed as exc:

@@ -25,8 +25,11 @@ from control_plane.models import Task
 from control_plane.placement import choose
 from control_plane.published_models import PublishedModels
 from control_plane.scheduler import Scheduler
-from control_plane.task_store import TaskStore
+from control_plane.state_machine import TaskStatus
+from control_plane.task_store import TaskNotFound, TaskStore
 from protos import agent_pb2, common_pb2
+from trainers.common.chat_model import CHAT_TYPES
+from trainers.export.spec import EXPORT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,43 @@ class OpenFailed(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class ChatSubject:
+    """What a chat session loads: the published model of task `task_id`, trained as a `type` task with `config_json`
+    (its prompt template, max_length and base model). An export's are its source task's, with the export's model."""
+
+    task_id: str
+    type: str
+    config_json: str
+
+
+def chat_subject(store: TaskStore, task: Task) -> ChatSubject:
+    """On a store thread: what chatting with `task` loads; OpenFailed (FAILED_PRECONDITION) when it has no model to
+    chat with. An export answers with its exported model, prompted as its source task trained (the source's type and
+    config; the export's base model when it names one)."""
+    if task.status != TaskStatus.SUCCEEDED:
+        raise OpenFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"task {task.id} is {task.status}; only a succeeded task's model can be chatted with")
+    kind, config = task.type, json.loads(task.config_json)
+    if task.type == EXPORT_TYPE:
+        source_id = str(config.get("source", "")).removeprefix("task:")
+        try:
+            source = store.get_task(source_id)
+        except TaskNotFound:
+            raise OpenFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"export {task.id}: its source task {source_id} was deleted, so the prompt it trained "
+                             "with is unknown; chat with a task that is still listed") from None
+        base = config.get("model_name_or_path")
+        kind, config = source.type, json.loads(source.config_json)
+        if base:
+            config["model_name_or_path"] = base
+    if kind not in CHAT_TYPES:
+        raise OpenFailed(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"task type {kind} has no model to chat with (only {', '.join(sorted(CHAT_TYPES))} and their "
+                         "exports)")
+    return ChatSubject(task.id, kind, json.dumps(config))
 
 
 @dataclass
@@ -82,24 +122,25 @@ class ChatSessions:
     def get(self, task_id: str) -> ChatSession | None:
         return self._sessions.get(task_id)
 
-    async def session_for(self, task: Task) -> ChatSession:
+    async def session_for(self, subject: ChatSubject) -> ChatSession:
         """The task's open session, or a new one on a free device (NoFreeDevice, OpenFailed)."""
-        lock = self._opening.setdefault(task.id, asyncio.Lock())
+        lock = self._opening.setdefault(subject.task_id, asyncio.Lock())
         async with lock:  # two first calls at once open one session
-            session = self._sessions.get(task.id)
+            session = self._sessions.get(subject.task_id)
             if session is not None:
                 return session
-            return await self._open(task)
+            return await self._open(subject)
 
-    async def _open(self, task: Task) -> ChatSession:
-        placement, model = await in_db_thread(self._place, task)
-        session = ChatSession(task.id, uuid.uuid4().hex, placement.agent.id, placement.agent.address,
+    async def _open(self, subject: ChatSubject) -> ChatSession:
+        placement, model = await in_db_thread(self._place, subject)
+        session = ChatSession(subject.task_id, uuid.uuid4().hex, placement.agent.id, placement.agent.address,
                               placement.devices[0])
-        self._sessions[task.id] = session  # held from now on
+        self._sessions[subject.task_id] = session  # held from now on
         self._start_reaper()
         request = agent_pb2.AgentOpenChatRequest(
-            session_id=session.session_id, task_id=task.id, type=task.type, config_json=task.config_json,
-            device=session.device, model=model, idle_seconds=self.idle_seconds + AGENT_BACKSTOP_SECONDS)
+            session_id=session.session_id, task_id=subject.task_id, type=subject.type,
+            config_json=subject.config_json, device=session.device, model=model,
+            idle_seconds=self.idle_seconds + AGENT_BACKSTOP_SECONDS)
         try:
             reply = await self._clients.stub(session.address).OpenChat(request, timeout=OPEN_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
@@ -114,19 +155,20 @@ class ChatSessions:
         session.opened_in = reply.load_seconds
         session.last_used = time.monotonic()
         session.ready.set()
-        log.info("chat session %s for task %s open on agent %s device %d (%.1fs)", session.session_id, task.id,
+        log.info("chat session %s for task %s open on agent %s device %d (%.1fs)", session.session_id, subject.task_id,
                  session.agent_id, session.device, reply.load_seconds)
         return session
 
-    def _place(self, task: Task):
+    def _place(self, subject: ChatSubject):
         """On a store thread: a free device on a live agent holding the task's base model, and the model to fetch."""
-        published = self._published.get(task.id)
+        task_id = subject.task_id
+        published = self._published.get(task_id)
         if published is None:
             raise OpenFailed(grpc.StatusCode.FAILED_PRECONDITION,
-                             f"the model of task {task.id} is not published yet; try again shortly")
+                             f"the model of task {task_id} is not published yet; try again shortly")
         live = self._scheduler.live_agents()
         held = self._scheduler.held_devices()
-        base = json.loads(task.config_json).get("model_name_or_path")
+        base = json.loads(subject.config_json).get("model_name_or_path")
         allowed = config_holders({"model_name_or_path": base} if isinstance(base, str) else {},
                                  self._catalog.inventories({agent.id for agent in live}))
         candidates = [agent for agent in live if allowed is None or agent.id in allowed]
@@ -134,9 +176,9 @@ class ChatSessions:
         if placement is None:
             where = "no live agent holds its base model" if live and not candidates else (
                 "every device is busy with tasks or other chat sessions" if live else "no agent is online")
-            raise NoFreeDevice(f"no free device for a chat session with task {task.id}: {where}; try again later "
+            raise NoFreeDevice(f"no free device for a chat session with task {task_id}: {where}; try again later "
                                "or close another chat")
-        model = common_pb2.BlobRef(ref=f"task:{task.id}", sha256=published.sha256, size=published.size_bytes,
+        model = common_pb2.BlobRef(ref=f"task:{task_id}", sha256=published.sha256, size=published.size_bytes,
                                    archive=True)
         return placement, model
 

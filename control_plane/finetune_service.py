@@ -45,6 +45,7 @@ from protos.json_values import JsonProblem, loads
 from trainers import registry
 from trainers.common.config import TaskConfig
 from trainers.errors import ConfigError
+from trainers.export.spec import EXPORT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
         if source_config.get("use_lora") and raw["merge_lora"] and isinstance(base, str) and base:
             # A merge needs the adapter's base, as the agents name it (and runs where it is); packaging does not.
             raw["model_name_or_path"] = base
-        return await self._submit("export", raw, context)
+        return await self._submit(EXPORT_TYPE, raw, context)
 
     async def _refuse_unplaceable(self, wanted: Task, agents: list, context) -> None:
         """A task needing more devices than any registered agent has could never run: refuse it now."""

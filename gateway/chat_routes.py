@@ -31,7 +31,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad input; `error.field` names it"},
     401: {"description": "missing, invalid or expired token"},
     404: {"description": "unknown task (or somebody else's)"},
-    409: {"description": "the task has not succeeded (or its type has no model to chat with)"},
+    409: {"description": "the task has not succeeded, its type has no model to chat with, or an export's source task "
+                         "was deleted"},
     503: {"description": "no free device for a chat session (or the control plane is unavailable)"},
 }
 

@@ -1,8 +1,8 @@
 """Chat with a finished task's model, against the real stack (control plane, one agent with one device, gateway) and
 a tiny SFT task: REST (SSE) and gRPC stream tokens then `done` with their concatenation; the session holds the device
 like a task (a task submitted meanwhile waits) and frees it after BUGAGARIC_CHAT_IDLE_SECONDS unused, or on DELETE;
-bad input is a 400 naming the field, another state 409, no free device 503. Prints the time from the first POST
-("open chat") to the first streamed token."""
+bad input is a 400 naming the field, another state 409, no free device 503; an export answers as its source task.
+Prints the time from the first POST ("open chat") to the first streamed token."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from protos import control_plane_pb2, control_plane_pb2_grpc
 from tests.helpers.chat import ask
-from tests.helpers.tasks import ENDED, tiny_sft_config, train_until_published, wait_for_task
+from tests.helpers.tasks import ENDED, tiny_sft_config, train_until_published, wait_for_task, wait_until_published
 
 IDLE_SECONDS = 4.0
 QUESTION = {"question": "What colour is the apple?", "passages": ["The apple is red.", "The sky is blue."],
@@ -180,6 +180,26 @@ def test_close_frees_the_device_at_once(system, tuned):
     # The agent freed it too: a task launches there at once.
     quick = api.post("/api/finetune/start", json={"type": "sft", "config": tiny_sft_config()}).json()
     assert wait_for_task(api, quick["id"], lambda t: t["status"] in ENDED)["status"] == "succeeded"
+
+
+def test_an_export_answers_as_its_source_task(system, tuned):
+    """A merged export of the tiny SFT task: prompted with the source's template, its merged model gives the greedy
+    answer the source's adapter gives, and its base the one the adapter switched off gives."""
+    _, api = system
+    _wait_device_free(api)
+    source = {model: ask(api, tuned["id"], {**QUESTION, "model": model}) for model in ("tuned", "base")}
+    assert all(answer.status == 200 for answer in source.values()), source
+    api.delete(f"/api/finetune/tasks/{tuned['id']}/chat")  # the export task needs the only device
+    exported = api.post(f"/api/finetune/tasks/{tuned['id']}/export", json={"merge_lora": True})
+    assert exported.status_code == 201, exported.text
+    export = wait_until_published(api, exported.json()["id"])
+    for model in ("tuned", "base"):
+        answer = ask(api, export["id"], {**QUESTION, "model": model})
+        assert answer.status == 200, answer.error
+        assert answer.done["model"] == model and answer.done["text"] == "".join(answer.tokens)
+        assert answer.done["text"] == source[model].done["text"], (model, answer.done, source[model].done)
+    assert source["tuned"].done["text"] != source["base"].done["text"]  # so the check above tells them apart
+    assert api.delete(f"/api/finetune/tasks/{export['id']}/chat").json()["closed"] is True
 
 
 def test_embedding_task_ranks_passages_with_base_and_tuned(system):

@@ -42,7 +42,12 @@ def train_until_published(api: httpx.Client, task_type: str, config: dict, timeo
     a task that ends otherwise fails the test with its record."""
     response = api.post("/api/finetune/start", json={"type": task_type, "config": config})
     assert response.status_code == 201, response.text
-    task = wait_for_task(api, response.json()["id"],
+    return wait_until_published(api, response.json()["id"], timeout)
+
+
+def wait_until_published(api: httpx.Client, task_id: str, timeout: float = 300) -> dict:
+    """The task once it has succeeded and its model is published; a task that ends otherwise fails the test."""
+    task = wait_for_task(api, task_id,
                          lambda t: t["status"] in ENDED and (t["status"] != "succeeded" or t["published_model_sha256"]),
                          timeout=timeout)
     assert task["status"] == "succeeded", task

@@ -20,6 +20,7 @@ from trainers.common.task_models import ADAPTER_CONFIG, TASK_REF, Source, inspec
 from trainers.errors import ConfigError
 from trainers.registry import DataReport, TaskType, register
 
+EXPORT_TYPE = "export"
 SOURCE_FIELD = "source"
 BASE_FIELD = "model_name_or_path"
 
@@ -105,7 +106,7 @@ DEFAULT_CONFIG = {"source": "task:TASK_ID", "merge_lora": True, "dtype": "auto"}
 
 TASK_TYPE = register(
     TaskType(
-        name="export",
+        name=EXPORT_TYPE,
         description="Exports a finished task's model: merges a LoRA adapter into its base model (safetensors and "
         "the tokenizer, loadable without peft), or packages a full or sentence-transformers model as it is.",
         config_model=ExportConfig,

@@ -2,6 +2,7 @@
 // then one `done`); DELETE closes the task's chat session (frees its device on the agent).
 import { request } from "./client";
 import { readEventStream } from "./sse";
+import type { Task } from "./types";
 
 export type ChatModel = "tuned" | "base";
 
@@ -23,8 +24,15 @@ export interface ChatDone {
   ranking?: RankedPassage[];
 }
 
-/** The task types whose model the chat panel can talk to (embedding: ranks passages). */
+/** The task types whose model the chat panel can talk to (embedding: ranks passages), and their exports. */
 export const CHAT_TYPES = ["sft", "dpo", "kbalign", "embedding"];
+
+/** The task an export's model comes from (its config's `source: task:<id>`); null for any other task. */
+export function exportSourceId(task: Task): string | null {
+  if (task.type !== "export") return null;
+  const source = task.config?.source;
+  return typeof source === "string" && source.startsWith("task:") ? source.slice("task:".length) : null;
+}
 
 function chatPath(taskId: string): string {
   return `/finetune/tasks/${encodeURIComponent(taskId)}/chat`;

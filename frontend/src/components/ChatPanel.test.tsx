@@ -6,9 +6,10 @@ import { setToken } from "../api/client";
 import type { Task } from "../api/types";
 import { stubFetchRoutes } from "../test/fetchRoutes";
 import { renderWithI18n } from "../test/render";
-import { ChatPanel, splitPassages } from "./ChatPanel";
+import { ChatPanel, splitPassages, TaskChat } from "./ChatPanel";
 
-const task = (type = "sft") => ({ id: "t1", type, status: "succeeded", config: {} }) as unknown as Task;
+const task = (type = "sft", config: Record<string, unknown> = {}) =>
+  ({ id: "t1", type, status: "succeeded", config }) as unknown as Task;
 const SSE = { "content-type": "text/event-stream" };
 
 /** An event stream whose chunks arrive one by one, each after `release()` is called. */
@@ -100,5 +101,22 @@ describe("ChatPanel", () => {
     refuse = true;
     fireEvent.click(screen.getByTestId("chat-send"));
     expect((await screen.findByRole("alert")).textContent).toContain("no free device");
+  });
+
+  it("chats with an export as its source task trained (an embedding export ranks), and not without a source", async () => {
+    stubFetchRoutes({ "GET /api/finetune/tasks/src": { json: { id: "src", type: "embedding", status: "succeeded" } } });
+    const exported = task("export", { source: "task:src", merge_lora: true });
+    const { unmount } = renderWithI18n(<TaskChat task={exported} />, "en");
+    expect(await screen.findByTestId("chat-send")).toBeTruthy();
+    expect(screen.getByRole("heading", { level: 2 }).textContent).toBe("Rank passages with the trained model");
+    unmount();
+    // The source task was deleted (404): its prompt is unknown, so there is no panel.
+    stubFetchRoutes({});
+    renderWithI18n(<TaskChat task={task("export", { source: "task:gone" })} />, "en");
+    await waitFor(() => expect(vi.mocked(fetch)).toHaveBeenCalled());
+    expect(screen.queryByTestId("chat-send")).toBeNull();
+    // A type with no model to talk to, or a task that has not succeeded: no panel, nothing fetched.
+    renderWithI18n(<TaskChat task={{ ...task("sft"), status: "running" } as Task} />, "en");
+    expect(screen.queryByTestId("chat-send")).toBeNull();
   });
 });

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "react";
-import { askChat, closeChat, type ChatModel, type RankedPassage } from "../api/chat";
+import { askChat, CHAT_TYPES, closeChat, exportSourceId, type ChatModel, type RankedPassage } from "../api/chat";
+import { api } from "../api/client";
 import type { Task } from "../api/types";
 import { useI18n } from "../i18n";
 import { ErrorBanner, Spinner } from "./ui";
@@ -21,15 +22,39 @@ export function splitPassages(text: string): string[] {
     .filter(Boolean);
 }
 
+/** The type `task`'s model was trained as: an export's is its source task's (fetched; null until known or when the
+ * source is gone, and the chat would then be refused). */
+export function useTrainedType(task: Task): string | null {
+  const sourceId = exportSourceId(task);
+  const [sourceType, setSourceType] = useState<string | null>(null);
+  useEffect(() => {
+    if (!sourceId) return;
+    const ctrl = new AbortController();
+    api.task(sourceId, ctrl.signal).then(
+      (source) => setSourceType(source.type),
+      () => setSourceType(null),
+    );
+    return () => ctrl.abort();
+  }, [sourceId]);
+  return sourceId ? sourceType : task.type;
+}
+
+/** The chat panel where a task has a model to talk to: a succeeded task of a chat type, or its export. */
+export function TaskChat({ task }: { task: Task }) {
+  const trained = useTrainedType(task);
+  if (task.status !== "succeeded" || !trained || !CHAT_TYPES.includes(trained)) return null;
+  return <ChatPanel task={task} trainedType={trained} />;
+}
+
 /**
  * The monitor's chat panel for a succeeded task: a question (and optional passages, put into the task's RAG prompt)
  * answered by the tuned model as it streams, or side by side by the base and the tuned model. For an embedding task
  * the same panel ranks the passages for the query. The first question opens a chat session on an agent (the model
  * loads then); "close" frees its device at once, else it closes by itself when idle.
  */
-export function ChatPanel({ task }: { task: Task }) {
+export function ChatPanel({ task, trainedType = task.type }: { task: Task; trainedType?: string }) {
   const { t } = useI18n();
-  const embedding = task.type === "embedding";
+  const embedding = trainedType === "embedding";
   const [question, setQuestion] = useState("");
   const [passages, setPassages] = useState("");
   const [maxNewTokens, setMaxNewTokens] = useState(128);

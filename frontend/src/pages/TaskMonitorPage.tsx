@@ -3,9 +3,8 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { api } from "../api/client";
 import { ACTIVE_STATUSES, FINISHED_STATUSES, type Task } from "../api/types";
 import { ArtifactsPanel } from "../components/ArtifactsPanel";
-import { ChatPanel } from "../components/ChatPanel";
+import { TaskChat } from "../components/ChatPanel";
 import { EvaluationPanel } from "../components/EvaluationPanel";
-import { CHAT_TYPES } from "../api/chat";
 import { LogView } from "../components/LogView";
 import { MetricChart } from "../components/MetricChart";
 import { TaskErrorBanner } from "../components/TaskErrorBanner";
@@ -251,7 +250,7 @@ export function TaskMonitorPage() {
           for a succeeded task (the panel hides them otherwise): only then is there a final model, published. */}
       {isFinished ? <ArtifactsPanel task={task} /> : null}
 
-      {task.status === "succeeded" && CHAT_TYPES.includes(task.type) ? <ChatPanel task={task} /> : null}
+      <TaskChat task={task} />
 
       <section className="card">
         <div className="card-head">
