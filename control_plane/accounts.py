@@ -1,9 +1,10 @@
 """Users, passwords (argon2) and bearer tokens (random, stored as SHA-256, with an expiry). Failed logins are
-limited by `control_plane.login_throttle`."""
+limited by `control_plane.login_throttle`; API keys (`control_plane.api_keys`) are checked here too."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,10 +15,12 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from control_plane.api_keys import ApiKeyStore, delete_api_keys_of, is_api_key
 from control_plane.login_throttle import LoginThrottle, TooManyAttempts
 from control_plane.models import AuthToken, Task, User, utcnow
 from control_plane.template_store import delete_templates_of
 from control_plane.token_cache import TokenCache
+from control_plane.webhook_store import delete_webhooks_of
 
 __all__ = [
     "AccountError", "AccountStore", "BadCredentials", "Principal", "TooManyAttempts", "hash_token", "tombstone",
@@ -43,6 +46,9 @@ class BadCredentials(AccountError):
 class Principal:
     username: str
     role: str
+    # An API key's caller: the key's scopes (control_plane.api_key_scopes) and id; None for a password session.
+    scopes: frozenset[str] | None = None
+    api_key_id: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -69,6 +75,7 @@ class AccountStore:
         self.token_ttl = token_ttl
         self.throttle = throttle or LoginThrottle(engine)
         self._recent_tokens: TokenCache[Principal] = TokenCache()
+        self.api_keys = ApiKeyStore(engine, self._recent_tokens)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -97,13 +104,16 @@ class AccountStore:
             return session.exec(select(User).limit(1)).first() is not None
 
     def delete_user(self, username: str) -> bool:
-        """In one transaction: the user, their tokens, saved templates and login counters go, and their tasks pass
-        to a tombstone owner (admins still see them; a new user of the same name does not inherit them)."""
+        """In one transaction: the user, their tokens, API keys, webhooks, saved templates and login counters go, and
+        their tasks pass to a tombstone owner (admins still see them; a new user of the same name does not inherit
+        them)."""
         with self._session() as session:
             user = session.get(User, username)
             if user is None:
                 return False
             session.execute(delete(AuthToken).where(col(AuthToken.username) == username))
+            delete_api_keys_of(session, username)
+            delete_webhooks_of(session, username)
             delete_templates_of(session, username)
             session.execute(update(Task).where(col(Task.owner) == username).values(owner=tombstone(username)))
             self.throttle.forget_user(session, username)
@@ -140,6 +150,12 @@ class AccountStore:
         if principal is not None:
             return principal
         generation = self._recent_tokens.generation()
+        if is_api_key(token):
+            holder = self.api_keys.holder(token_hash)
+            if holder is not None:
+                principal = Principal(holder.username, holder.role, holder.scopes, holder.key_id)
+                self._recent_tokens.put(token_hash, principal, holder.username, math.inf, generation)
+                return principal
         with self._session() as session:
             row = session.get(AuthToken, token_hash)
             now = utcnow()

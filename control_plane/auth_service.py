@@ -15,12 +15,14 @@ from typing import Any, Callable
 import grpc
 
 from control_plane.accounts import AccountError, AccountStore, BadCredentials, Principal, TooManyAttempts
+from control_plane.api_key_rpcs import ApiKeyRpcs
+from control_plane.api_key_scopes import allows, scope_needed
 from control_plane.converters import timestamp
 from control_plane.db_calls import in_db_thread
 from control_plane.grpc_errors import ERROR_FIELD_KEY, abort
 from control_plane.login_throttle import TrustedProxies, client_address
 from protos import control_plane_pb2, control_plane_pb2_grpc
-from protos.auth import current_principal, token_from_metadata, tokens_equal
+from protos.auth import PermissionRefused, current_principal, token_from_metadata, tokens_equal
 
 FULL_NAME = "bugagaric.finetune.v1"
 LOGIN_METHOD = f"/{FULL_NAME}.AuthService/Login"
@@ -60,7 +62,7 @@ def _nothing() -> None:
 
 class TokenCheck:
     """The interceptor's check(method, token): agents' calls (AgentRegistry) take the cluster token, every other call
-    a user's token, looked up on a thread pool of its own."""
+    a user's token or API key, looked up on a thread pool of its own; an API key only within its scopes."""
 
     def __init__(self, accounts: AccountStore, cluster_token: str, threads: int = 4):
         self._accounts = accounts
@@ -70,7 +72,14 @@ class TokenCheck:
     async def __call__(self, method: str, token: str) -> Principal | None:
         if method.startswith(AGENT_METHOD_PREFIX):
             return CLUSTER if tokens_equal(token, self._cluster_token) else None
-        return await self._pool.run(self._accounts.authenticate, token)
+        principal = await self._pool.run(self._accounts.authenticate, token)
+        if principal is not None and principal.scopes is not None:
+            needed = scope_needed(method)
+            if not allows(principal.scopes, needed):
+                name = method.rsplit("/", 1)[-1]
+                raise PermissionRefused(f"this API key lacks the '{needed}' scope that {name} needs "
+                                        f"(it has: {', '.join(sorted(principal.scopes))})")
+        return principal
 
     async def probe(self, timeout: float = 1.0) -> bool:
         """For the health check: False when token checks are not being served (no thread free within `timeout`)."""
@@ -99,7 +108,7 @@ def _user_to_proto(user) -> control_plane_pb2.User:
     return control_plane_pb2.User(username=user.username, role=user.role, created_at=timestamp(user.created_at))
 
 
-class AuthService(control_plane_pb2_grpc.AuthServiceServicer):
+class AuthService(ApiKeyRpcs, control_plane_pb2_grpc.AuthServiceServicer):
     def __init__(
         self, accounts: AccountStore, token_check: TokenCheck, trusted_proxies: TrustedProxies | None = None,
         password_threads: int = 2,

@@ -249,6 +249,12 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
                 after = ListCursor.parse(request.page_token)
             except BadPageToken as exc:
                 await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "page_token")
+        if request.after_task_id:
+            if after is not None:
+                await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "give page_token or after_task_id, not both",
+                            "after_task_id")
+            anchor = await self._task_or_404(request.after_task_id, context)
+            after = ListCursor(anchor.created_at, anchor.id)
         if request.status and request.status not in {s.value for s in TaskStatus}:
             known = ", ".join(s.value for s in TaskStatus)
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status!r}; one of: {known}", "status")

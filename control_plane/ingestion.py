@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Callable
 
@@ -21,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control_plane.agent_clients import AgentClients
 from control_plane.converters import datetime_from, status_from_proto
 from control_plane.db_calls import in_db_thread
+from control_plane.metrics import ControlPlaneMetrics
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, TERMINAL, IllegalTransition, TaskStatus
@@ -47,8 +49,10 @@ class _Batch:
 class _BatchWriter:
     """Stores what one stream brings, in order, one store call at a time while the stream goes on being read."""
 
-    def __init__(self, store: TaskStore, notifier: TaskChangeNotifier, task_id: str, attempt: int):
-        self._store, self._notifier = store, notifier
+    def __init__(self, store: TaskStore, notifier: TaskChangeNotifier, task_id: str, attempt: int,
+                 metrics: ControlPlaneMetrics):
+        self._store, self._notifier, self._metrics = store, notifier, metrics
+        self._pending_since: float | None = None  # when the oldest line waiting to be stored arrived (monotonic)
         self._task_id, self._attempt = task_id, attempt
         self._pending = _Batch()
         self._has_pending = asyncio.Event()
@@ -59,6 +63,8 @@ class _BatchWriter:
 
     def add(self, lines: list[NewLine], metrics: list[NewMetric]) -> None:
         self._raise_failure()
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
         self._pending.lines.extend(lines)
         self._pending.metrics.extend(metrics)
         self._has_pending.set()
@@ -93,6 +99,7 @@ class _BatchWriter:
         try:
             while True:
                 await self._has_pending.wait()
+                arrived = self._pending_since
                 batch = self._take()
                 self._writing = True
                 try:
@@ -100,6 +107,7 @@ class _BatchWriter:
                                        attempt=self._attempt)
                 finally:
                     self._writing = False
+                self._count(batch, arrived)
                 self._notifier.notify(self._task_id)
                 async with self._stored:
                     self._stored.notify_all()
@@ -108,19 +116,30 @@ class _BatchWriter:
             async with self._stored:
                 self._stored.notify_all()
 
+    def _count(self, batch: _Batch, arrived: float | None) -> None:
+        """Lines per second and the lag this process owns: from the arrival of the batch's oldest line to its
+        commit (the agent's clock, which stamped the lines, is not this host's)."""
+        self._metrics.ingested_lines.inc(len(batch.lines))
+        self._metrics.ingested_metric_points.inc(len(batch.metrics))
+        if arrived is not None:
+            self._metrics.ingestion_lag.observe(time.monotonic() - arrived)
+
     def _take(self) -> _Batch:
         batch, pending = _Batch(), self._pending
         batch.lines, pending.lines = pending.lines[:STORE_MAX_BATCH], pending.lines[STORE_MAX_BATCH:]
         batch.metrics, pending.metrics = pending.metrics[:STORE_MAX_BATCH], pending.metrics[STORE_MAX_BATCH:]
         if not len(pending):
             self._has_pending.clear()
+            self._pending_since = None  # else the rest keeps the oldest arrival time (its lag an upper bound)
         return batch
 
 
 class Ingestion:
     def __init__(self, store: TaskStore, clients: AgentClients, notifier: TaskChangeNotifier, on_task_ended: Callable[[], None],
-                 on_succeeded: Callable[[str], None] = lambda task_id: None):
+                 on_succeeded: Callable[[str], None] = lambda task_id: None,
+                 metrics: ControlPlaneMetrics | None = None):
         self._on_succeeded = on_succeeded  # e.g. publish its model
+        self._metrics = metrics or ControlPlaneMetrics()
         self._store = store
         self._clients = clients
         self._notifier = notifier
@@ -208,7 +227,7 @@ class Ingestion:
             task_id=task_id, after_log_seq=after_log_seq, after_metric_seq=after_metric_seq, follow=True,
             attempt=attempt, max_batch=AGENT_MAX_BATCH,
         )
-        writer = _BatchWriter(self._store, self._notifier, task_id, attempt)
+        writer = _BatchWriter(self._store, self._notifier, task_id, attempt, self._metrics)
         times = _TimeCache()
         try:
             async for event in self._clients.stub(address).StreamTaskEvents(request):

@@ -8,6 +8,8 @@ from typing import Optional
 from sqlalchemy import BigInteger, Column, Double, Index, Text
 from sqlmodel import Field, SQLModel
 
+from control_plane.json_column import JsonText
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -28,7 +30,7 @@ class Task(SQLModel, table=True):
     type: str = Field(index=True)
     status: str = Field(index=True)
     owner: str = Field(default="", index=True)  # the username that submitted it
-    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    config_json: str = Field(sa_column=Column(JsonText, nullable=False))
     output_dir: str = ""
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -47,7 +49,7 @@ class Task(SQLModel, table=True):
     epoch: Optional[float] = None
     loss: Optional[float] = None
     learning_rate: Optional[float] = None
-    latest_metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    latest_metrics_json: str = Field(default="{}", sa_column=Column(JsonText, nullable=False, default="{}"))
     # Scheduling: what the task asked for, and where it was placed.
     priority: int = Field(default=0, index=True)
     gpus: int = 1  # devices wanted (ignored when gpu_vis pins them)
@@ -90,7 +92,7 @@ class MetricPoint(SQLModel, table=True):
     task_id: str = Field(primary_key=True)
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     time: datetime
-    values_json: str = Field(sa_column=Column(Text, nullable=False))
+    values_json: str = Field(sa_column=Column(JsonText, nullable=False))
 
 
 class TaskAttempt(SQLModel, table=True):
@@ -137,7 +139,7 @@ class Agent(SQLModel, table=True):
     hostname: str = ""
     slots: int = 1
     # The inventory the agent reported (a JSON list of devices: index, kind, name, memory, utilization).
-    devices_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    devices_json: str = Field(default="[]", sa_column=Column(JsonText, nullable=False, default="[]"))
     registered_at: datetime = Field(default_factory=utcnow)
     last_heartbeat: datetime = Field(default_factory=utcnow)
 
@@ -161,6 +163,22 @@ class AuthToken(SQLModel, table=True):
     expires_at: datetime
 
 
+class ApiKey(SQLModel, table=True):
+    """A long-lived, revocable credential of a user's (control_plane/api_keys.py), limited by its scopes. Like a
+    session token only its SHA-256 is stored; `prefix` (the key's first characters) tells keys apart in a list."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True)
+    key_hash: str = Field(unique=True, index=True)
+    owner: str = Field(index=True)
+    name: str
+    scopes: str  # comma-separated: read, submit, admin
+    prefix: str
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: Optional[datetime] = None  # written at most once a minute per key
+
+
 class SavedTemplate(SQLModel, table=True):
     __tablename__ = "saved_template"
 
@@ -168,7 +186,7 @@ class SavedTemplate(SQLModel, table=True):
     owner: str = Field(index=True)
     name: str
     type: str
-    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    config_json: str = Field(sa_column=Column(JsonText, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -199,8 +217,8 @@ class Dataset(SQLModel, table=True):
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     rows: int = 0
     suffix: str = ".jsonl"  # how the trainer reads it: JSONL, or a JSON list
-    stats_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
-    preview_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    stats_json: str = Field(default="{}", sa_column=Column(JsonText, nullable=False, default="{}"))
+    preview_json: str = Field(default="[]", sa_column=Column(JsonText, nullable=False, default="[]"))
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
@@ -220,7 +238,7 @@ class AgentInventory(SQLModel, table=True):
     __tablename__ = "agent_inventory"
 
     agent_id: str = Field(primary_key=True)
-    models_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    models_json: str = Field(default="[]", sa_column=Column(JsonText, nullable=False, default="[]"))
     hub_access: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -234,3 +252,55 @@ class PublishedModel(SQLModel, table=True):
     sha256: str = Field(index=True)
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A user's webhook receiver (control_plane/webhook_store.py): told when that user's tasks start and end. The
+    secret signs every request (Standard Webhooks HMAC), so it is kept as given, not hashed; it is shown once."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: str  # comma-separated event types: task.started, task.succeeded, task.failed, task.stopped
+    description: str = ""
+    secret: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one event for one endpoint, written in the task transition's own transaction. Its id is the
+    `webhook-id` header, the same on every try (receivers dedupe by it)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "state", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint_list", "endpoint_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True)
+    endpoint_id: str
+    task_event_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    task_id: str
+    event_type: str
+    payload_json: str = Field(sa_column=Column(JsonText, nullable=False))
+    state: str = "pending"  # pending | delivered | failed (out of tries)
+    attempts: int = 0
+    next_attempt_at: Optional[datetime] = None  # when pending: the next try (moved on while a try is in flight)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One try of a delivery, for the user's delivery log."""
+
+    __tablename__ = "webhook_attempt"
+
+    delivery_id: str = Field(primary_key=True)
+    number: int = Field(primary_key=True)
+    time: datetime = Field(default_factory=utcnow)
+    status_code: int = 0  # 0: no answer (see error)
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    duration_ms: int = 0
+    next_attempt_at: Optional[datetime] = None  # None: no further try

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Callable
 
 import grpc
@@ -14,6 +14,7 @@ import grpc
 from control_plane.agent_clients import AgentClients
 from control_plane.db_calls import in_db_thread
 from control_plane.ingestion import Ingestion
+from control_plane.metrics import ControlPlaneMetrics
 from control_plane.model_catalog import ModelCatalog, config_holders
 from control_plane.models import Agent, Task, utcnow
 from control_plane.placement import Placement, choose, device_indices
@@ -51,8 +52,9 @@ class Scheduler:
 
     def __init__(self, store: TaskStore, clients: AgentClients, ingestion: Ingestion, *, agent_timeout_seconds: float,
                  interval_seconds: float, agent_gone_seconds: float | None = None, catalog: ModelCatalog,
-                 inputs: TaskInputs):
+                 inputs: TaskInputs, metrics: ControlPlaneMetrics | None = None):
         self._store = store
+        self._metrics = metrics or ControlPlaneMetrics()
         self._catalog = catalog
         self._inputs = inputs
         self._clients = clients
@@ -230,10 +232,11 @@ class Scheduler:
     def _placed(self, task: Task, attempt: int, where: str, devices: list[int], agent: Agent):
         """On a store thread: the task moves to starting; returns what its launch sends (inputs, environment), or
         None when it failed instead (its inputs are gone)."""
-        self._store.transition(
+        placed = self._store.transition(
             task.id, TaskStatus.STARTING, "placed", f"attempt {attempt} placed on {where}",
             agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt,
         )
+        self._observe_wait(task.id, placed.updated_at)
         try:
             inputs = self._inputs.for_task(task)
         except ConfigError as exc:  # e.g. its owner's account, and with it the dataset, is gone
@@ -241,6 +244,14 @@ class Scheduler:
                                    error_reason="invalid_data", only_attempt=attempt)
             return None
         return inputs, self._path_scope_env(task)
+
+    def _observe_wait(self, task_id: str, placed_at) -> None:
+        """Scheduling latency: from the task's latest entry into `queued` (submit, retry, resume) to its placement.
+        On a store thread."""
+        queued = [event.time for event in self._store.events(task_id) if event.to_status == TaskStatus.QUEUED]
+        if queued:
+            since, until = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (queued[-1], placed_at))
+            self._metrics.scheduling_latency.observe(max(0.0, (until - since).total_seconds()))
 
     def _path_scope_env(self, task: Task) -> dict[str, str]:
         """Whose paths the trainer may read (trainers.paths): its owner's, and admins' extra roots if the owner was an

@@ -13,6 +13,10 @@ class ControlPlaneSettings(BaseSettings):
 
     control_plane_host: str = "127.0.0.1"
     control_plane_port: int = 50051
+    # Prometheus metrics (control_plane.metrics) over HTTP on a port of their own: /metrics. Port 0 takes a free one
+    # (logged); host "" means control_plane_host.
+    control_plane_metrics_host: str = ""
+    control_plane_metrics_port: int = Field(default=9150, ge=0, le=65535)
     database_url: str = "sqlite:///var/bugagaric.db"
     # The control plane's own directory (its state: var/ with the store and the blobs). It reads no task data: paths
     # in task configs are paths on the agents.
@@ -60,3 +64,22 @@ class ControlPlaneSettings(BaseSettings):
     chat_idle_seconds: float = Field(default=300.0, gt=0)
     # Shared secret between the control plane and its agents (required).
     cluster_token: str = ""
+    # Webhooks (control_plane/webhook_dispatcher.py): a failed try (network error, timeout, non-2xx) is made again
+    # after base, 2*base, 4*base... seconds (at most max), webhook_max_attempts tries in all. Endpoints on loopback,
+    # private or link-local addresses are refused unless allowed (a user must not reach internal services).
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_allow_private_urls: bool = False
+    # Ended deliveries older than this leave the delivery log (pending ones stay).
+    webhook_log_retention_days: float = Field(default=30.0, gt=0)
+    # TLS for its gRPC server and its channels to the agents (protos.tls; README "TLS"). Unset: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_auth: bool = False  # mutual TLS: refuse clients (agents, gateway) without a certificate from the CA
+    tls_server_name: str = ""
+    # How often the store is probed for the gRPC health service (NOT_SERVING while it does not answer).
+    store_probe_seconds: float = Field(default=5.0, gt=0)

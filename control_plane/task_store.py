@@ -24,6 +24,7 @@ from control_plane.models import (
 from control_plane.list_cursor import ListCursor
 from control_plane.progress import progress_fields
 from control_plane.state_machine import ACTIVE, TERMINAL, TaskStatus
+from control_plane.webhook_events import enqueue_deliveries
 
 
 class TaskNotFound(LookupError):
@@ -339,10 +340,11 @@ class TaskStore:
                     .values(**values)
                 )
                 if result.rowcount == 1:
-                    session.add(
-                        TaskEvent(task_id=task_id, time=now, from_status=before["status"], to_status=target, reason=reason, message=message)
-                    )
+                    event = TaskEvent(task_id=task_id, time=now, from_status=before["status"], to_status=target,
+                                      reason=reason, message=message)
+                    session.add(event)
                     self._record_attempt(session, task_id, before, target, reason, values, now)
+                    enqueue_deliveries(session, task, event)  # webhooks: committed with the transition, or not at all
                     session.commit()
                     return session.get(Task, task_id, populate_existing=True)
                 session.rollback()  # somebody else moved it first: re-read and re-check

@@ -17,10 +17,11 @@ import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from gateway import serializers as ser
+from gateway import api_models as api, serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import bad_request
-from gateway.inputs import object_schema, openapi_json_body, parse_object_body
+from gateway.inputs import json_body_doc, parse_body
+from gateway.openapi_doc import download_response, error_responses
 from protos import control_plane_pb2 as cp
 
 log = logging.getLogger("gateway")
@@ -28,18 +29,13 @@ router = APIRouter(prefix="/api/finetune")
 CP = Annotated[ControlPlane, Depends(control_plane)]
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "bad input; `error.field` names it (a path leaving the task's directory: `path`)"},
-    401: {"description": "missing, invalid or expired token"},
-    404: {"description": "unknown task or file"},
-    409: {"description": "the task is in the wrong state (e.g. no final model yet)"},
-    503: {"description": "control plane or the task's agent unavailable"},
-}
-
-
-# Both keys optional, and the body too.
-_EXPORT_BODY = openapi_json_body({**object_schema(merge_lora="boolean", dtype="string"), "required": []})
-_EXPORT_BODY["requestBody"]["required"] = False
+_ERRORS = error_responses(
+    400, 401, 404, 409, 503,
+    e400="bad input; `error.field` names it (a path leaving the task's directory: `path`)",
+    e404="unknown task or file",
+    e409="the task is in the wrong state (e.g. no final model yet)",
+    e503="control plane or the task's agent unavailable",
+)
 
 
 def attachment(filename: str) -> str:
@@ -75,9 +71,9 @@ async def _download(call: ControlPlane, rpc: str, request: Any, media_type: str,
 @router.get("/tasks/{task_id}/artifacts", tags=["artifacts"], summary="The files of a task's output directory",
             description="`source` says where they come from: the task's agent, or the published model once the "
             "agent is gone.", responses=_ERRORS)
-async def list_artifacts(task_id: str, call: CP) -> dict[str, Any]:
+async def list_artifacts(task_id: str, call: CP) -> api.ArtifactList:
     reply = await call("ListArtifacts", cp.ListArtifactsRequest(task_id=task_id))
-    return {"artifacts": [ser.artifact_to_dict(a) for a in reply.artifacts], "source": reply.source}
+    return api.ArtifactList(artifacts=[ser.artifact_model(a) for a in reply.artifacts], source=reply.source)
 
 
 @router.get(
@@ -85,7 +81,7 @@ async def list_artifacts(task_id: str, call: CP) -> dict[str, Any]:
     tags=["artifacts"],
     summary="Download one file of a task's output directory",
     description="`path` is relative to the task's output directory and may contain `/`; one that leaves it is a 400.",
-    responses={**_ERRORS, 200: {"description": "the file", "content": {"application/octet-stream": {}}}},
+    responses={**_ERRORS, **download_response("application/octet-stream", "the file")},
     response_class=StreamingResponse,
 )
 async def download_artifact(task_id: str, path: str, call: CP) -> StreamingResponse:
@@ -101,7 +97,7 @@ async def download_artifact(task_id: str, path: str, call: CP) -> StreamingRespo
     tags=["artifacts"],
     summary="Download the task's final model directory as one tar",
     description="Without the checkpoints; from the blob store once published, else from the task's agent.",
-    responses={**_ERRORS, 200: {"description": "a tar archive", "content": {"application/x-tar": {}}}},
+    responses={**_ERRORS, **download_response("application/x-tar", "a tar archive")},
     response_class=StreamingResponse,
 )
 async def download_model(task_id: str, call: CP) -> StreamingResponse:
@@ -116,12 +112,12 @@ async def download_model(task_id: str, call: CP) -> StreamingResponse:
     summary="Queue an export task: the LoRA adapter merged into its base model, or the model packaged as it is",
     description="Optional body `{\"merge_lora\": true, \"dtype\": \"auto\"}`; answers the new task (type `export`).",
     responses=_ERRORS,
-    openapi_extra=_EXPORT_BODY,
+    openapi_extra=json_body_doc(api.ExportBody, required=False),
 )
-async def export_task(task_id: str, request: Request, call: CP) -> dict[str, Any]:
+async def export_task(task_id: str, request: Request, call: CP) -> api.Task:
     raw = await request.body()
-    body = parse_object_body(raw, {"merge_lora": bool, "dtype": str}, optional=("merge_lora", "dtype")) if raw.strip() else {}
+    body = parse_body(raw, api.ExportBody) if raw.strip() else {}
     export = cp.ExportTaskRequest(task_id=task_id, dtype=body.get("dtype", ""))
     if "merge_lora" in body:
         export.merge_lora = body["merge_lora"]
-    return ser.task_to_dict(await call("ExportTask", export))
+    return ser.task_model(await call("ExportTask", export))

@@ -12,8 +12,10 @@ from gateway.client import bearer_token, control_plane
 from gateway.errors import error_response
 from protos import control_plane_pb2 as cp
 
-# Open without a token: liveness, the login itself, and the API docs (with the Swagger UI files they load).
-PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/login", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# Open without a token: liveness, the login itself, the API docs (with the Swagger UI files they load), and the
+# Prometheus metrics (counts and timings by route template: no user data).
+PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/login", "/docs", "/docs/oauth2-redirect", "/openapi.json",
+                          "/metrics"})
 DOCS_ASSETS = "/docs/assets"
 
 

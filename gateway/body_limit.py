@@ -32,9 +32,11 @@ def max_body_bytes(limit: int | Callable[[Any], int]) -> Callable[[F], F]:
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, refusal: Callable[[str], ASGIApp] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # The 413 answer for a message (the OpenAI-compatible app answers in OpenAI's error shape).
+        self.refusal = refusal or (lambda message: error_response(413, "payload_too_large", message))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,9 +50,8 @@ class BodySizeLimitMiddleware:
             nonlocal refused
             refused = True
             if not started:
-                await error_response(
-                    413, "payload_too_large", f"request body is larger than this route's limit of {limit} bytes"
-                )(scope, receive, send)
+                await self.refusal(f"request body is larger than this route's limit of {limit} bytes")(
+                    scope, receive, send)
             return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:

@@ -9,16 +9,19 @@ a plain error JSON with its status (404, 409, 503); a failure after that ends th
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, AsyncIterator
 
 import grpc
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
+from gateway import api_models as api, serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import bad_request
-from gateway.inputs import openapi_json_body
+from gateway.inputs import json_body_doc
 from gateway.json_body import load_json
+from gateway.openapi_doc import error_responses, event_stream_response
 from gateway.stream_routes import PING_SECONDS, _ending_cleanly
 from protos import common_pb2
 from protos import control_plane_pb2 as cp
@@ -27,24 +30,18 @@ from protos.chat_input import ChatInput, ChatInputError, parse_chat_input
 router = APIRouter(prefix="/api/finetune")
 CP = Annotated[ControlPlane, Depends(control_plane)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "bad input; `error.field` names it"},
-    401: {"description": "missing, invalid or expired token"},
-    404: {"description": "unknown task (or somebody else's)"},
-    409: {"description": "the task has not succeeded, its type has no model to chat with, or an export's source task "
-                         "was deleted"},
-    503: {"description": "no free device for a chat session (or the control plane is unavailable)"},
-}
+_ERRORS = error_responses(
+    400, 401, 404, 409, 503,
+    e404="unknown task (or somebody else's)",
+    e409="the task has not succeeded, its type has no model to chat with, or an export's source task was deleted",
+    e503="no free device for a chat session (or the control plane is unavailable)",
+)
 
 
 def chat_event_to_sse(event: common_pb2.ChatEvent) -> dict[str, str]:
-    if event.WhichOneof("event") == "token":
-        return {"event": "token", "data": json.dumps({"text": event.token}, ensure_ascii=False)}
-    done = event.done
-    data: dict[str, Any] = {"text": done.text, "model": done.model}
-    if done.ranking:
-        data["ranking"] = [{"index": item.index, "score": item.score} for item in done.ranking]
-    return {"event": "done", "data": json.dumps(data, ensure_ascii=False)}
+    model = ser.chat_event_model(event)
+    name = "token" if isinstance(model, api.ChatToken) else "done"
+    return {"event": name, "data": json.dumps(ser.to_json(model, exclude_unset=True), ensure_ascii=False)}
 
 
 @router.post(
@@ -55,10 +52,13 @@ def chat_event_to_sse(event: common_pb2.ChatEvent) -> dict[str, str]:
     "first call opens a chat session on an agent's free device; later calls reuse it until it is closed or idle for "
     "`BUGAGARIC_CHAT_IDLE_SECONDS`. The prompt is the task's RAG template. For an embedding task, `done` carries "
     "`ranking`: the passages' indices by cosine similarity to the question, best first.",
-    responses={**_ERRORS, 200: {"description": "server-sent events", "content": {"text/event-stream": {}}}},
-    openapi_extra=openapi_json_body(ChatInput.model_json_schema()),
+    response_class=StreamingResponse,
+    responses={**_ERRORS, **event_stream_response(
+        "server-sent events: `event: token` (a ChatToken) as the model generates, then one `event: done` (a ChatDone); "
+        "`event: error` (an ErrorResponse) if the stream fails once begun", api.ChatToken, api.ChatDone, api.ErrorResponse)},
+    openapi_extra=json_body_doc(ChatInput),
 )
-async def chat(task_id: str, request: Request, call: CP) -> EventSourceResponse:
+async def chat_with_task(task_id: str, request: Request, call: CP) -> EventSourceResponse:
     try:
         asked = parse_chat_input(load_json(await request.body()))
     except ChatInputError as exc:
@@ -87,7 +87,7 @@ async def chat(task_id: str, request: Request, call: CP) -> EventSourceResponse:
 
 
 @router.delete("/tasks/{task_id}/chat", tags=["chat"], summary="Close the task's chat session (frees its device)",
-               responses=_ERRORS)
-async def close_chat(task_id: str, call: CP) -> dict[str, Any]:
+               responses=error_responses(400, 401, 404, 503, e404="unknown task (or somebody else's)"))
+async def close_chat(task_id: str, call: CP) -> api.ChatClosed:
     reply = await call("CloseChat", cp.CloseChatRequest(task_id=task_id))
-    return {"task_id": task_id, "closed": reply.closed}
+    return api.ChatClosed(task_id=task_id, closed=reply.closed)

@@ -11,6 +11,7 @@ from fastapi import Request
 from gateway.threaded_upload import ThreadedUpload
 from protos import control_plane_pb2_grpc
 from protos.auth import AUTHORIZATION_KEY, CLIENT_ADDRESS_KEY
+from protos.tls import PLAINTEXT, Tls
 
 Metadata = tuple[tuple[str, str], ...]
 # RFC 6750's token68, of a sane length: anything else (non-ASCII, control characters, kilobytes) could not even be
@@ -32,12 +33,14 @@ class ControlPlaneClient:
     """Owns the grpc.aio channel. The app's lifespan opens and closes it; a call made without a lifespan
     (e.g. an ASGI test transport that skips it) opens it lazily so the app still works."""
 
-    def __init__(self, address: str, timeout_seconds: float) -> None:
+    def __init__(self, address: str, timeout_seconds: float, tls: Tls = PLAINTEXT) -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
+        self.tls = tls  # both channels use it
         self._channel: grpc.aio.Channel | None = None
         self._stub: control_plane_pb2_grpc.FinetuneServiceStub | None = None
         self._auth_stub: control_plane_pb2_grpc.AuthServiceStub | None = None
+        self._webhook_stub: control_plane_pb2_grpc.WebhookServiceStub | None = None
         # Uploads only (gateway.threaded_upload says why): a channel of grpc's threaded API, made on first use.
         self._threaded_channel: grpc.Channel | None = None
         self._threaded_stub: control_plane_pb2_grpc.FinetuneServiceStub | None = None
@@ -45,9 +48,10 @@ class ControlPlaneClient:
     async def open(self) -> None:
         if self._channel is None:
             # Created inside the running event loop: grpc.aio channels are bound to it.
-            self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+            self._channel = self.tls.aio_channel(self.address, options=_CHANNEL_OPTIONS)
             self._stub = control_plane_pb2_grpc.FinetuneServiceStub(self._channel)
             self._auth_stub = control_plane_pb2_grpc.AuthServiceStub(self._channel)
+            self._webhook_stub = control_plane_pb2_grpc.WebhookServiceStub(self._channel)
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -60,7 +64,7 @@ class ControlPlaneClient:
     @property
     def threaded_stub(self) -> control_plane_pb2_grpc.FinetuneServiceStub:
         if self._threaded_stub is None:
-            self._threaded_channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+            self._threaded_channel = self.tls.channel(self.address, options=_CHANNEL_OPTIONS)
             self._threaded_stub = control_plane_pb2_grpc.FinetuneServiceStub(self._threaded_channel)
         return self._threaded_stub
 
@@ -73,10 +77,11 @@ class ControlPlaneClient:
 
     async def unary(self, rpc: str, request: Any, metadata: Metadata = (), timeout: float | None = None) -> Any:
         """Call one unary method with the gateway's deadline (or `timeout`). `rpc` is a FinetuneService method name,
-        or "AuthService.<method>". AioRpcError propagates."""
+        or "AuthService.<method>" / "WebhookService.<method>". AioRpcError propagates."""
         await self.open()
         service, _, name = rpc.rpartition(".")
-        method = getattr(self._auth_stub if service == "AuthService" else self.stub, name)
+        stub = {"AuthService": self._auth_stub, "WebhookService": self._webhook_stub}.get(service, self.stub)
+        method = getattr(stub, name)
         return await method(request, timeout=timeout or self.timeout_seconds, metadata=metadata or None)
 
 

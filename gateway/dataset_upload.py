@@ -5,7 +5,11 @@ the control plane checks the rows by that type's validator while they stream, be
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
+from starlette.requests import Request
+
+from gateway.client import ControlPlane
 from gateway.errors import bad_request
 from gateway.multipart_stream import Event, MultipartStream, PartData, PartEnd, PartStart
 from protos import control_plane_pb2 as cp
@@ -103,3 +107,35 @@ class DatasetUploadForm:
             raise bad_request(f"form field '{TYPE_FIELD}' must be a task type such as sft, dpo, embedding or kbalign",
                               TYPE_FIELD)
         return text
+
+
+class UploadForm(Protocol):
+    """A multipart form turned into UploadDatasetRequests as its bytes arrive (DatasetUploadForm here, the OpenAI
+    files route's FileUploadForm)."""
+
+    def feed(self, chunk: bytes) -> list[cp.UploadDatasetRequest]: ...
+
+    def finish(self) -> list[cp.UploadDatasetRequest]: ...
+
+
+async def relay_upload(request: Request, call: ControlPlane, form: UploadForm) -> cp.Dataset:
+    """Streams the request's form into UploadDataset as the body arrives and returns the stored dataset. The call is
+    opened at the form's first message (its header), so a form refused before its file makes none; a body that breaks
+    off or is refused leaves the call cancelled and nothing kept. AioRpcError and ClientDisconnect are the caller's to
+    map (the REST and the OpenAI routes answer them in their own error shapes)."""
+    upload = None
+
+    async def send(messages: list[cp.UploadDatasetRequest]) -> None:
+        nonlocal upload
+        for message in messages:
+            upload = upload or call.upload("UploadDataset")
+            await upload.write(message)
+
+    try:
+        async for chunk in request.stream():
+            await send(form.feed(chunk))
+        await send(form.finish())  # raises unless the form had its file, so the call is open
+        return await upload.finish()
+    finally:
+        if upload is not None:
+            upload.cancel()  # a no-op once answered

@@ -4,12 +4,13 @@ or a bare 500 text page."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.authn import verify_credential
@@ -73,8 +74,10 @@ class CatchAllMiddleware:
     Exception handler: Starlette re-raises after running an Exception handler, which would surface in servers and
     test clients as a crash."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, respond: Callable[[str], Response] | None = None) -> None:
         self.app = app
+        # The 500's body from its message: the REST error JSON here; the OpenAI app passes its own error shape.
+        self.respond = respond or (lambda message: error_response(500, "internal", message))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,8 +97,7 @@ class CatchAllMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise  # too late for a JSON body; let the server close the connection
-            response = error_response(500, "internal", f"internal gateway error: {type(exc).__name__}")
-            await response(scope, receive, send)
+            await self.respond(f"internal gateway error: {type(exc).__name__}")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,32 +1,41 @@
-"""Parsing of the POST /api/finetune/start body, done by hand so every mistake is a 400 naming the field
-(FastAPI's body models would answer 422 with a different shape) and so `config` keeps its exact JSON types."""
+"""Parsing of JSON request bodies, done by hand so every mistake is a 400 naming the field (FastAPI's body models
+would answer 422 with a different shape) and so `config` keeps its exact JSON types. The request models of
+gateway/api_models.py say which keys a body has and of what JSON type; the same models document the body."""
 
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from gateway.api_models import StartTaskBody
 from gateway.errors import bad_request
 from gateway.json_body import load_json
 
-
-class StartTaskBody(BaseModel):
-    """Documents the body in OpenAPI only; parse_start_body is what enforces it."""
-
-    type: str = Field(description="task type: sft, dpo, embedding or kbalign (see /api/finetune/templates)")
-    config: dict[str, Any] = Field(description="the type's config; omitted keys take the template's defaults")
+# The bodies documented by json_body_doc, by schema name: gateway/openapi_doc.py puts their schemas in components.
+DOCUMENTED_BODIES: dict[str, type[BaseModel]] = {}
 
 
-def openapi_json_body(schema: dict[str, Any]) -> dict[str, Any]:
+def json_body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """`openapi_extra` documenting a JSON body that a route parses itself (so FastAPI does not validate it)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    DOCUMENTED_BODIES[model.__name__] = model
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
-def object_schema(**properties: str) -> dict[str, Any]:
-    """A JSON schema of an object whose keys (all required) have these JSON types."""
-    return {"type": "object", "required": list(properties), "properties": {k: {"type": v} for k, v in properties.items()}}
+def body_fields(model: type[BaseModel]) -> tuple[dict[str, type], tuple[str, ...]]:
+    """The model's keys with their Python types (dict[str, Any] -> dict), and the optional ones."""
+    fields = {name: typing.get_origin(info.annotation) or info.annotation for name, info in model.model_fields.items()}
+    optional = tuple(name for name, info in model.model_fields.items() if not info.is_required())
+    return fields, optional
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> dict[str, Any]:
+    """A JSON object body with the model's keys (its optional ones may be missing), else ApiError(400)."""
+    fields, optional = body_fields(model)
+    return parse_object_body(raw, fields, optional=optional)
 
 
 def _json_kind(value: Any) -> str:
@@ -66,5 +75,5 @@ def parse_object_body(raw: bytes, fields: dict[str, type], *, optional: tuple[st
 
 def parse_start_body(raw: bytes) -> tuple[str, dict[str, Any]]:
     """Return (type, config) or raise ApiError(400)."""
-    body = parse_object_body(raw, {"type": str, "config": dict})
+    body = parse_body(raw, StartTaskBody)
     return body["type"], body["config"]

@@ -1,18 +1,21 @@
-"""Proto messages -> JSON-ready dicts for the REST API.
+"""Proto messages -> the REST API's models (gateway/api_models.py), the one mapping between the two.
 
 JSON-carrying string fields (config_json, latest_metrics_json, values_json, ...) are parsed so clients get objects
-with their integer/float/string types intact; statuses become lowercase names; timestamps ISO-8601 UTC or null.
+with their integer/float/string types intact; statuses become lowercase names; timestamps ISO-8601 UTC or null. `to_json` is the JSON of any of the models, for
+answers FastAPI does not serialize itself (the SSE streams' events).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel
 
+from gateway import api_models as api
 from protos import common_pb2, control_plane_pb2 as cp
 
 _STATUS_PREFIX = "TASK_STATUS_"
@@ -33,12 +36,17 @@ TASK_STATUSES = tuple(
 )
 
 
-def timestamp(msg: Message, field: str) -> str | None:
-    """ISO-8601 UTC ("...Z") when the field is set, else None (an unset Timestamp is not 1970)."""
+def timestamp(msg: Message, field: str) -> datetime | None:
+    """The UTC time when the field is set, else None (an unset Timestamp is not 1970); JSON: ISO-8601 "...Z"."""
     if not msg.HasField(field):
         return None
     ts: Timestamp = getattr(msg, field)
-    return ts.ToDatetime(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def to_json(model: BaseModel, **options: Any) -> dict[str, Any]:
+    """The model as the JSON-ready dict the API sends."""
+    return model.model_dump(mode="json", **options)
 
 
 def json_value(text: str, default: Any = None) -> Any:
@@ -57,169 +65,155 @@ def _or_none(text: str) -> str | None:
     return text or None
 
 
-def progress_to_dict(p: cp.Progress) -> dict[str, Any]:
-    return {
-        "step": p.step,
-        "total_steps": p.total_steps,
-        "percent": p.percent,
-        "eta_seconds": _optional(p, "eta_seconds"),
-        "epoch": _optional(p, "epoch"),
-        "loss": _optional(p, "loss"),
-        "learning_rate": _optional(p, "learning_rate"),
-        # A multi-stage trainer's current stage (KBAlign's annotation, clustering, ...) and its count; null in training.
-        "stage": _or_none(p.stage),
-        "stage_done": p.stage_done,
-        "stage_total": p.stage_total,
-    }
+def progress_model(p: cp.Progress) -> api.Progress:
+    return api.Progress(
+        step=p.step,
+        total_steps=p.total_steps,
+        percent=p.percent,
+        eta_seconds=_optional(p, "eta_seconds"),
+        epoch=_optional(p, "epoch"),
+        loss=_optional(p, "loss"),
+        learning_rate=_optional(p, "learning_rate"),
+        stage=_or_none(p.stage),
+        stage_done=p.stage_done,
+        stage_total=p.stage_total,
+    )
 
 
-def event_to_dict(e: cp.TaskEvent) -> dict[str, Any]:
-    return {
-        "time": timestamp(e, "time"),
-        "from_status": status_name(e.from_status),
-        "to_status": status_name(e.to_status),
-        "reason": e.reason,
-        "message": e.message,
-    }
+def event_model(e: cp.TaskEvent) -> api.TaskEvent:
+    return api.TaskEvent(time=timestamp(e, "time"), from_status=status_name(e.from_status),
+                         to_status=status_name(e.to_status), reason=e.reason, message=e.message)
 
 
-def attempt_to_dict(a: cp.TaskAttempt) -> dict[str, Any]:
-    return {
-        "number": a.number,
-        "agent_id": _or_none(a.agent_id),
-        "devices": list(a.devices),
-        "started_at": timestamp(a, "started_at"),
-        "ended_at": timestamp(a, "ended_at"),
-        "status": status_name(a.status) if a.status else None,
-        "reason": _or_none(a.reason),
-        "resumed_from": _or_none(a.resumed_from),
-    }
+def attempt_model(a: cp.TaskAttempt) -> api.TaskAttempt:
+    return api.TaskAttempt(
+        number=a.number,
+        agent_id=_or_none(a.agent_id),
+        devices=list(a.devices),
+        started_at=timestamp(a, "started_at"),
+        ended_at=timestamp(a, "ended_at"),
+        status=status_name(a.status) if a.status else None,
+        reason=_or_none(a.reason),
+        resumed_from=_or_none(a.resumed_from),
+    )
 
 
-def checkpoint_to_dict(c: cp.Checkpoint) -> dict[str, Any]:
-    return {"path": c.path, "step": c.step, "time": timestamp(c, "time"), "attempt": c.attempt}
+def checkpoint_model(c: cp.Checkpoint) -> api.Checkpoint:
+    return api.Checkpoint(path=c.path, step=c.step, time=timestamp(c, "time"), attempt=c.attempt)
 
 
-def task_to_dict(t: cp.Task) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "type": t.type,
-        "status": status_name(t.status),
-        "config": json_value(t.config_json),
-        "created_at": timestamp(t, "created_at"),
-        "updated_at": timestamp(t, "updated_at"),
-        "started_at": timestamp(t, "started_at"),
-        "finished_at": timestamp(t, "finished_at"),
-        "agent_id": _or_none(t.agent_id),
-        "error": _or_none(t.error),
-        # A failure's traceback (and the stderr around it), apart from the message: the console folds it away.
-        "error_details": _or_none(t.error_details),
-        "error_reason": _or_none(t.error_reason),
-        "exit_code": t.exit_code,
-        "pid": t.pid or None,
-        "owner": _or_none(t.owner),
-        "progress": progress_to_dict(t.progress),
-        "latest_metrics": json_value(t.latest_metrics_json),
-        "output_dir": _or_none(t.output_dir),
-        "last_log_seq": t.last_log_seq,
-        "events": [event_to_dict(e) for e in t.events],
-        "priority": t.priority,
-        "queue_position": t.queue_position or None,
-        "devices": list(t.devices),
-        "attempt": t.attempt,
-        "max_retries": t.max_retries,
-        "checkpoints": [checkpoint_to_dict(c) for c in t.checkpoints],
-        "attempts": [attempt_to_dict(a) for a in t.attempts],
-        # The check of its paths and data at submit: "pending" while it waits outside the queue for it.
-        "validation": {"state": t.validation.state, "rows": t.validation.rows, "message": t.validation.message}
+def task_model(t: cp.Task) -> api.Task:
+    return api.Task(
+        id=t.id,
+        type=t.type,
+        status=status_name(t.status),
+        config=json_value(t.config_json),
+        created_at=timestamp(t, "created_at"),
+        updated_at=timestamp(t, "updated_at"),
+        started_at=timestamp(t, "started_at"),
+        finished_at=timestamp(t, "finished_at"),
+        agent_id=_or_none(t.agent_id),
+        error=_or_none(t.error),
+        error_details=_or_none(t.error_details),
+        error_reason=_or_none(t.error_reason),
+        exit_code=t.exit_code,
+        pid=t.pid or None,
+        owner=_or_none(t.owner),
+        progress=progress_model(t.progress),
+        latest_metrics=json_value(t.latest_metrics_json),
+        output_dir=_or_none(t.output_dir),
+        last_log_seq=t.last_log_seq,
+        events=[event_model(e) for e in t.events],
+        priority=t.priority,
+        queue_position=t.queue_position or None,
+        devices=list(t.devices),
+        attempt=t.attempt,
+        max_retries=t.max_retries,
+        checkpoints=[checkpoint_model(c) for c in t.checkpoints],
+        attempts=[attempt_model(a) for a in t.attempts],
+        validation=api.DataValidation(state=t.validation.state, rows=t.validation.rows, message=t.validation.message)
         if t.HasField("validation") else None,
-        # The final model's blob once published ("" until then): downloadable after its agent has gone.
-        "published_model_sha256": t.published_model_sha256,
-    }
+        published_model_sha256=t.published_model_sha256,
+    )
 
 
-def log_line_to_dict(line: common_pb2.LogLine) -> dict[str, Any]:
-    return {"seq": line.seq, "time": timestamp(line, "time"), "stream": line.stream, "text": line.text}
+def log_line_model(line: common_pb2.LogLine) -> api.LogLine:
+    return api.LogLine(seq=line.seq, time=timestamp(line, "time"), stream=line.stream, text=line.text)
 
 
-def metric_point_to_dict(point: common_pb2.MetricPoint) -> dict[str, Any]:
-    out: dict[str, Any] = {"seq": point.seq, "time": timestamp(point, "time")}
+def metric_point_model(point: common_pb2.MetricPoint) -> api.MetricPoint:
+    own: dict[str, Any] = {"seq": point.seq, "time": timestamp(point, "time")}
     values = json_value(point.values_json)
     if isinstance(values, dict):
         # seq/time are the point's own; a value with the same name must not overwrite them.
-        out.update((k, v) for k, v in values.items() if k not in out)
-    return out
+        own.update((k, v) for k, v in values.items() if k not in own)
+    return api.MetricPoint.model_validate(own)
 
 
-def template_to_dict(t: cp.Template) -> dict[str, Any]:
-    return {
-        "id": _or_none(t.id),
-        "builtin": t.builtin,
-        "owner": _or_none(t.owner),
-        "type": t.type,
-        "name": t.name,
-        "description": t.description,
-        "default_config": json_value(t.default_config_json),
-        "json_schema": json_value(t.json_schema),
-        "data_example": json_value(t.data_example_json),
-    }
+def template_model(t: cp.Template) -> api.Template:
+    return api.Template(
+        id=_or_none(t.id),
+        builtin=t.builtin,
+        owner=_or_none(t.owner),
+        type=t.type,
+        name=t.name,
+        description=t.description,
+        default_config=json_value(t.default_config_json),
+        json_schema=json_value(t.json_schema),
+        data_example=json_value(t.data_example_json),
+    )
 
 
-def validation_report_to_dict(r: common_pb2.ValidationReport) -> dict[str, Any]:
-    return {
-        "ok": r.ok,
-        "type": r.type,
-        "rows": r.rows,
-        "problems": [{"line": p.line, "field": p.field, "message": p.message} for p in r.problems],
-        "stats": json_value(r.stats_json),
-        "error": {"field": r.error_field or None, "message": r.error_message} if r.error_message else None,
-        "warnings": list(r.warnings),
-        "agent_id": r.agent_id or None,
-    }
+def validation_report_model(r: common_pb2.ValidationReport) -> api.ValidationReport:
+    return api.ValidationReport(
+        ok=r.ok,
+        type=r.type,
+        rows=r.rows,
+        problems=[api.ValidationProblem(line=p.line, field=p.field, message=p.message) for p in r.problems],
+        stats=json_value(r.stats_json),
+        error=api.ValidationFailure(field=r.error_field or None, message=r.error_message) if r.error_message else None,
+        warnings=list(r.warnings),
+        agent_id=r.agent_id or None,
+    )
 
 
-def user_to_dict(u: cp.User) -> dict[str, Any]:
-    return {"username": u.username, "role": u.role, "created_at": timestamp(u, "created_at")}
+def user_model(u: cp.User) -> api.User:
+    return api.User(username=u.username, role=u.role, created_at=timestamp(u, "created_at"))
 
 
-def agent_to_dict(a: cp.AgentInfo) -> dict[str, Any]:
-    return {
-        "agent_id": a.agent_id,
-        "address": a.address,
-        "hostname": a.hostname,
-        "slots": a.slots,
-        "free_slots": a.free_slots,
-        "alive": a.alive,
-        "last_heartbeat": timestamp(a, "last_heartbeat"),
-        "devices": [device_to_dict(d) for d in a.devices],
-        "warm_pool_memory_bytes": a.warm_pool_memory_bytes,
+def agent_model(a: cp.AgentInfo) -> api.AgentInfo:
+    return api.AgentInfo(
+        agent_id=a.agent_id,
+        address=a.address,
+        hostname=a.hostname,
+        slots=a.slots,
+        free_slots=a.free_slots,
+        alive=a.alive,
+        last_heartbeat=timestamp(a, "last_heartbeat"),
+        devices=[device_model(d) for d in a.devices],
+        warm_pool_memory_bytes=a.warm_pool_memory_bytes,
         # Held by active tasks, whoever owns them: the console shows others' as occupied without naming them.
-        "busy_devices": list(a.busy_devices),
-    }
+        busy_devices=list(a.busy_devices),
+    )
 
 
-def device_to_dict(d: common_pb2.Device) -> dict[str, Any]:
-    return {
-        "index": d.index, "kind": d.kind, "uuid": d.uuid or None, "name": d.name or None,
-        "memory_total_bytes": d.memory_total_bytes, "memory_free_bytes": d.memory_free_bytes,
-        "utilization_percent": d.utilization_percent,
-    }
+def device_model(d: common_pb2.Device) -> api.AgentDevice:
+    return api.AgentDevice(
+        index=d.index, kind=d.kind, uuid=d.uuid or None, name=d.name or None,
+        memory_total_bytes=d.memory_total_bytes, memory_free_bytes=d.memory_free_bytes,
+        utilization_percent=d.utilization_percent,
+    )
 
 
-def health_to_dict(h: cp.SystemHealth) -> dict[str, Any]:
-    return {
-        "status": h.status or "ok",
-        "serving": h.serving,
-        "gateway": {"status": "ok"},
-        "control_plane": {
-            "status": h.status or "ok",
-            "database": h.database,
-            "serving": h.serving,
-            "queued_tasks": h.queued_tasks,
-            "running_tasks": h.running_tasks,
-        },
-        "agents": [agent_to_dict(a) for a in h.agents],
-    }
+def health_model(h: cp.SystemHealth) -> api.SystemHealth:
+    return api.SystemHealth(
+        status=h.status or "ok",
+        serving=h.serving,
+        gateway=api.GatewayHealth(status="ok"),
+        control_plane=api.ControlPlaneHealth(status=h.status or "ok", database=h.database, serving=h.serving,
+                                             queued_tasks=h.queued_tasks, running_tasks=h.running_tasks),
+        agents=[agent_model(a) for a in h.agents],
+    )
 
 
 def _json_or_text(text: str) -> Any:
@@ -230,21 +224,33 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def dataset_to_dict(d: cp.Dataset, *, details: bool = False) -> dict[str, Any]:
-    """The dataset; with `details` (GetDataset) also its row statistics and the first rows as a preview."""
-    out = {
-        "id": d.id, "name": d.name, "type": d.type, "sha256": d.sha256, "size": d.size_bytes, "rows": d.rows,
-        "created_at": timestamp(d, "created_at"), "owner": _or_none(d.owner),
-    }
-    if details:
-        out["stats"] = json_value(d.stats_json)
-        out["preview"] = [_json_or_text(row) for row in d.preview_json]
-    return out
+def _dataset_fields(d: cp.Dataset) -> dict[str, Any]:
+    return {"id": d.id, "name": d.name, "type": d.type, "sha256": d.sha256, "size": d.size_bytes, "rows": d.rows,
+            "created_at": timestamp(d, "created_at"), "owner": _or_none(d.owner)}
 
 
-def model_entry_to_dict(m: cp.ModelEntry) -> dict[str, Any]:
-    return {"name": m.name, "kind": m.kind, "size": m.size_bytes, "agents": list(m.agent_ids)}
+def dataset_model(d: cp.Dataset) -> api.Dataset:
+    return api.Dataset(**_dataset_fields(d))
 
 
-def artifact_to_dict(a: common_pb2.Artifact) -> dict[str, Any]:
-    return {"path": a.path, "size": a.size, "kind": a.kind}
+def dataset_detail_model(d: cp.Dataset) -> api.DatasetDetail:
+    """GetDataset's answer: the dataset with its row statistics and the first rows as a preview."""
+    return api.DatasetDetail(**_dataset_fields(d), stats=json_value(d.stats_json),
+                             preview=[_json_or_text(row) for row in d.preview_json])
+
+
+def model_entry_model(m: cp.ModelEntry) -> api.ModelEntry:
+    return api.ModelEntry(name=m.name, kind=m.kind, size=m.size_bytes, agents=list(m.agent_ids))
+
+
+def artifact_model(a: common_pb2.Artifact) -> api.Artifact:
+    return api.Artifact(path=a.path, size=a.size, kind=a.kind)
+
+
+def chat_event_model(event: common_pb2.ChatEvent) -> api.ChatToken | api.ChatDone:
+    if event.WhichOneof("event") == "token":
+        return api.ChatToken(text=event.token)
+    done = event.done
+    ranking = [api.RankedPassage(index=item.index, score=item.score) for item in done.ranking]
+    # `ranking` only where there is one (an embedding task's answer): to_json(..., exclude_unset=True) leaves it out.
+    return api.ChatDone(text=done.text, model=done.model, **({"ranking": ranking} if ranking else {}))

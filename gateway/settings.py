@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,3 +22,17 @@ class GatewaySettings(BaseSettings):
     # Peers whose X-Forwarded-For names the end client (uvicorn's forwarded_allow_ips: comma-separated addresses or
     # networks, "*" for any). The default is the console's proxy on the same host.
     gateway_trusted_proxies: str = "127.0.0.1,::1"
+    # The OpenAI-compatible API (/v1, gateway/openai_api) on a port of its own, same host as the gateway; 0 or empty:
+    # not served.
+    openai_port: int = Field(default=18081, ge=0, le=65535)
+
+    @field_validator("openai_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return 0 if isinstance(value, str) and not value.strip() else value
+    # TLS for its channel to the control plane (protos.tls; README "TLS"): the CA that signed the control plane's
+    # certificate, and a certificate of its own where the control plane requires client certificates. Unset: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_server_name: str = ""

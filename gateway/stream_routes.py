@@ -17,11 +17,13 @@ from typing import Annotated, Any, AsyncIterator
 
 import grpc
 from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
-from gateway import serializers as ser
+from gateway import api_models as api, serializers as ser
 from gateway.client import ControlPlane, control_plane
 from gateway.errors import api_error_from_rpc, error_body
+from gateway.openapi_doc import error_responses, event_stream_response
 from gateway.routes import INT64_MAX
 from protos import control_plane_pb2 as cp
 
@@ -53,8 +55,16 @@ async def _ending_cleanly(task_id: str, events: AsyncIterator[Event]) -> AsyncIt
         yield {"event": "error", "data": json.dumps(error_body("internal", f"internal gateway error: {type(exc).__name__}"))}
 
 
-@router.get("/finetune/tasks/{task_id}/logs/stream", tags=["streams"], summary="Live log lines (SSE)")
-async def stream_logs(
+_ERRORS = error_responses(400, 401, 404, 503, e404="unknown task (or somebody else's)")
+_ERROR_EVENT = "`event: error` (an ErrorResponse) if the stream fails once begun"
+
+
+@router.get("/finetune/tasks/{task_id}/logs/stream", tags=["streams"], summary="Live log lines (SSE)",
+            response_class=StreamingResponse,
+            responses={**_ERRORS, **event_stream_response(
+                "server-sent events: each log line (a LogLine, `id` = its seq), then `event: end` (a LogStreamEnd); "
+                f"{_ERROR_EVENT}", api.LogLine, api.LogStreamEnd, api.ErrorResponse)})
+async def stream_task_logs(
     task_id: str, call: CP, last_event_id: LastEventId = None,
     after_seq: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> EventSourceResponse:
@@ -65,16 +75,21 @@ async def stream_logs(
         stream = await call.stream("StreamTaskLogs", cp.StreamTaskLogsRequest(task_id=task_id, after_seq=start, follow=True))
         try:
             async for line in stream:
-                yield {"id": str(line.seq), "data": json.dumps(ser.log_line_to_dict(line), ensure_ascii=False)}
+                yield {"id": str(line.seq), "data": json.dumps(ser.to_json(ser.log_line_model(line)), ensure_ascii=False)}
         finally:
             stream.cancel()  # the browser went away: end the gRPC stream too
-        yield {"event": "end", "data": json.dumps({"task_id": task_id})}
+        yield {"event": "end", "data": json.dumps(ser.to_json(api.LogStreamEnd(task_id=task_id)))}
 
     return EventSourceResponse(_ending_cleanly(task_id, events()), ping=PING_SECONDS)
 
 
-@router.get("/finetune/tasks/{task_id}/events/stream", tags=["streams"], summary="Live task updates and metrics (SSE)")
-async def stream_events(
+@router.get("/finetune/tasks/{task_id}/events/stream", tags=["streams"], summary="Live task updates and metrics (SSE)",
+            response_class=StreamingResponse,
+            responses={**_ERRORS, **event_stream_response(
+                "server-sent events: `event: task` (a Task) whenever the task changes, `event: metric` (a MetricPoint, "
+                f"`id` = its seq) for each metric point, then `event: end` (an EventStreamEnd); {_ERROR_EVENT}",
+                api.Task, api.MetricPoint, api.EventStreamEnd, api.ErrorResponse)})
+async def stream_task_events(
     task_id: str, call: CP, last_event_id: LastEventId = None,
     after_seq: Annotated[int, Query(ge=0, le=INT64_MAX, description="metric seq to resume after")] = 0,
 ) -> EventSourceResponse:
@@ -87,13 +102,15 @@ async def stream_events(
             points = await call("GetTaskMetrics", cp.GetTaskMetricsRequest(task_id=task_id, after_seq=last_metric))
             for point in points.points:
                 last_metric = point.seq
-                yield {"event": "metric", "id": str(point.seq), "data": json.dumps(ser.metric_point_to_dict(point))}
-            snapshot = ser.task_to_dict(task)
+                yield {"event": "metric", "id": str(point.seq),
+                       "data": json.dumps(ser.to_json(ser.metric_point_model(point)))}
+            snapshot = ser.to_json(ser.task_model(task))
             if snapshot != previous:
                 previous = snapshot
                 yield {"event": "task", "data": json.dumps(snapshot, ensure_ascii=False)}
             if snapshot["status"] in TERMINAL:
-                yield {"event": "end", "data": json.dumps({"task_id": task_id, "status": snapshot["status"]})}
+                end = api.EventStreamEnd(task_id=task_id, status=snapshot["status"])
+                yield {"event": "end", "data": json.dumps(ser.to_json(end))}
                 return
             await asyncio.sleep(POLL_SECONDS)
             task = await call("GetTask", cp.GetTaskRequest(task_id=task_id))

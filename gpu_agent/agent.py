@@ -21,6 +21,8 @@ from gpu_agent.settings import AgentSettings
 from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
 from gpu_agent.warm_pool import WarmPool
+from protos.metrics_http import MetricsServer
+from protos.tls import Tls
 from trainers import registry
 from trainers.errors import ConfigError
 from trainers.output_dirs import output_dir_value
@@ -60,6 +62,7 @@ class TaskNotFound(AgentError):
 class Agent:
     def __init__(self, settings: AgentSettings, inventory: Inventory | None = None):
         self.settings = settings
+        self.tls = Tls.from_settings(settings)  # its server, its registration and every input fetch use it
         self.workspace = settings.workspace_path()
         self.agent_dir = settings.agent_dir_path()
         self.hostname = socket.gethostname()
@@ -73,6 +76,7 @@ class Agent:
         # Set by server.start_agent.
         self.health: health_aio.HealthServicer | None = None
         self.registrar: Registrar | None = None
+        self.metrics_server: MetricsServer | None = None  # Prometheus /metrics (gpu_agent.metrics)
         self.chat = ChatRunner(self)  # chat sessions hold devices too
 
     def start_warm_pool(self) -> None:
@@ -148,7 +152,7 @@ class Agent:
             plan = input_fetch.write_plan(
                 directory, control_plane_address=self.settings.control_plane_address,
                 cluster_token=self.settings.cluster_token, cache_dir=self.cache_dir,
-                cache_max_bytes=self.settings.agent_cache_max_bytes, inputs=inputs)
+                cache_max_bytes=self.settings.agent_cache_max_bytes, inputs=inputs, tls=self.tls)
             before_trainer = input_fetch.command(plan)
         try:
             process = process_runner.launch(
@@ -197,7 +201,7 @@ class Agent:
         CacheError when one cannot be fetched; release them with Held.close()."""
         self._check_inputs(specs)
         cache = BlobCache(self.cache_dir, self.settings.agent_cache_max_bytes, say=lambda line: log.info("%s", line))
-        transfer = input_fetch.GrpcTransfer(self.settings.control_plane_address, self.settings.cluster_token)
+        transfer = input_fetch.GrpcTransfer(self.settings.control_plane_address, self.settings.cluster_token, self.tls)
         try:
             return input_fetch.fetch_all(specs, cache, transfer)
         finally:

@@ -16,10 +16,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec, TransferBroken, TransferRefused
 from gpu_agent.process_runner import environment_without_secrets
+
+if TYPE_CHECKING:
+    from protos.tls import Tls
 
 PLAN_FILE = "inputs.json"
 TOKEN_FILE = "cluster-token"
@@ -38,8 +41,9 @@ def specs_from_plan(items: Sequence[dict]) -> list[InputSpec]:
 
 
 def write_plan(directory: Path, *, control_plane_address: str, cluster_token: str, cache_dir: Path,
-               cache_max_bytes: int, inputs: Sequence[InputSpec]) -> Path:
-    """Writes the plan and the token file (owner-only) into the attempt directory; returns the plan's path."""
+               cache_max_bytes: int, inputs: Sequence[InputSpec], tls: Tls | None = None) -> Path:
+    """Writes the plan and the token file (owner-only) into the attempt directory; returns the plan's path. `tls`:
+    the agent's TLS settings (file paths), which the fetch step dials the control plane with."""
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / TOKEN_FILE
     handle = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -47,7 +51,7 @@ def write_plan(directory: Path, *, control_plane_address: str, cluster_token: st
         out.write(cluster_token)
     plan = {
         "control_plane_address": control_plane_address, "token_file": str(token_file), "cache_dir": str(cache_dir),
-        "cache_max_bytes": cache_max_bytes,
+        "cache_max_bytes": cache_max_bytes, "tls": tls.files() if tls is not None else {},
         "inputs": [{"ref": s.ref, "sha256": s.sha256, "size": s.size, "suffix": s.suffix, "archive": s.archive}
                    for s in inputs],
     }
@@ -62,15 +66,17 @@ def command(plan_path: Path) -> list[str]:
 
 
 class GrpcTransfer:
-    """AgentRegistry.FetchBlob on a plain (sync) channel, the cluster token as the bearer token."""
+    """AgentRegistry.FetchBlob on a channel of grpc's threaded API (TLS when the agent's is on), the cluster token as
+    the bearer token."""
 
-    def __init__(self, address: str, token: str):
+    def __init__(self, address: str, token: str, tls: Tls | None = None):
         import grpc
 
         from protos import control_plane_pb2_grpc
+        from protos.tls import PLAINTEXT
 
         self._grpc = grpc
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = (tls or PLAINTEXT).channel(address, options=_CHANNEL_OPTIONS)
         self._stub = control_plane_pb2_grpc.AgentRegistryStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         grpc_codes = grpc.StatusCode
@@ -144,7 +150,10 @@ def prepare(plan_path: Path) -> tuple[list[Held], dict[str, str]] | int:
         token = _take_token(Path(plan["token_file"]))
         specs = specs_from_plan(plan["inputs"])
         cache = BlobCache(Path(plan["cache_dir"]), int(plan["cache_max_bytes"]), say=_say)
-        transfer = GrpcTransfer(plan["control_plane_address"], token)
+        from protos.tls import Tls
+
+        tls = Tls.load(**plan.get("tls", {}))  # a broken setting is a ValueError: reported below like a bad plan
+        transfer = GrpcTransfer(plan["control_plane_address"], token, tls)
         try:
             held = fetch_all(specs, cache, transfer)
         finally:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import grpc
 
 from protos.auth import bearer_channel
+from protos.tls import PLAINTEXT, Tls
 
 from protos import common_pb2, control_plane_pb2, control_plane_pb2_grpc
 
@@ -39,7 +40,7 @@ class Registrar:
                  running_task_ids: Callable[[], list[str]], heartbeat_seconds: float, cluster_token: str = "",
                  devices: Callable[[], Sequence[common_pb2.Device]] = list,
                  models: Callable[[], Sequence[common_pb2.ModelInfo]] = list, hub_access: Callable[[], bool] = bool,
-                 warm_pool_memory_bytes: Callable[[], int] = int):
+                 warm_pool_memory_bytes: Callable[[], int] = int, tls: Tls = PLAINTEXT):
         self.control_plane_address = control_plane_address
         self.agent_id = agent_id
         self.address = address
@@ -51,6 +52,7 @@ class Registrar:
         self.warm_pool_memory_bytes = warm_pool_memory_bytes  # a local round trip to the pool: run off the loop
         self.heartbeat_seconds = heartbeat_seconds
         self.cluster_token = cluster_token
+        self.tls = tls
         self.registered = asyncio.Event()  # set while the control plane knows us (tests wait on it)
         self._task: asyncio.Task[None] | None = None
 
@@ -68,7 +70,8 @@ class Registrar:
     async def _run(self) -> None:
         while True:
             try:
-                async with bearer_channel(self.control_plane_address, self.cluster_token, _CHANNEL_OPTIONS) as channel:
+                async with bearer_channel(self.control_plane_address, self.cluster_token, _CHANNEL_OPTIONS,
+                                          self.tls) as channel:
                     stub = control_plane_pb2_grpc.AgentRegistryStub(channel)
                     while True:
                         interval = await self._register(stub)
@@ -92,8 +95,8 @@ class Registrar:
             try:
                 response = await stub.RegisterAgent(request, timeout=_CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
-                log.warning("registering with the control plane at %s failed (%s); retrying in %.1f s",
-                            self.control_plane_address, exc.code().name, delay)
+                log.warning("registering with the control plane at %s failed (%s: %s); retrying in %.1f s",
+                            self.control_plane_address, exc.code().name, exc.details(), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue

@@ -13,11 +13,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gpu_agent.agent import Agent
+from gpu_agent.metrics import agent_registry
 from gpu_agent.registration import Registrar
 from gpu_agent.model_inventory import hub_access
 from gpu_agent.servicer import GpuAgentServicer, devices_to_proto, models_to_proto
 from gpu_agent.settings import AgentSettings
 from protos import agent_pb2, agent_pb2_grpc
+from protos.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.agent_host}:{settings.agent_port}")
+    port = agent.tls.bind(server, settings.agent_host, settings.agent_port, "agent")
     if port == 0:
         raise RuntimeError(f"could not bind {settings.agent_host}:{settings.agent_port}")
     await server.start()
@@ -58,16 +60,20 @@ async def start_agent(settings: AgentSettings | None = None) -> tuple[grpc.aio.S
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     agent.agent_id = settings.resolved_agent_id(port)
+    metrics_host = settings.agent_metrics_host or settings.agent_host
+    agent.metrics_server = MetricsServer(agent_registry(agent), metrics_host, settings.agent_metrics_port,
+                                         "BUGAGARIC_AGENT_METRICS_PORT")
     agent.health = health_servicer
     address = settings.advertise_address(port)
     log.info("agent %s serving on %s:%d (advertised as %s), %d %s device(s), task dirs under %s, models from %s, "
              "input cache %s", agent.agent_id, settings.agent_host, port, address, agent.slots, agent.inventory.kind,
              agent.agent_dir, agent.models.models_dir, agent.cache_dir)
+    log.info("agent metrics on http://%s:%d/metrics", metrics_host, agent.metrics_server.port)
     if settings.control_plane_address:
         registrar = Registrar(
             control_plane_address=settings.control_plane_address, agent_id=agent.agent_id, address=address,
             hostname=agent.hostname, running_task_ids=agent.running_task_ids,
-            heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token,
+            heartbeat_seconds=settings.heartbeat_seconds, cluster_token=settings.cluster_token, tls=agent.tls,
             devices=lambda: devices_to_proto(agent.inventory.refresh()),
             models=lambda: models_to_proto(agent.models.models()), hub_access=hub_access,
             warm_pool_memory_bytes=agent.warm_pool_memory_bytes)
@@ -83,6 +89,8 @@ async def stop_agent(server: grpc.aio.Server, agent: Agent, grace: float = 5.0) 
     if agent.registrar is not None:
         await agent.registrar.close()
     await server.stop(grace)
+    if agent.metrics_server is not None:
+        await asyncio.to_thread(agent.metrics_server.close)
     await agent.close()
 
 

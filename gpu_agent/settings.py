@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +15,10 @@ class AgentSettings(BaseSettings):
 
     agent_host: str = "127.0.0.1"
     agent_port: int = 50061  # 0: an ephemeral port (tests)
+    # Prometheus metrics (gpu_agent.metrics) over HTTP on a port of their own: /metrics. Port 0 takes a free one
+    # (logged); host "" means agent_host.
+    agent_metrics_host: str = ""
+    agent_metrics_port: int = Field(default=9160, ge=0, le=65535)
     # What the control plane dials; "" -> host:bound_port, with 0.0.0.0 replaced by 127.0.0.1.
     agent_advertise_address: str = ""
     agent_id: str = ""  # "" -> "<hostname>-<port>"
@@ -38,6 +43,12 @@ class AgentSettings(BaseSettings):
     # Modules the pool imports up front, comma-separated; "" -> torch, transformers, datasets, peft, trl,
     # sentence-transformers and the trainer modules (gpu_agent.fork_server.DEFAULT_PRELOAD).
     warm_pool_preload: str = ""
+    # TLS for its gRPC server and its channels to the control plane (protos.tls; README "TLS"). Unset: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_auth: bool = False  # mutual TLS: refuse a control plane without a certificate from the CA
+    tls_server_name: str = ""
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()

@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import grpc
 
+from protos.tls import PLAINTEXT, Tls
+
 AUTHORIZATION_KEY = "authorization"
 # The end client's address, as the gateway saw it. Trusted only from peers the control plane is told to trust
 # (BUGAGARIC_TRUSTED_PROXIES); anyone else's call counts under its own peer address.
@@ -24,8 +26,13 @@ ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 current_principal: contextvars.ContextVar[Any] = contextvars.ContextVar("current_principal", default=None)
 
-# check(method, token) -> the caller (any object), or None to refuse with UNAUTHENTICATED.
+# check(method, token) -> the caller (any object), or None to refuse with UNAUTHENTICATED; it may raise
+# PermissionRefused for a valid credential that may not make this call.
 TokenCheck = Callable[[str, str], Awaitable[Any]]
+
+
+class PermissionRefused(Exception):
+    """Raised by a check: the credential is valid but not for this method (PERMISSION_DENIED with this message)."""
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -61,7 +68,10 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 async def _admit(check: TokenCheck, method: str, context: grpc.aio.ServicerContext) -> Any:
     token = token_from_metadata(context.invocation_metadata())
-    principal = await check(method, token) if token else None
+    try:
+        principal = await check(method, token) if token else None
+    except PermissionRefused as exc:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if principal is None:
         reason = "missing bearer token" if not token else "invalid or expired token"
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send 'authorization: Bearer <token>' metadata")
@@ -165,8 +175,8 @@ class _StreamBearer(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_bearer(client_call_details, self._token), request)
 
 
-def bearer_channel(address: str, token: str, options: Iterable[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel whose every call carries `token` (the cluster token between services)."""
-    return grpc.aio.insecure_channel(
-        address, options=list(options), interceptors=[_UnaryBearer(token), _StreamBearer(token)]
-    )
+def bearer_channel(address: str, token: str, options: Iterable[tuple[str, Any]] = (),
+                   tls: Tls = PLAINTEXT) -> grpc.aio.Channel:
+    """A grpc.aio channel (TLS when `tls` is on) whose every call carries `token` (the cluster token between
+    services)."""
+    return tls.aio_channel(address, options, interceptors=[_UnaryBearer(token), _StreamBearer(token)])

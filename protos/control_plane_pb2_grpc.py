@@ -1244,6 +1244,21 @@ class AuthServiceStub:
                 request_serializer=protos_dot_control__plane__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=protos_dot_control__plane__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/CreateApiKey',
+                request_serializer=protos_dot_control__plane__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/ListApiKeys',
+                request_serializer=protos_dot_control__plane__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteApiKey = channel.unary_unary(
+                '/bugagaric.finetune.v1.AuthService/DeleteApiKey',
+                request_serializer=protos_dot_control__plane__pb2.DeleteApiKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.DeleteApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -1287,6 +1302,26 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """The caller's API keys (control_plane/api_key_scopes.py says what each scope allows). The key itself is in
+        CreateApiKey's answer only; INVALID_ARGUMENT names `name` or `scopes`. Another user's key is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1319,6 +1354,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=protos_dot_control__plane__pb2.DeleteUserRequest.FromString,
                     response_serializer=protos_dot_control__plane__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=protos_dot_control__plane__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=protos_dot_control__plane__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApiKey,
+                    request_deserializer=protos_dot_control__plane__pb2.DeleteApiKeyRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1494,6 +1544,87 @@ class AuthService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/CreateApiKey',
+            protos_dot_control__plane__pb2.CreateApiKeyRequest.SerializeToString,
+            protos_dot_control__plane__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/ListApiKeys',
+            protos_dot_control__plane__pb2.ListApiKeysRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.AuthService/DeleteApiKey',
+            protos_dot_control__plane__pb2.DeleteApiKeyRequest.SerializeToString,
+            protos_dot_control__plane__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AgentRegistryStub:
     """Called by agents with the cluster token.
@@ -1646,6 +1777,215 @@ class AgentRegistry:
             '/bugagaric.finetune.v1.AgentRegistry/FetchBlob',
             protos_dot_control__plane__pb2.FetchBlobRequest.SerializeToString,
             protos_dot_common__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WebhookServiceStub:
+    """Webhooks: the caller's endpoints, told when the caller's tasks start and end (README "Webhooks"). INVALID_ARGUMENT
+    names `url`, `events`, `description` or `limit`; another user's endpoint is NOT_FOUND.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateWebhook = channel.unary_unary(
+                '/bugagaric.finetune.v1.WebhookService/CreateWebhook',
+                request_serializer=protos_dot_control__plane__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.CreateWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/bugagaric.finetune.v1.WebhookService/ListWebhooks',
+                request_serializer=protos_dot_control__plane__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/bugagaric.finetune.v1.WebhookService/DeleteWebhook',
+                request_serializer=protos_dot_control__plane__pb2.DeleteWebhookRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/bugagaric.finetune.v1.WebhookService/ListWebhookDeliveries',
+                request_serializer=protos_dot_control__plane__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=protos_dot_control__plane__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+
+
+class WebhookServiceServicer:
+    """Webhooks: the caller's endpoints, told when the caller's tasks start and end (README "Webhooks"). INVALID_ARGUMENT
+    names `url`, `events`, `description` or `limit`; another user's endpoint is NOT_FOUND.
+    """
+
+    def CreateWebhook(self, request, context):
+        """The secret that signs the endpoint's requests is in this answer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """The endpoint's newest deliveries, each with its tries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WebhookServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=protos_dot_control__plane__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.CreateWebhookResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=protos_dot_control__plane__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=protos_dot_control__plane__pb2.DeleteWebhookRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=protos_dot_control__plane__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=protos_dot_control__plane__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'bugagaric.finetune.v1.WebhookService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('bugagaric.finetune.v1.WebhookService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WebhookService:
+    """Webhooks: the caller's endpoints, told when the caller's tasks start and end (README "Webhooks"). INVALID_ARGUMENT
+    names `url`, `events`, `description` or `limit`; another user's endpoint is NOT_FOUND.
+    """
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.WebhookService/CreateWebhook',
+            protos_dot_control__plane__pb2.CreateWebhookRequest.SerializeToString,
+            protos_dot_control__plane__pb2.CreateWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.WebhookService/ListWebhooks',
+            protos_dot_control__plane__pb2.ListWebhooksRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.WebhookService/DeleteWebhook',
+            protos_dot_control__plane__pb2.DeleteWebhookRequest.SerializeToString,
+            protos_dot_control__plane__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bugagaric.finetune.v1.WebhookService/ListWebhookDeliveries',
+            protos_dot_control__plane__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            protos_dot_control__plane__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

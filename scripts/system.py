@@ -34,6 +34,11 @@ SERVICES = {
 GATEWAY_PORT = int(os.environ.get("BUGAGARIC_GATEWAY_PORT", "18080"))
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
 CONSOLE_URL = f"http://localhost:{os.environ.get('BUGAGARIC_FRONTEND_PORT', '3000')}"
+# The gateway's OpenAI-compatible API (README "OpenAI-compatible API"); 0 or empty: not served.
+OPENAI_PORT = os.environ.get("BUGAGARIC_OPENAI_PORT", "18081").strip()
+# Prometheus endpoints (README "Prometheus"): the gateway's is on its REST port.
+CONTROL_PLANE_METRICS_PORT = os.environ.get("BUGAGARIC_CONTROL_PLANE_METRICS_PORT", "9150")
+AGENT_METRICS_PORT = os.environ.get("BUGAGARIC_AGENT_METRICS_PORT", "9160")
 ACTIVE_STATUSES = ("queued", "starting", "running", "stopping")
 
 
@@ -86,7 +91,11 @@ def start() -> int:
     print(f"  Console:   {CONSOLE_URL}  (sidebar: 模型微调)")
     print(f"  REST API:  {GATEWAY_URL}/api/health")
     print(f"  API docs:  {GATEWAY_URL}/docs")
+    if OPENAI_PORT not in ("", "0"):
+        print(f"  OpenAI:    http://127.0.0.1:{OPENAI_PORT}/v1  (OpenAI(base_url=..., api_key=<an API key>))")
     print(f"  gRPC:      127.0.0.1:{os.environ.get('BUGAGARIC_CONTROL_PLANE_PORT', '50051')} (FinetuneService)")
+    print(f"  Metrics:   {GATEWAY_URL}/metrics, http://127.0.0.1:{CONTROL_PLANE_METRICS_PORT}/metrics (control plane), "
+          f"http://127.0.0.1:{AGENT_METRICS_PORT}/metrics (agent)")
     show_admin_password_once()
     print("Stop everything with ./start_finetune_system.sh stop")
     return 0

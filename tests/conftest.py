@@ -16,6 +16,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Every agent the tests start has its warm trainer pool on (size 1), preloading only the CLI: the pool's mechanism
 # under every test, without each agent paying torch's seconds of imports (tests/test_warm_pool.py preloads torch).
 os.environ.setdefault("BUGAGARIC_WARM_POOL_PRELOAD", "trainers.common.cli")
+# Control planes and agents started by the tests serve their Prometheus metrics on free ports, never the defaults
+# (9150, 9160): several run at once, and a developer's own system may hold those.
+os.environ.setdefault("BUGAGARIC_CONTROL_PLANE_METRICS_PORT", "0")
+os.environ.setdefault("BUGAGARIC_AGENT_METRICS_PORT", "0")
 
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

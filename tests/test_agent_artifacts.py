@@ -83,6 +83,8 @@ def test_kinds_and_listing(tmp_path):
     ("annotations/pairs.jsonl", "predictions", True),  # KBAlign: the pairs the model wrote and trained on
     ("checkpoint-7/model.safetensors", "checkpoint", False),
     ("rounds.json", "model", True),
+    ("runs/Dec04_06-00-00_host/events.out.tfevents.1.host.1.0", "tracking", True),  # report_to tensorboard
+    ("mlruns/0/abc/metrics/loss", "tracking", True),  # report_to mlflow without a tracking server
 ])
 def test_kinds_of_intermediate_states(relative, kind, published):
     from trainers.artifact_kinds import artifact_kind, in_final_model

@@ -132,6 +132,52 @@ def test_records_and_preflight_token_stats(dpo, tiny_llama_dir, tmp_path):
     assert "6 row(s) will be skipped" in stats["warnings"][0]
 
 
+# OpenAI's preference row (what /v1/files takes for a dpo job): a conversation, then one preferred and one
+# non-preferred assistant answer.
+OPENAI_PAIR = {"input": {"messages": [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": "What colour is the sky?"}]},
+               "preferred_output": [{"role": "assistant", "content": "Blue."}],
+               "non_preferred_output": [{"role": "assistant", "content": "Green."}]}
+
+
+def test_openai_preference_rows_are_taken_beside_the_seed_rows(dpo, tmp_path):
+    write_jsonl(tmp_path / "data/train.jsonl", [OPENAI_PAIR, GOOD, OPENAI_PAIR])
+    report = dpo.validate_data(dpo.parse_config(base_config()), tmp_path)
+    assert report.rows == 3 and report.problems == []
+    assert report.stats == {"pairs": 3, "rows_with_passages": 1, "chat_pairs": 2}
+
+
+@pytest.mark.parametrize(("bad_row", "field", "words"), [
+    ({**OPENAI_PAIR, "non_preferred_output": [{"role": "assistant", "content": " Blue. "}]},
+     "non_preferred_output.0.content", "identical to preferred_output[0].content"),
+    ({k: v for k, v in OPENAI_PAIR.items() if k != "input"}, "input", "Field required"),
+    ({**OPENAI_PAIR, "preferred_output": [{"role": "user", "content": "Blue."}]}, "preferred_output.0.role",
+     "'assistant'"),
+    ({**OPENAI_PAIR, "preferred_output": []}, "preferred_output", "at least 1 item"),
+    ({**OPENAI_PAIR, "input": {"messages": [{"role": "system", "content": "Be brief."}]}}, "input.messages",
+     "at least one user message"),
+])
+def test_bad_openai_preference_row_names_line_and_field(dpo, tmp_path, bad_row, field, words):
+    write_jsonl(tmp_path / "data/train.jsonl", [OPENAI_PAIR, bad_row])
+    with pytest.raises(DataError) as info:
+        dpo.validate_data(dpo.parse_config(base_config()), tmp_path)
+    problem = info.value.problems[0]
+    assert problem.line == 2 and problem.field == field and words in problem.message, problem
+
+
+def test_openai_preference_record_keeps_the_conversation(tiny_llama_dir):
+    from trainers.common.model_loading import load_tokenizer
+    from trainers.common.prompt_fit import PromptFitter
+    from trainers.dpo.data import fit_record
+    from trainers.dpo.spec import parse_row
+
+    fitted, record = fit_record(parse_row(OPENAI_PAIR), PromptFitter(load_tokenizer(str(tiny_llama_dir)), 128))
+    assert fitted.fits
+    assert record == {"prompt": OPENAI_PAIR["input"]["messages"],
+                      "chosen": [{"role": "assistant", "content": "Blue."}],
+                      "rejected": [{"role": "assistant", "content": "Green."}]}
+
+
 def test_the_longer_answer_decides_what_fits(tiny_llama_dir):
     """Passages are trimmed so that the prompt fits with chosen AND with rejected, whichever is longer."""
     from trainers.common.model_loading import load_tokenizer

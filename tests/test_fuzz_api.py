@@ -1,4 +1,5 @@
-"""Fuzzing the REST API from its own OpenAPI document (schemathesis): no request may get a 5xx.
+"""Fuzzing the REST API from its own OpenAPI document (schemathesis): no request may get a 5xx, and every answer
+is what the document says (status, content type, and the JSON's schema: the response models are truthful).
 
 Valid and invalid parameters, headers and bodies, with the admin's token (so admin routes are reached) and without
 one. Bounded and repeatable: a fixed number of examples per operation, derandomized. The whole system runs as real
@@ -18,6 +19,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from gateway.app import create_app
 from tests.helpers.stack import start_stack
@@ -29,6 +35,7 @@ STREAMS = ("/logs/stream", "/events/stream")
 statuses: Counter = Counter()
 server_errors: list[str] = []
 real_task_requests: Counter = Counter()  # status codes of the requests that named a real task
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +90,7 @@ def call(case, stack, real_tasks, headers: dict[str, str]) -> None:
     if response.status_code >= 500:
         server_errors.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
     assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    case.validate_response(response, checks=CONFORMANCE)
 
 
 @schema.parametrize()

@@ -119,7 +119,7 @@ def test_redact_hides_credential_like_query_values():
 def test_the_access_log_of_python_m_gateway_shows_no_token(control_plane, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BUGAGARIC_GATEWAY_PORT": str(port),
-           "BUGAGARIC_CONTROL_PLANE_ADDRESS": control_plane.address}
+           "BUGAGARIC_OPENAI_PORT": str(free_port()), "BUGAGARIC_CONTROL_PLANE_ADDRESS": control_plane.address}
     log_path = tmp_path / "gateway.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=tmp_path, env=env, stdout=log_file,

@@ -18,7 +18,7 @@ import pytest
 from control_plane.converters import task_to_proto
 from control_plane.data_check import CheckResult
 from control_plane.task_store import NewMetric, TaskStore
-from gateway.serializers import progress_to_dict
+from gateway.serializers import progress_model, to_json
 from tests.helpers.tiny_models import write_sft_rows
 from trainers.common.metrics import MetricsEmitter
 from trainers.errors import EXIT_INVALID_DATA
@@ -27,7 +27,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _served_progress(store: TaskStore, task_id: str) -> dict:
-    return progress_to_dict(task_to_proto(store.get_task(task_id)).progress)
+    return to_json(progress_model(task_to_proto(store.get_task(task_id)).progress))
 
 
 def test_a_stage_and_its_count_are_the_progress_until_training_steps_take_over(engine):

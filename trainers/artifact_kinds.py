@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS = "adapter", "model", "checkpoint", "summary", "log", "predictions"
-KINDS = (ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS)
+ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS, TRACKING = (
+    "adapter", "model", "checkpoint", "summary", "log", "predictions", "tracking")
+KINDS = (ADAPTER, MODEL, CHECKPOINT, SUMMARY, LOG, PREDICTIONS, TRACKING)
 _SUMMARY_WORDS = ("summary", "metrics", "results", "trainer_state")
 # Directories of intermediate states, not the task's model: KBAlign's per-round models (rounds/round_<k>/final and
 # their Trainer checkpoints) and its stage snapshots (stages/<label>/).
 _INTERMEDIATE_DIRS = ("rounds", "stages")
 # Training data the model wrote for itself (KBAlign's question-answer pairs and critiques).
 _MODEL_WRITTEN_DIRS = ("annotations",)
+# Experiment trackers' files (`report_to`): tensorboard's event files, a local mlflow store. Kept with the published
+# model so they outlive the agent's attempt directory.
+_TRACKING_DIRS = ("runs", "mlruns")
 
 
 def artifact_kind(relative: str) -> str:
@@ -24,6 +28,8 @@ def artifact_kind(relative: str) -> str:
         return CHECKPOINT
     if directories and directories[0] in _MODEL_WRITTEN_DIRS:
         return PREDICTIONS
+    if directories and directories[0] in _TRACKING_DIRS:
+        return TRACKING
     if name.startswith("adapter_model.") or name == "adapter_config.json":
         return ADAPTER
     if name.endswith(".log"):

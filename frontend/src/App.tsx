@@ -9,6 +9,7 @@ import { DatasetDetailPage } from "./pages/DatasetDetailPage";
 import { DatasetsPage } from "./pages/DatasetsPage";
 import { FinetunePage } from "./pages/FinetunePage";
 import { LoginPage } from "./pages/LoginPage";
+import { SettingsPage } from "./pages/SettingsPage";
 import { TaskMonitorPage } from "./pages/TaskMonitorPage";
 import { TasksPage } from "./pages/TasksPage";
 import { useI18n } from "./i18n";
@@ -69,6 +70,7 @@ export function App() {
         <Route path="/datasets/:datasetId" element={<DatasetDetailPage />} />
         <Route path="/cluster" element={<ClusterPage />} />
         <Route path="/compare" element={<ComparePage />} />
+        <Route path="/settings" element={<SettingsPage />} />
         <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>

@@ -138,7 +138,7 @@ class ConsoleStack:
 
 @contextlib.contextmanager
 def console_stack(workspace: Path, *, slots: int = 1, stop_grace_seconds: float = 5.0,
-                  sft_rows: int = 32) -> Iterator[ConsoleStack]:
+                  sft_rows: int = 32, extra_env: dict[str, str] | None = None) -> Iterator[ConsoleStack]:
     """The stack on `workspace` with the tiny Llama and `sft_rows` SFT rows (data/train.jsonl) written before it
     starts (the agent reports the models it holds when it registers), and the console server in front."""
     from tests.helpers.stack import start_stack
@@ -149,7 +149,7 @@ def console_stack(workspace: Path, *, slots: int = 1, stop_grace_seconds: float 
     ensure_console_built()
     model = build_tiny_llama(workspace / "models" / "tiny-llama")
     write_sft_rows(workspace / "data" / "train.jsonl", sft_rows)
-    stack = start_stack(workspace, slots=slots, stop_grace_seconds=stop_grace_seconds)
+    stack = start_stack(workspace, slots=slots, stop_grace_seconds=stop_grace_seconds, extra_env=extra_env)
     server = None
     try:
         server = ConsoleServer(stack.base_url, workspace / "var" / "logs" / "console.log")

@@ -30,10 +30,12 @@ class Stack:
     gateway_port: int
     env: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    openai_port: int = 0  # the gateway's OpenAI-compatible API (gateway/openai_api), on a free port of its own
     # name ("agent", "agent-2", ...) -> its own environment (port, id, directory, slots)
     agent_envs: dict[str, dict[str, str]] = field(default_factory=dict)
     admin_user: str = "admin"
     _admin_token: str = ""
+    control_plane_metrics_port: int = field(default_factory=free_port)  # Prometheus /metrics
 
     @property
     def admin_password(self) -> str:
@@ -71,6 +73,18 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
+    @property
+    def openai_base_url(self) -> str:
+        """What `OpenAI(base_url=...)` takes."""
+        return f"http://127.0.0.1:{self.openai_port}/v1"
+
+    def agent_metrics_url(self, name: str = "agent") -> str:
+        return f"http://127.0.0.1:{self.agent_envs[name]['BUGAGARIC_AGENT_METRICS_PORT']}/metrics"
+
+    @property
+    def control_plane_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_plane_metrics_port}/metrics"
+
     def agent_dir(self, name: str = "agent") -> Path:
         return Path(self.agent_envs[name]["BUGAGARIC_AGENT_DIR"])
 
@@ -80,6 +94,7 @@ class Stack:
         workspace (and a models directory) of its own, it shares no path with the control plane."""
         self.agent_envs[name] = {
             "BUGAGARIC_AGENT_PORT": str(free_port()),
+            "BUGAGARIC_AGENT_METRICS_PORT": str(free_port()),
             "BUGAGARIC_AGENT_ID": name,
             "BUGAGARIC_AGENT_SLOTS": str(slots),
             "BUGAGARIC_AGENT_DIR": str(self.workspace / "var" / "agents" / name),
@@ -192,6 +207,9 @@ def start_stack(
     env["BUGAGARIC_CONTROL_PLANE_PORT"] = str(stack.control_plane_port)
     env["BUGAGARIC_CONTROL_PLANE_ADDRESS"] = stack.control_plane_address
     env["BUGAGARIC_GATEWAY_PORT"] = str(stack.gateway_port)
+    stack.openai_port = free_port()
+    env["BUGAGARIC_OPENAI_PORT"] = str(stack.openai_port)
+    env["BUGAGARIC_CONTROL_PLANE_METRICS_PORT"] = str(stack.control_plane_metrics_port)
     try:
         stack.start_service("control_plane", "control_plane")
         if agent_workspaces is None:

@@ -7,7 +7,7 @@ key's name before any GPU time is spent. The field descriptions are what the con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -16,6 +16,26 @@ from trainers.common.field_texts import texts, with_english_help
 from trainers.common.task_models import TASK_REF
 from trainers.errors import ConfigError
 from trainers.paths import policy, readable_file, shown
+
+
+# The experiment trackers a trainer may also report to (the HF trainers' own integrations; each needs its package on
+# the agent: `pip install 'bugagaric-finetune[tracking]'`). Their files land in the task's output directory, among its
+# artifacts (tensorboard: runs/; mlflow without MLFLOW_TRACKING_URI: mlruns/).
+TRACKERS = ("tensorboard", "mlflow")
+ReportTo = Annotated[
+    list[Literal["tensorboard", "mlflow"]],
+    Field(
+        default_factory=list, max_length=len(TRACKERS),
+        description="Experiment trackers to report to as well: tensorboard (event files under runs/ among the "
+        "task's artifacts) and/or mlflow (MLFLOW_TRACKING_URI on the agent, else mlruns/ among the artifacts). The "
+        "agent needs their packages (the `tracking` extra).",
+        json_schema_extra=texts(
+            "实验跟踪", "Report to",
+            "同时上报到这些实验跟踪工具：tensorboard（事件文件在产物的 runs/ 下）和/或 mlflow（agent 上的 "
+            "MLFLOW_TRACKING_URI，未设置时在产物的 mlruns/ 下）。agent 需装有对应的包（tracking 扩展）。",
+            advanced=True),
+    ),
+]
 
 
 class TaskConfig(BaseModel):
@@ -140,6 +160,7 @@ class LMConfig(TaskConfig):
                                json_schema_extra=texts(
                                    "日志间隔步数", "Logging steps",
                                    "每隔 N 步上报一次损失和进度。", advanced=True))
+    report_to: ReportTo
     save_steps: int | None = Field(
         default=None, ge=1, description="Save a checkpoint every N steps (none: only the final model).",
         json_schema_extra=texts(

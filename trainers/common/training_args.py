@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,22 @@ def check_runtime_options(config: Any) -> None:
         if importlib.util.find_spec("liger_kernel") is None:
             raise ConfigError("use_liger_kernel", "use_liger_kernel: the liger-kernel package is not installed on "
                                                   "this agent (pip install liger-kernel)")
+    check_trackers(config)
+
+
+def check_trackers(config: Any) -> None:
+    """Every tracker in `report_to` must be installed on this agent (the HF trainer would fail at its first step)."""
+    for tracker in getattr(config, "report_to", None) or ():
+        if importlib.util.find_spec(tracker) is None:
+            raise ConfigError("report_to", f"report_to: {tracker} is not installed on this agent (pip install "
+                                           f"'bugagaric-finetune[tracking]', or leave {tracker} out)")
+
+
+def tracker_environment(config: Any, output_dir: Path) -> None:
+    """mlflow without a tracking server of the agent's own logs into the output directory (mlruns/), so the run lands
+    among the task's artifacts instead of the trainer's working directory."""
+    if "mlflow" in (getattr(config, "report_to", None) or ()) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = (Path(output_dir).resolve() / "mlruns").as_uri()
 
 
 def build_args(
@@ -77,6 +94,7 @@ def build_args(
     (accumulation, scheduler, checkpoints, eval_steps, gradient checkpointing, precision) then take their defaults.
     """
     check_runtime_options(config)
+    tracker_environment(config, output_dir)
     opt = lambda name: getattr(config, name, _LM_DEFAULTS[name])  # noqa: E731
     values: dict[str, Any] = {
         "output_dir": str(output_dir),
@@ -91,7 +109,8 @@ def build_args(
         "lr_scheduler_type": opt("lr_scheduler_type"),
         "logging_steps": config.logging_steps,
         "seed": config.seed,
-        "report_to": [],
+        # Our own metrics callback always reports; these are the user's trackers on top (tensorboard: runs/).
+        "report_to": list(getattr(config, "report_to", None) or []),
         "disable_tqdm": True,
         # trl turns checkpointing on by default; off is ~30% faster and what small/CPU runs want.
         "gradient_checkpointing": opt("gradient_checkpointing"),

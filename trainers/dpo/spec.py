@@ -1,7 +1,8 @@
 """DPO's config model, preference-row model and validator, registered as task type "dpo". Cheap to import: no torch.
 
 Rows are the seed's format (the same as SFT's RAG rows), except that `rejected` is required and must differ from
-`chosen`: a pair with nothing to prefer teaches nothing and only dilutes the loss.
+`chosen`: a pair with nothing to prefer teaches nothing and only dilutes the loss. OpenAI's preference rows
+(`{"input": {"messages"}, "preferred_output", "non_preferred_output"}`) are taken too, with the same rule.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from trainers.common.field_texts import texts
 from trainers.common.jsonl import RowChecker, load_rows
 from trainers.common.rag_prompt import passages_of
 from trainers.registry import DataReport, TaskType, register
-from trainers.sft.spec import SEED_ROW_EXAMPLE, SeedRow, TextField
+from trainers.sft.spec import SEED_ROW_EXAMPLE, ChatMessage, SeedRow, TextField, _Row
 
 # trl DPOTrainer loss types offered in the form; the sigmoid loss is the DPO paper's.
 LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"]
@@ -30,11 +31,13 @@ class DpoConfig(PredictingLMConfig):
     train_data_path: str = Field(
         min_length=1,
         description="JSONL preference data: an uploaded dataset (dataset:<id>) or a path on the agent (relative "
-        "to its workspace). Rows {query, retrieval_result, chosen: {text}, rejected: {text}}.",
+        "to its workspace). Rows {query, retrieval_result, chosen: {text}, rejected: {text}}, or OpenAI's {input: "
+        "{messages}, preferred_output: [assistant message], non_preferred_output: [assistant message]}.",
         json_schema_extra=texts(
             "偏好数据", "Preference data",
             "JSONL 偏好数据：上传的数据集（dataset:<id>）或 agent 上的路径（相对其工作区）。行 {query, "
-            "retrieval_result, chosen: {text}, rejected: {text}}。"),
+            "retrieval_result, chosen: {text}, rejected: {text}}，或 OpenAI 的 {input: {messages}, preferred_output, "
+            "non_preferred_output}。"),
     )
     # DPO moves a model that already answers well: far smaller steps than SFT (LLaMA-Factory's DPO examples use 5e-6
     # with LoRA; full fine-tuning usually wants 5e-7 to 1e-6).
@@ -90,28 +93,76 @@ class PreferenceRow(SeedRow):
         return value
 
 
-def parse_row(raw: Any) -> PreferenceRow:
+class AssistantMessage(ChatMessage):
+    role: Literal["assistant"]
+    content: str = Field(min_length=1)
+
+
+class ChatInput(_Row):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _asks_something(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" for m in messages):
+            raise PydanticCustomError("no_user_message", "needs at least one user message")
+        return messages
+
+
+class ChatPreferenceRow(_Row):
+    """OpenAI's preference row: the conversation so far (`input.messages`), then the preferred and the non-preferred
+    assistant answer (one message each, as OpenAI takes them)."""
+
+    input: ChatInput
+    preferred_output: list[AssistantMessage] = Field(min_length=1, max_length=1)
+    non_preferred_output: list[AssistantMessage] = Field(min_length=1, max_length=1)
+
+    @property
+    def chosen_text(self) -> str:
+        return self.preferred_output[0].content
+
+    @property
+    def rejected_text(self) -> str:
+        return self.non_preferred_output[0].content
+
+
+def is_chat_preference(raw: Any) -> bool:
+    """An OpenAI preference row, told by its keys (what the upload check and the trainer both go by)."""
+    return isinstance(raw, dict) and ("preferred_output" in raw or "non_preferred_output" in raw)
+
+
+def _identical(model: str, loc: tuple[Any, ...], text: str, other: str) -> ValidationError:
+    # A ValidationError located at the rejected answer, so the line's problem names that field.
+    return ValidationError.from_exception_data(model, [{
+        "type": PydanticCustomError(
+            "identical_answers", "is identical to {other}; a preference pair needs two different answers",
+            {"other": other}),
+        "loc": loc,
+        "input": text,
+    }])
+
+
+def parse_row(raw: Any) -> PreferenceRow | ChatPreferenceRow:
     if not isinstance(raw, dict):
         raise ValueError(f"row must be a JSON object, got {type(raw).__name__}")
+    if is_chat_preference(raw):
+        chat = ChatPreferenceRow.model_validate(raw)
+        if chat.chosen_text.strip() == chat.rejected_text.strip():
+            raise _identical("ChatPreferenceRow", ("non_preferred_output", 0, "content"), chat.rejected_text,
+                             "preferred_output[0].content")
+        return chat
     row = PreferenceRow.model_validate(raw)
     if row.chosen.text.strip() == row.rejected.text.strip():
-        # A ValidationError located at rejected.text, so the line's problem names that field.
-        raise ValidationError.from_exception_data(
-            "PreferenceRow",
-            [{
-                "type": PydanticCustomError(
-                    "identical_answers", "is identical to chosen.text; a preference pair needs two different answers"
-                ),
-                "loc": ("rejected", "text"),
-                "input": row.rejected.text,
-            }],
-        )
+        raise _identical("PreferenceRow", ("rejected", "text"), row.rejected.text, "chosen.text")
     return row
 
 
-def _count(stats: dict[str, int], row: PreferenceRow) -> None:
+def _count(stats: dict[str, int], row: PreferenceRow | ChatPreferenceRow) -> None:
     stats["pairs"] += 1
-    stats["rows_with_passages"] += bool(passages_of(row.retrieval_result))
+    if isinstance(row, ChatPreferenceRow):
+        stats["chat_pairs"] = stats.get("chat_pairs", 0) + 1  # only in the stats of files that have them
+    else:
+        stats["rows_with_passages"] += bool(passages_of(row.retrieval_result))
 
 
 def dpo_rows() -> RowChecker:
@@ -121,7 +172,7 @@ def dpo_rows() -> RowChecker:
 
 def load_dpo_rows(
     config: DpoConfig, workspace: Path | None = None, *, field: str = "train_data_path", keep: bool = True
-) -> tuple[list[PreferenceRow], DataReport]:
+) -> tuple[list[PreferenceRow | ChatPreferenceRow], DataReport]:
     """The rows of the file named by `field` (train_data_path, or eval_data_path); keep=False: stats only."""
     return load_rows(getattr(config, field), dpo_rows(), field=field, workspace=workspace, keep=keep)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from trainers.common.config import TaskConfig, load_extra_args
+from trainers.common.config import ReportTo, TaskConfig, load_extra_args
 from trainers.common.field_texts import texts
 from trainers.common.model_loading import confine_local_model
 from trainers.common.jsonl import RowChecker, load_rows
@@ -196,6 +196,7 @@ class EmbeddingConfig(TaskConfig):
                                json_schema_extra=texts(
                                    "日志间隔步数", "Logging steps",
                                    "每隔 N 步上报一次损失和进度。", advanced=True))
+    report_to: ReportTo
     eval_data_path: str | None = Field(
         default=None, description="Held-out evaluation rows in the training format (dataset:<id>, or a path on "
         "the agent); scored before, during (see eval_steps) and after training with recall@1/5/10, MRR@10 and nDCG@10.",

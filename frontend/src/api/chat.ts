@@ -2,27 +2,15 @@
 // then one `done`); DELETE closes the task's chat session (frees its device on the agent).
 import { request } from "./client";
 import { readEventStream } from "./sse";
+import type { components } from "./schema";
 import type { Task } from "./types";
 
-export type ChatModel = "tuned" | "base";
-
-export interface ChatInput {
-  question: string;
-  passages: string[];
-  model: ChatModel;
-  max_new_tokens: number;
-}
-
-export interface RankedPassage {
-  index: number;
-  score: number;
-}
-
-export interface ChatDone {
-  text: string;
-  model: ChatModel;
-  ranking?: RankedPassage[];
-}
+/** The request body (the console always sends every key); generated from the gateway's document like the events. */
+export type ChatInput = Required<components["schemas"]["ChatInput"]>;
+export type ChatModel = ChatInput["model"];
+export type RankedPassage = components["schemas"]["RankedPassage"];
+/** `event: done`: the whole answer; `ranking` only for an embedding task. */
+export type ChatDone = components["schemas"]["ChatDone"];
 
 /** The task types whose model the chat panel can talk to (embedding: ranks passages), and their exports. */
 export const CHAT_TYPES = ["sft", "dpo", "kbalign", "embedding"];

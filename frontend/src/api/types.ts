@@ -1,14 +1,15 @@
-// JSON shapes of the gateway (gateway/serializers.py) the console reads.
+// The gateway's JSON shapes, as its OpenAPI document types them (gateway/api_models.py): schema.d.ts is generated
+// from that document (`npm run gen:api`; never edit it by hand), and the names here are the console's for its
+// schemas. Console-only narrowings and helpers are written here.
+import type { components } from "./schema";
 
-export type TaskStatus =
-  | "queued"
-  | "starting"
-  | "running"
-  | "stopping"
-  | "succeeded"
-  | "failed"
-  | "stopped"
-  | "unknown";
+type Schemas = components["schemas"];
+
+/** The error JSON of every failed call: `{"error": {"code", "message", "field"}}`. */
+export type ErrorResponse = Schemas["ErrorResponse"];
+
+/** "unspecified": a task that never got a status; "unknown": a newer control plane's. */
+export type TaskStatus = Schemas["Task"]["status"];
 
 export const TASK_STATUSES: TaskStatus[] = [
   "queued",
@@ -22,113 +23,25 @@ export const TASK_STATUSES: TaskStatus[] = [
 export const ACTIVE_STATUSES: TaskStatus[] = ["queued", "starting", "running", "stopping"];
 export const FINISHED_STATUSES: TaskStatus[] = ["succeeded", "failed", "stopped"];
 
-export interface Progress {
-  step: number;
-  total_steps: number;
-  percent: number;
-  eta_seconds: number | null;
-  epoch: number | null;
-  loss: number | null;
-  learning_rate: number | null;
-  /** A multi-stage trainer's current stage (KBAlign: annotate_short, clustering, ...); null while steps are the progress. */
-  stage?: string | null;
-  stage_done?: number;
-  stage_total?: number;
-}
+export type Progress = Schemas["Progress"];
 
-export interface TaskEvent {
-  time: string | null;
-  from_status: string;
-  to_status: string;
-  reason: string;
-  message: string;
-}
+export type TaskEvent = Schemas["TaskEvent"];
 
 /** The check of a task's paths and data at submit; "pending" while it waits outside the queue for it. */
-export interface DataValidation {
-  state: "pending" | "passed" | "failed" | "";
-  rows: number;
-  message: string;
-}
+export type DataValidation = Schemas["DataValidation"];
 
-export interface Task {
-  id: string;
-  type: string;
-  status: TaskStatus;
-  config: Record<string, unknown>;
-  created_at: string | null;
-  updated_at: string | null;
-  started_at: string | null;
-  finished_at: string | null;
-  agent_id: string | null;
-  error: string | null;
-  error_reason: string | null;
-  /** A failure's traceback and the stderr around it, apart from `error` (the message): shown folded. */
-  error_details?: string | null;
-  exit_code: number;
-  pid: number | null;
-  progress: Progress;
-  latest_metrics: Record<string, unknown>;
-  output_dir: string | null;
-  last_log_seq: number;
-  events: TaskEvent[];
-  validation?: DataValidation | null;
-  /** The sha256 of the final model published to the platform's blob store; "" until published. */
-  published_model_sha256?: string;
-  /** Higher runs first (then older first); changeable while queued (PATCH /finetune/tasks/{id}). */
-  priority?: number;
-  /** 1-based while queued (and its data check passed), else null. */
-  queue_position?: number | null;
-  /** 1 for the first run; a resume or an agent-loss requeue starts the next. */
-  attempt?: number;
-  checkpoints?: Checkpoint[];
-  attempts?: TaskAttempt[];
-  /** Who submitted it (a normal user only ever lists their own). */
-  owner?: string | null;
-  /** The device indices it is placed on (on agent_id); empty while queued. */
-  devices?: number[];
-}
+export type Task = Schemas["Task"];
 
-export interface Checkpoint {
-  path: string;
-  step: number;
-  time: string | null;
-  attempt: number;
-}
+export type Checkpoint = Schemas["Checkpoint"];
 
-export interface TaskAttempt {
-  number: number;
-  agent_id: string | null;
-  devices: number[];
-  started_at: string | null;
-  ended_at: string | null;
-  /** How the attempt ended; null while it runs. */
-  status: TaskStatus | null;
-  reason: string | null;
-  resumed_from: string | null;
-}
+export type TaskAttempt = Schemas["TaskAttempt"];
 
-export interface TaskList {
-  tasks: Task[];
-  total: number;
-  limit: number;
-  offset: number;
-}
+export type TaskList = Schemas["TaskList"];
 
-export interface LogLine {
-  seq: number;
-  time: string | null;
-  stream: string;
-  text: string;
-}
+export type LogLine = Schemas["LogLine"];
 
-export interface MetricPoint {
-  seq: number;
-  time: string | null;
-  step?: number;
-  event?: string;
-  [key: string]: unknown;
-}
+/** seq and time, then the values the trainer logged (step, loss, ...) as keys. */
+export type MetricPoint = Schemas["MetricPoint"] & { step?: number; event?: string };
 
 export interface JsonSchema {
   type?: string | string[];
@@ -195,108 +108,41 @@ export function savedConfig(t: SavedTemplate): Record<string, unknown> {
   return t.config ?? t.default_config ?? {};
 }
 
-export interface ValidationProblem {
-  line: number;
-  field: string;
-  message: string;
-}
+export type ValidationProblem = Schemas["ValidationProblem"];
 
-export interface ValidationReport {
-  ok: boolean;
-  type: string;
-  rows: number;
-  problems: ValidationProblem[];
-  stats: Record<string, unknown>;
-  error: { field: string | null; message: string } | null;
-  warnings: string[];
-  agent_id: string | null;
-}
+export type ValidationReport = Schemas["ValidationReport"];
 
-export interface User {
-  username: string;
-  role: string;
-}
+/** Who a token belongs to (GET /api/auth/me; a login's `user` has its creation time too). */
+export type User = Schemas["CurrentUser"];
 
-export interface LoginReply {
-  token: string;
-  expires_at: string | null;
-  user: User;
-}
+export type LoginReply = Schemas["LoginReply"];
 
 /** The task types a dataset can be uploaded for (the server validates each row by that type's rules). */
 export const DATASET_TYPES = ["sft", "dpo", "embedding", "kbalign"] as const;
 
 /** An uploaded dataset (POST/GET /api/finetune/datasets). Used in a task config as `dataset:<id>`. */
-export interface Dataset {
-  id: string;
-  name: string;
-  type: string;
-  sha256: string;
-  size: number;
-  rows: number;
-  created_at: string | null;
-  owner: string | null;
-}
+export type Dataset = Schemas["Dataset"];
 
 /** GET /api/finetune/datasets/{id}: the dataset plus its stats and its first rows. */
-export interface DatasetDetail extends Dataset {
-  stats: Record<string, unknown>;
-  preview: unknown[];
-}
+export type DatasetDetail = Schemas["DatasetDetail"];
 
 /** A model some agents hold (GET /api/finetune/models). */
-export interface ModelEntry {
-  name: string;
-  kind: string;
-  size: number;
-  agents: string[];
-}
+export type ModelEntry = Schemas["ModelEntry"];
 
-export type ArtifactKind = "adapter" | "model" | "checkpoint" | "summary" | "log" | "predictions";
+export type ArtifactKind = "adapter" | "model" | "checkpoint" | "summary" | "log" | "predictions" | "tracking";
 
-export interface Artifact {
-  path: string;
-  size: number;
-  kind: ArtifactKind | string;
-}
+export type Artifact = Schemas["Artifact"];
 
 /** GET /api/finetune/tasks/{id}/artifacts: read from the agent's disk, or from the published model once it is gone. */
-export interface ArtifactList {
-  artifacts: Artifact[];
-  source: "agent" | "published" | string;
-}
+export type ArtifactList = Schemas["ArtifactList"];
 
 export const EXPORT_DTYPES = ["auto", "float32", "float16", "bfloat16"] as const;
 export type ExportDtype = (typeof EXPORT_DTYPES)[number];
 
 /** One device of an agent: a GPU with NVML readings, or a CPU slot (kind "cpu": no readings). */
-export interface AgentDevice {
-  index: number;
-  kind: "gpu" | "cpu" | string;
-  uuid: string | null;
-  name: string | null;
-  memory_total_bytes: number;
-  memory_free_bytes: number;
-  utilization_percent: number;
-}
+export type AgentDevice = Schemas["AgentDevice"];
 
-export interface AgentInfo {
-  agent_id: string;
-  address: string;
-  hostname: string;
-  slots: number;
-  free_slots: number;
-  alive: boolean;
-  last_heartbeat: string | null;
-  devices: AgentDevice[];
-  warm_pool_memory_bytes: number;
-  /** Device indices held by active tasks, whoever owns them. */
-  busy_devices?: number[];
-}
+export type AgentInfo = Schemas["AgentInfo"];
 
-/** GET /api/health (the parts the console shows). */
-export interface SystemHealth {
-  status: string;
-  control_plane: { status: string; queued_tasks: number; running_tasks: number };
-  agents: AgentInfo[];
-}
+/** GET /api/health. */
+export type SystemHealth = Schemas["SystemHealth"];

@@ -8,7 +8,7 @@ import { ExportForm } from "./ExportForm";
 import { ErrorBanner, Spinner } from "./ui";
 
 // The order the groups are shown in; kinds the server adds later go under "other".
-const KIND_ORDER = ["model", "adapter", "summary", "predictions", "log", "checkpoint"] as const;
+const KIND_ORDER = ["model", "adapter", "summary", "predictions", "tracking", "log", "checkpoint"] as const;
 
 export function groupArtifacts(artifacts: Artifact[]): Array<{ kind: string; items: Artifact[] }> {
   const groups = new Map<string, Artifact[]>();

@@ -2,15 +2,11 @@ import { screen, within } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
 import type { MetricPoint, Task } from "../api/types";
 import { renderWithI18n } from "../test/render";
+import { makeTask } from "../test/tasks";
 import { EvaluationPanel } from "./EvaluationPanel";
 
 function task(type: string, status: Task["status"]): Task {
-  return {
-    id: "t1", type, status, config: {}, created_at: null, updated_at: null, started_at: null,
-    finished_at: null, agent_id: null, error: null, error_reason: null, exit_code: 0, pid: null,
-    progress: { step: 0, total_steps: 0, percent: 0, eta_seconds: null, epoch: null, loss: null, learning_rate: null },
-    latest_metrics: {}, output_dir: null, last_log_seq: 0, events: [],
-  };
+  return makeTask({ type, status });
 }
 
 const pt = (seq: number, values: Record<string, unknown>): MetricPoint => ({ seq, time: null, ...values });

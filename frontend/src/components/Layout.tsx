@@ -68,6 +68,12 @@ export function Layout() {
               </span>
               {t("nav.cluster")}
             </NavLink>
+            <NavLink to="/settings" className={({ isActive }) => `nav-item${isActive ? " active" : ""}`}>
+              <span className="nav-icon" aria-hidden>
+                ✦
+              </span>
+              {t("nav.settings")}
+            </NavLink>
           </nav>
           <div className="sidebar-foot">
             <LangSwitch />

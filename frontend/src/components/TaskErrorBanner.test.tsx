@@ -26,7 +26,7 @@ describe("TaskErrorBanner", () => {
   it("has no details element without a traceback, and nothing at all without an error", () => {
     renderWithI18n(<TaskErrorBanner task={{ ...failed, error_details: null }} />, "en");
     expect(screen.queryByTestId("task-error-details")).toBeNull();
-    const { container } = renderWithI18n(<TaskErrorBanner task={{ error: null, error_reason: null }} />);
+    const { container } = renderWithI18n(<TaskErrorBanner task={{ error: null, error_reason: null, error_details: null }} />);
     expect(container.innerHTML).toBe("");
   });
 });

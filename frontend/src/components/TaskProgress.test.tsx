@@ -3,16 +3,11 @@ import { describe, expect, it } from "vitest";
 import type { Progress, Task } from "../api/types";
 import { stageLabel } from "../lib/stages";
 import { renderWithI18n } from "../test/render";
+import { makeProgress, makeTask } from "../test/tasks";
 import { TaskProgress } from "./TaskProgress";
 
 function task(progress: Partial<Progress>, status: Task["status"] = "running"): Task {
-  return {
-    id: "t1", type: "kbalign", status, config: {}, created_at: null, updated_at: null, started_at: null,
-    finished_at: null, agent_id: null, error: null, error_reason: null, exit_code: 0, pid: null,
-    progress: { step: 0, total_steps: 0, percent: 0, eta_seconds: null, epoch: null, loss: null, learning_rate: null,
-      ...progress },
-    latest_metrics: {}, output_dir: null, last_log_seq: 0, events: [],
-  };
+  return makeTask({ type: "kbalign", status, progress: makeProgress(progress) });
 }
 
 describe("<TaskProgress>", () => {
