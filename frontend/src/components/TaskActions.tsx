@@ -74,7 +74,13 @@ function PriorityControl({ task, onTask, onError }: Props) {
   const { t } = useI18n();
   const [value, setValue] = useState(String(task.priority ?? 0));
   const [busy, setBusy] = useState(false);
-  useEffect(() => setValue(String(task.priority ?? 0)), [task.priority]);
+  // A new priority from the server (this control's change, another tab's) replaces the input. Adjusted while
+  // rendering, not in an effect: an effect runs after the first paint and would wipe what was typed in between.
+  const [shownPriority, setShownPriority] = useState(task.priority);
+  if (task.priority !== shownPriority) {
+    setShownPriority(task.priority);
+    setValue(String(task.priority ?? 0));
+  }
   const parsed = Number(value);
   // The range is the server's (the config's priority field): its 400 names it.
   const valid = value.trim() !== "" && Number.isInteger(parsed);
