@@ -10,7 +10,7 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from control_plane.models import (
-    Agent, Checkpoint, LogLine, MetricPoint, PublishedModel, Task, TaskAttempt, TaskEvent, TaskValidation,
+    Agent, Checkpoint, LogLine, MetricPoint, PublishedModel, Task, TaskAttempt, TaskEvent, TaskNode, TaskValidation,
 )
 from control_plane.progress import current_stage
 from protos import common_pb2, control_plane_pb2
@@ -46,6 +46,7 @@ def task_to_proto(
     checkpoints: list[Checkpoint] | None = None,
     validation: TaskValidation | None = None,
     published: PublishedModel | None = None,
+    nodes: list[TaskNode] | None = None,
 ) -> control_plane_pb2.Task:
     progress = control_plane_pb2.Progress(step=task.step, total_steps=task.total_steps, percent=task.percent)
     for name in ("eta_seconds", "epoch", "loss", "learning_rate"):
@@ -84,6 +85,13 @@ def task_to_proto(
         ],
         events=[event_to_proto(event) for event in events or []],
         published_model_sha256=published.sha256 if published is not None else "",
+        nodes=task.nodes or 1,
+        gpus_per_node=task.gpus_per_node,
+        node_placements=[
+            control_plane_pb2.TaskNodePlacement(node=n.node, agent_id=n.agent_id, devices=_indices(n.devices),
+                                                rank0=n.rank0, status=n.status)
+            for n in nodes or []
+        ],
     )
     if validation is not None:
         message.validation.CopyFrom(control_plane_pb2.DataValidation(

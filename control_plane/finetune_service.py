@@ -28,19 +28,22 @@ from control_plane.db_calls import in_db_thread
 from control_plane.list_cursor import BadPageToken, ListCursor
 from control_plane.dataset_rpcs import DatasetRpcs
 from control_plane.dataset_service import DatasetService
+from control_plane.gang import stop_everywhere
 from control_plane.model_catalog import ModelCatalog, config_holders, unavailable_model_message
 from control_plane.published_models import PublishedModels
 from control_plane.task_inputs import Caller, TaskInputs, reads_agent_paths
 from control_plane.models import Task, TaskValidation, utcnow
 from control_plane.notifier import TaskChangeNotifier
-from control_plane.placement import device_indices, devices_needed, largest_agent, pinned_devices
+from control_plane.placement import (
+    device_indices, devices_needed, gang_request, gang_shape, largest_agent, pinned_devices, reservation,
+)
 from control_plane.scheduler import Scheduler
 from control_plane.state_machine import TERMINAL, IllegalTransition, TaskStatus
 from control_plane.task_store import (
     OutputDirTaken, TaskDetail, TaskNotFound, TaskNotQueued, TaskStillActive, TaskStore,
 )
 from control_plane.template_store import TemplateStore
-from protos import agent_pb2, common_pb2, control_plane_pb2, control_plane_pb2_grpc
+from protos import common_pb2, control_plane_pb2, control_plane_pb2_grpc
 from protos.json_values import JsonProblem, loads
 from trainers import registry
 from trainers.common.config import TaskConfig
@@ -97,7 +100,7 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
         gpu_vis = ",".join(part.strip() for part in (getattr(config, "gpu_vis", None) or "").split(",") if part.strip())
         scheduling = {
             "priority": getattr(config, "priority", 0), "max_retries": getattr(config, "max_retries", 0),
-            "gpus": getattr(config, "gpus", None) or 1, "gpu_vis": gpu_vis,
+            "gpus": getattr(config, "gpus", None) or 1, "gpu_vis": gpu_vis, **gang_request(config),
         }
         task_id = uuid.uuid4().hex
         config_json = config.model_dump_json()
@@ -177,9 +180,18 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
         agent, size = largest_agent(agents)
         needed = devices_needed(wanted)
         field = "gpu_vis" if wanted.gpu_vis else "gpus"
-        if agent is not None and needed > size:
+        gang = gang_shape(wanted)
+        if agent is not None and gang is not None and not reservation(wanted, agents, {}):
+            nodes, per_node = gang
+            fitting = sum(1 for a in agents if len(device_indices(a)) >= per_node)
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                        f"{field}: the task needs {needed} device(s) but the largest agent ({agent.id}) has {size}", field)
+                        f"nodes: the task needs {nodes} agents with {per_node} device(s) each but {fitting} of the "
+                        f"{len(agents)} registered agent(s) have that many", "nodes")
+        if agent is not None and gang is None and needed > size and not reservation(wanted, agents, {}):
+            hint = "" if wanted.gpu_vis else " (split_gpus: true lets the scheduler split it over several agents)"
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{field}: the task needs {needed} device(s) but the largest agent ({agent.id}) has "
+                        f"{size}{hint}", field)
         pinned = pinned_devices(wanted)
         if agent is not None and pinned and not any(set(pinned) <= set(device_indices(a)) for a in agents):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
@@ -282,9 +294,9 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
             elif task.status in (TaskStatus.STARTING, TaskStatus.RUNNING):
                 task = await in_db_thread(self._store.transition, task.id, TaskStatus.STOPPING, "user_stop",
                                           "stop requested")
-                await self._stop_on_agent(task.id, task.agent_id)
+                await stop_everywhere(self._clients, self._store, task.id)
             elif task.status == TaskStatus.STOPPING:
-                await self._stop_on_agent(task.id, task.agent_id)  # asking again is harmless
+                await stop_everywhere(self._clients, self._store, task.id)  # asking again is harmless
             else:
                 await abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"task {task.id} has already ended ({task.status})", "task_id")
         except IllegalTransition as exc:  # it moved on while we looked
@@ -293,15 +305,6 @@ class FinetuneService(DatasetRpcs, ArtifactRpcs, ChatRpcs, control_plane_pb2_grp
         self._scheduler.wake()
         return await self._full_task(task.id)
 
-    async def _stop_on_agent(self, task_id: str, agent_id: str) -> None:
-        agent = await in_db_thread(self._store.get_agent, agent_id)
-        if agent is None:
-            return
-        try:
-            await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task_id), timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            # NOT_FOUND: the launch is still in flight; the scheduler stops it once launched.
-            log.warning("task %s: stop on agent %s: %s %s", task_id, agent_id, exc.code().name, exc.details())
 
     async def DeleteTask(self, request, context):
         await self._task_or_404(request.task_id, context)
@@ -492,7 +495,8 @@ def _visible(task: Task) -> bool:
 
 def _detail_to_proto(detail: TaskDetail) -> control_plane_pb2.Task:
     return task_to_proto(detail.task, detail.events, queue_position=detail.queue_position, attempts=detail.attempts,
-                         checkpoints=detail.checkpoints, validation=detail.validation, published=detail.published)
+                         checkpoints=detail.checkpoints, validation=detail.validation, published=detail.published,
+                         nodes=detail.nodes)
 
 
 @dataclass(frozen=True)

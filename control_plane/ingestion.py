@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from control_plane.agent_clients import AgentClients
 from control_plane.converters import datetime_from, status_from_proto
 from control_plane.db_calls import in_db_thread
+from control_plane.gang_ingestion import GangFollower
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.notifier import TaskChangeNotifier
 from control_plane.recovery import requeue_or_fail
@@ -50,8 +51,9 @@ class _BatchWriter:
     """Stores what one stream brings, in order, one store call at a time while the stream goes on being read."""
 
     def __init__(self, store: TaskStore, notifier: TaskChangeNotifier, task_id: str, attempt: int,
-                 metrics: ControlPlaneMetrics):
+                 metrics: ControlPlaneMetrics, node: int | None = None):
         self._store, self._notifier, self._metrics = store, notifier, metrics
+        self._node = node  # one node of a multi-node attempt: its seqs are its own, the store gives the task's
         self._pending_since: float | None = None  # when the oldest line waiting to be stored arrived (monotonic)
         self._task_id, self._attempt = task_id, attempt
         self._pending = _Batch()
@@ -103,8 +105,12 @@ class _BatchWriter:
                 batch = self._take()
                 self._writing = True
                 try:
-                    await in_db_thread(self._store.ingest, self._task_id, batch.lines, batch.metrics,
-                                       attempt=self._attempt)
+                    if self._node is None:
+                        await in_db_thread(self._store.ingest, self._task_id, batch.lines, batch.metrics,
+                                           attempt=self._attempt)
+                    else:
+                        await in_db_thread(self._store.ingest_node, self._task_id, self._node, batch.lines,
+                                           batch.metrics, attempt=self._attempt)
                 finally:
                     self._writing = False
                 self._count(batch, arrived)
@@ -147,6 +153,7 @@ class Ingestion:
         # task id -> (the attempt followed, its follower)
         self._followers: dict[str, tuple[int, asyncio.Task]] = {}
         self._starting: set[asyncio.Task] = set()
+        self._gang = GangFollower(self, store, clients, notifier)
 
     def follow(self, task_id: str) -> None:
         """Follows the task's current attempt, unless already following it; a follower of an earlier attempt is
@@ -164,7 +171,7 @@ class Ingestion:
 
     async def _resume_active(self) -> None:
         for task in await in_db_thread(self._store.tasks_with_status, ACTIVE):
-            if task.agent_id:
+            if task.agent_id or task.nodes > 1:
                 await self._follow_current(task.id)
 
     async def _follow_current(self, task_id: str) -> None:
@@ -177,7 +184,9 @@ class Ingestion:
             if current[0] >= attempt:  # already followed, or this lookup is older than the one that started it
                 return
             current[1].cancel()
-        follower = asyncio.create_task(self._follow(task_id, attempt), name=f"ingest-{task_id}-{attempt}")
+        gang = (await in_db_thread(self._store.get_task, task_id)).nodes > 1
+        follow = self._gang.follow(task_id, attempt) if gang else self.follow_stream(task_id, attempt)
+        follower = asyncio.create_task(follow, name=f"ingest-{task_id}-{attempt}")
         self._followers[task_id] = (attempt, follower)
 
     async def close(self) -> None:
@@ -191,9 +200,10 @@ class Ingestion:
         await asyncio.gather(*followers, return_exceptions=True)
         self._followers.clear()
 
-    async def _follow(self, task_id: str, attempt: int) -> None:
-        """Until the attempt's final status. An unreachable agent is retried for as long as the attempt counts: the
-        scheduler decides when an agent is gone for good (then the task is requeued or failed, and this ends)."""
+    async def follow_stream(self, task_id: str, attempt: int, node: int | None = None) -> None:
+        """Until the attempt's final status (`node`: that node's, of a multi-node attempt). An unreachable agent is
+        retried for as long as the attempt counts: the scheduler decides when an agent is gone for good (then the
+        task is requeued or failed, and this ends)."""
         delay = 0.2
         while True:
             try:
@@ -202,32 +212,51 @@ class Ingestion:
                 return
             if task.status in TERMINAL or task.status == TaskStatus.QUEUED or task.attempt != attempt:
                 return
-            agent = await in_db_thread(self._store.get_agent, task.agent_id)
+            source = await in_db_thread(self._stream_source, task, node)
+            if source is None:
+                return  # the node's end is already recorded
+            agent_id, after_log_seq, after_metric_seq = source
+            agent = await in_db_thread(self._store.get_agent, agent_id)
             if agent is None:
-                await self._lost(task_id, attempt, f"agent {task.agent_id!r} is not registered")
+                await self._stream_lost(task_id, attempt, node, f"agent {agent_id!r} is not registered")
                 return
             try:
-                if await self._stream_once(task_id, attempt, agent.address, task.last_log_seq, task.last_metric_seq):
+                if await self.stream_once(task_id, attempt, agent.address, after_log_seq, after_metric_seq, node):
                     return
                 delay = 0.2  # the stream ended without a final status (agent shutting down): reconnect
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    await self._lost(task_id, attempt,
-                                     f"agent {agent.id} no longer knows attempt {attempt}: {exc.details()}")
+                    await self._stream_lost(task_id, attempt, node,
+                                            f"agent {agent.id} no longer knows attempt {attempt}: {exc.details()}")
                     return
-                log.warning("task %s: stream from agent %s broke (%s); retrying in %.1fs", task_id, agent.id, exc.code().name, delay)
+                log.warning("task %s%s: stream from agent %s broke (%s); retrying in %.1fs", task_id,
+                            "" if node is None else f" node {node}", agent.id, exc.code().name, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
 
-    async def _stream_once(self, task_id: str, attempt: int, address: str, after_log_seq: int,
-                           after_metric_seq: int) -> bool:
+    def _stream_source(self, task, node: int | None) -> tuple[str, int, int] | None:
+        """(agent id, seqs persisted) of the stream to read: the task's, or one node's; None when that node ended."""
+        if node is None:
+            return task.agent_id, task.last_log_seq, task.last_metric_seq
+        row = next((n for n in self._store.task_nodes(task.id, task.attempt) if n.node == node), None)
+        return None if row is None or row.status else (row.agent_id, row.last_log_seq, row.last_metric_seq)
+
+    async def _stream_lost(self, task_id: str, attempt: int, node: int | None, message: str) -> None:
+        if node is None:
+            await self._lost(task_id, attempt, message)
+        else:
+            await self._gang.node_lost(task_id, attempt, node, message)
+
+    async def stream_once(self, task_id: str, attempt: int, address: str, after_log_seq: int,
+                           after_metric_seq: int, node: int | None = None) -> bool:
         """Reads one stream until the attempt's final status (returns True) or until the stream ends (False).
-        Whatever was received is stored before this returns, so the next stream resumes after it."""
+        Whatever was received is stored before this returns, so the next stream resumes after it. `node`: the stream
+        of one node of a multi-node attempt (its status reports go to the gang's rules)."""
         request = agent_pb2.StreamTaskEventsRequest(
             task_id=task_id, after_log_seq=after_log_seq, after_metric_seq=after_metric_seq, follow=True,
             attempt=attempt, max_batch=AGENT_MAX_BATCH,
         )
-        writer = _BatchWriter(self._store, self._notifier, task_id, attempt, self._metrics)
+        writer = _BatchWriter(self._store, self._notifier, task_id, attempt, self._metrics, node)
         times = _TimeCache()
         try:
             async for event in self._clients.stub(address).StreamTaskEvents(request):
@@ -244,7 +273,10 @@ class Ingestion:
                     writer.add([], [NewMetric(point.seq, times.of(point.time), _parse_values(point.values_json))])
                 elif kind == "status":
                     await writer.drain()  # every line before the status it explains
-                    if await self._apply_status(task_id, attempt, event.status):
+                    if node is not None:
+                        if await self._gang.node_status(task_id, attempt, node, event.status):
+                            return True
+                    elif await self._apply_status(task_id, attempt, event.status):
                         return True
                 if writer.backlog >= PENDING_MAX:
                     await writer.wait_below(PENDING_MAX)
@@ -260,15 +292,19 @@ class Ingestion:
             return False
         status = TaskStatus(status_from_proto(update.status))
         if status == TaskStatus.RUNNING:
-            await in_db_thread(self._mark_running, task_id, attempt, update)
+            await in_db_thread(self.mark_running, task_id, attempt, update)
             self._notifier.notify(task_id)
             return False
         if status in TERMINAL:
-            await self._end(task_id, attempt, status, update.reason, update.error, exit_code=update.exit_code)
+            await self.end_attempt(task_id, attempt, status, update.reason, update.error, exit_code=update.exit_code)
             return True
         return False
 
-    def _mark_running(self, task_id: str, attempt: int, update: common_pb2.TaskStatusUpdate) -> None:
+    def task_ended(self) -> None:
+        """A task left the active statuses (its devices are free): tell the scheduler."""
+        self._on_task_ended()
+
+    def mark_running(self, task_id: str, attempt: int, update: common_pb2.TaskStatusUpdate) -> None:
         try:
             if self._store.get_task(task_id).status == TaskStatus.STARTING:
                 self._store.transition(task_id, TaskStatus.RUNNING, update.reason or "started", pid=update.pid,
@@ -281,7 +317,7 @@ class Ingestion:
         self._notifier.notify(task_id)
         self._on_task_ended()
 
-    async def _end(self, task_id: str, attempt: int, status: TaskStatus, reason: str, error: str, *,
+    async def end_attempt(self, task_id: str, attempt: int, status: TaskStatus, reason: str, error: str, *,
                    exit_code: int = 0) -> None:
         fields: dict = {"exit_code": exit_code}
         if status == TaskStatus.FAILED:

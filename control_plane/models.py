@@ -52,7 +52,10 @@ class Task(SQLModel, table=True):
     latest_metrics_json: str = Field(default="{}", sa_column=Column(JsonText, nullable=False, default="{}"))
     # Scheduling: what the task asked for, and where it was placed.
     priority: int = Field(default=0, index=True)
-    gpus: int = 1  # devices wanted (ignored when gpu_vis pins them)
+    gpus: int = 1  # devices wanted (ignored when gpu_vis pins them); a gang's total
+    nodes: int = 1  # hosts (agents) it runs on together: more than one is a gang, placed all at once
+    gpus_per_node: int = 0  # a gang's devices on each node (0: not a gang, or split_gpus decides)
+    split_gpus: bool = False  # `gpus` may be split over several agents in equal shares
     gpu_vis: str = ""  # pinned device indices, "0,1"
     devices: str = ""  # the devices placed on, "0,1"
     attempt: int = 0  # 1 once first placed; each retry or resume adds one
@@ -107,6 +110,27 @@ class TaskAttempt(SQLModel, table=True):
     ended_at: Optional[datetime] = None
     status: str = ""  # how it ended ("" while it runs)
     reason: str = ""
+
+
+class TaskNode(SQLModel, table=True):
+    """One node of a multi-node attempt: where it runs and how far ingestion has read its stream. A gang's lines get
+    the task's seqs in the order they are stored; each node's own seqs (assigned by its agent) are the resume cursor."""
+
+    __tablename__ = "task_node"
+
+    task_id: str = Field(primary_key=True)
+    attempt: int = Field(primary_key=True)
+    node: int = Field(primary_key=True)  # 0-based; the rendezvous runs on node 0's host
+    agent_id: str = ""
+    devices: str = ""  # "0,1"
+    pid: int = 0
+    output_dir: str = ""
+    status: str = ""  # "" while it runs, then its own final status
+    exit_code: int = 0
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    rank0: bool = False  # it runs global rank 0: it reports the metrics and writes the model
+    last_log_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    last_metric_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class Checkpoint(SQLModel, table=True):

@@ -12,6 +12,7 @@ from control_plane.agent_clients import AgentClients
 from control_plane.agent_reports import AgentReadings
 from control_plane.blob_store import BlobNotFound, BlobStore
 from control_plane.db_calls import in_db_thread
+from control_plane.gang import runs_on
 from control_plane.model_catalog import ModelCatalog
 from control_plane.ingestion import Ingestion
 from control_plane.scheduler import Scheduler
@@ -96,7 +97,7 @@ class AgentRegistryService(control_plane_pb2_grpc.AgentRegistryServicer):
             for task_id in running_task_ids:
                 try:
                     task = self._store.get_task(task_id)
-                    if task.agent_id != agent_id or task.status not in ACTIVE:
+                    if task.status not in ACTIVE or not runs_on(self._store, task, agent_id):
                         found.append(task_id)
                 except TaskNotFound:
                     found.append(task_id)

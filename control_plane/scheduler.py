@@ -13,11 +13,12 @@ import grpc
 
 from control_plane.agent_clients import AgentClients
 from control_plane.db_calls import in_db_thread
+from control_plane.gang import rendezvous_host, stop_everywhere, task_agents
 from control_plane.ingestion import Ingestion
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.model_catalog import ModelCatalog, config_holders
 from control_plane.models import Agent, Task, utcnow
-from control_plane.placement import Placement, choose, device_indices
+from control_plane.placement import Placement, device_indices, pinned_devices, place, reservation
 from control_plane.recovery import requeue_or_fail
 from control_plane.state_machine import ACTIVE, IllegalTransition, TaskStatus
 from control_plane.task_inputs import TaskInputs
@@ -43,6 +44,8 @@ class _Round:
     held: dict[str, set[int]]
     queue: list[Task]  # its head only: no more tasks than there are free devices
     inventories: list
+    # A gang resuming from a checkpoint: the agents of its attempt before, which hold their copies of it.
+    resuming_on: dict[str, set[str]]
 
 
 class Scheduler:
@@ -75,6 +78,8 @@ class Scheduler:
         self._joined = 0  # tasks that joined the queue (counted on the event loop), to catch one a round missed
         # Devices held outside the store's tasks (chat sessions): agent id -> indices. Set by the server.
         self.extra_held: Callable[[], dict[str, set[int]]] = dict
+        # Gangs requeued because one node's agent is gone: (task id, that agent); their other nodes are stopped.
+        self._gangs_to_stop: list[tuple[str, str]] = []
 
     def wake(self) -> None:
         """Something changed what a round could do (a task ended, an agent came): run one."""
@@ -149,20 +154,38 @@ class Scheduler:
                    for agent_id, last in self._heard.items() if self._held_count.get(agent_id))
 
     async def place_queued(self) -> None:
-        """Places queued tasks in queue order; stops at the first that cannot be placed now, so that a big or pinned
-        task is not overtaken forever by smaller ones behind it."""
+        """Places queued tasks in queue order. The first that cannot be placed now reserves the agents it waits for
+        (placement.reservation): the tasks behind it may only use the others, so that a big task or a gang is not
+        overtaken forever by smaller ones. A pinned task that cannot be placed stops the round."""
         joined = self._joined
         facts = await in_db_thread(self._read_round)
         self.rounds += 1
+        while self._gangs_to_stop:
+            task_id, lost = self._gangs_to_stop.pop()
+            await stop_everywhere(self._clients, self._store, task_id, skip_agent=lost)
         held = facts.held
+        reserved: set[str] | None = None
         for task in facts.queue:
             # A task naming held models goes where they are.
             allowed = config_holders(json.loads(task.config_json), facts.inventories)
-            placement = choose(task, [a for a in facts.live if allowed is None or a.id in allowed], held)
+            eligible = [a for a in facts.live if allowed is None or a.id in allowed]
+            holders = facts.resuming_on.get(task.id, set())
+            if holders and holders <= {a.id for a in eligible}:
+                eligible = [a for a in eligible if a.id in holders]  # they hold its checkpoint: wait for them
+            placement = place(task, [a for a in eligible if a.id not in (reserved or ())], held, prefer=holders)
             if placement is None:
-                break
-            held.setdefault(placement.agent.id, set()).update(placement.devices)
-            await self._launch(task, placement)
+                if reserved is not None:
+                    continue  # only the first waiting task reserves; the others wait their turn
+                reserved = set() if pinned_devices(task) else reservation(task, eligible, held)
+                if not reserved:
+                    break
+                continue
+            for node in placement:
+                held.setdefault(node.agent.id, set()).update(node.devices)
+            if len(placement) == 1:
+                await self._launch(task, placement[0])
+            else:
+                await self._launch_gang(task, placement)
         for agent in facts.agents:
             self._heard[agent.id] = max(agent.last_heartbeat, self._heard.get(agent.id, agent.last_heartbeat))
             self._device_count[agent.id] = len(device_indices(agent))
@@ -178,7 +201,9 @@ class Scheduler:
         free = sum(len(set(device_indices(agent)) - held.get(agent.id, set())) for agent in live)
         queue = self._store.queue(limit=free) if free else []
         inventories = self._catalog.inventories({agent.id for agent in live}) if queue else []
-        return _Round(agents, live, held, queue, inventories)
+        resuming_on = {task.id: {node.agent_id for node in self._store.task_nodes(task.id, task.attempt)}
+                       for task in queue if task.nodes > 1 and task.resume_from}
+        return _Round(agents, live, held, queue, inventories, resuming_on)
 
     def recover_lost_agents(self) -> None:
         """Tasks on an agent silent for longer than the gone timeout are requeued (retries left) or failed with
@@ -190,12 +215,14 @@ class Scheduler:
         active = self._store.tasks_with_status(ACTIVE)
         for agent in gone:
             for task in active:
-                if task.agent_id == agent.id:
+                if agent.id in task_agents(self._store, task):  # a gang is lost with any of its nodes
                     silent = (utcnow() - agent.last_heartbeat).total_seconds()
                     message = f"agent {agent.id} lost: no heartbeat for {silent:.0f}s"
                     if requeue_or_fail(self._store, task.id, "agent_lost", message, attempt=task.attempt) is not None:
                         log.warning("task %s: %s", task.id, message)
                         self._due = True  # requeued: place it elsewhere
+                        if task.nodes > 1:  # its other nodes must not hang on a collective with the lost one
+                            self._gangs_to_stop.append((task.id, agent.id))
 
     async def _launch(self, task: Task, placement: Placement) -> None:
         agent, devices = placement.agent, placement.devices
@@ -229,12 +256,62 @@ class Scheduler:
             # A stop arrived while the launch was in flight; the agent did not know the task then.
             await self._clients.stub(agent.address).StopTask(agent_pb2.AgentStopTaskRequest(task_id=task.id))
 
-    def _placed(self, task: Task, attempt: int, where: str, devices: list[int], agent: Agent):
-        """On a store thread: the task moves to starting; returns what its launch sends (inputs, environment), or
-        None when it failed instead (its inputs are gone)."""
+    async def _launch_gang(self, task: Task, placement: list[Placement]) -> None:
+        """Every node of a multi-node attempt: node 0 first (its agent chooses the rendezvous port), then the others
+        with that port. A node that cannot be launched stops the nodes already launched, and the attempt goes back to
+        the queue or fails as a one-node launch would."""
+        attempt = task.attempt + 1
+        where = "; ".join(f"node {number}: agent {node.agent.id}, device(s) {','.join(map(str, node.devices))}"
+                          for number, node in enumerate(placement))
+        gang = [(node.agent.id, ",".join(map(str, node.devices))) for node in placement]
+        try:
+            launch = await in_db_thread(self._placed, task, attempt, where, placement[0].devices, placement[0].agent,
+                                        gang)
+        except (IllegalTransition, TaskNotFound):
+            return
+        if launch is None:
+            return
+        inputs, env = launch
+        rendezvous = agent_pb2.GangLaunch(nnodes=len(placement), rdzv_id=f"{task.id}-{attempt}",
+                                          rdzv_host=rendezvous_host(placement[0].agent.address))
+        for number, node in enumerate(placement):
+            rendezvous.node_rank = number
+            request = agent_pb2.LaunchTaskRequest(
+                task_id=task.id, type=task.type, config_json=task.config_json, devices=node.devices, attempt=attempt,
+                resume_from_checkpoint=task.resume_from, env=env, inputs=inputs, gang=rendezvous,
+            )  # seqs start at 0 on every node: ingestion gives the task's seqs (TaskStore.ingest_node)
+            try:
+                response = await self._clients.stub(node.agent.address).LaunchTask(request,
+                                                                                   timeout=LAUNCH_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as exc:
+                if number:
+                    await stop_everywhere(self._clients, self._store, task.id, skip_agent=node.agent.id)
+                await in_db_thread(self._launch_failed, task.id, attempt, node.agent, exc)
+                return
+            if number == 0:
+                rendezvous.rdzv_port = response.rdzv_port
+                first = response
+            await in_db_thread(self._store.set_node, task.id, attempt, number, pid=response.pid,
+                               output_dir=response.output_dir)
+
+        def launched() -> str:
+            self._store.set_fields(task.id, pid=first.pid, output_dir=first.output_dir)
+            return self._store.get_task(task.id).status
+
+        status = await in_db_thread(launched)
+        self._ingestion.follow(task.id)
+        if status == TaskStatus.STOPPING:
+            await stop_everywhere(self._clients, self._store, task.id)
+
+    def _placed(self, task: Task, attempt: int, where: str, devices: list[int], agent: Agent,
+                gang: list[tuple[str, str]] | None = None):
+        """On a store thread: the task moves to starting (with its nodes, for a gang); returns what its launch sends
+        (inputs, environment), or None when it failed instead (its inputs are gone)."""
+        # A split_gpus task runs in the shape it got this time (one agent, or equal shares over several).
+        shape = {"nodes": max(1, len(gang or ())), "gpus_per_node": len(devices) if gang else 0} if task.split_gpus else {}
         placed = self._store.transition(
             task.id, TaskStatus.STARTING, "placed", f"attempt {attempt} placed on {where}",
-            agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt,
+            agent_id=agent.id, devices=",".join(map(str, devices)), attempt=attempt, gang=gang or (), **shape,
         )
         self._observe_wait(task.id, placed.updated_at)
         try:

@@ -7,9 +7,10 @@ Every status change goes through `transition`, which checks the transition table
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from sqlalchemy import bindparam, delete, func, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from control_plane import state_machine
 from control_plane.models import (
-    Agent, Checkpoint, LogLine, MetricPoint, OutputDirClaim, PublishedModel, Task, TaskAttempt, TaskEvent,
+    Agent, Checkpoint, LogLine, MetricPoint, OutputDirClaim, PublishedModel, Task, TaskAttempt, TaskEvent, TaskNode,
     TaskValidation, utcnow,
 )
 from control_plane.list_cursor import ListCursor
@@ -81,11 +82,13 @@ class TaskDetail:
     validation: TaskValidation | None
     published: PublishedModel | None
     queue_position: int
+    nodes: list[TaskNode] = field(default_factory=list)  # a multi-node task's nodes, of its current attempt
 
 
 class TaskStore:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._gang_ingest = threading.Lock()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -229,6 +232,8 @@ class TaskStore:
                 validation=validation,
                 published=published,
                 queue_position=_queue_positions(session, [task]).get(task_id, 0),
+                nodes=[] if task.status == TaskStatus.QUEUED else list(session.exec(select(TaskNode).where(
+                    TaskNode.task_id == task_id, TaskNode.attempt == task.attempt).order_by(col(TaskNode.node))).all()),
             )
 
     def queue(self, limit: int | None = None) -> list[Task]:
@@ -293,9 +298,17 @@ class TaskStore:
     def held_devices(self) -> dict[str, set[int]]:
         """agent id -> the device indices its active tasks hold."""
         held: dict[str, set[int]] = {}
+        gangs: dict[str, int] = {}
         for task in self.tasks_with_status(ACTIVE):
-            if task.agent_id:
+            if task.nodes > 1:
+                gangs[task.id] = task.attempt
+            elif task.agent_id:
                 held.setdefault(task.agent_id, set()).update(int(i) for i in task.devices.split(",") if i)
+        if gangs:
+            with self.session() as session:
+                for node in session.exec(select(TaskNode).where(col(TaskNode.task_id).in_(list(gangs)))):
+                    if gangs.get(node.task_id) == node.attempt:
+                        held.setdefault(node.agent_id, set()).update(int(i) for i in node.devices.split(",") if i)
         return held
 
     def transition(
@@ -306,6 +319,7 @@ class TaskStore:
         message: str = "",
         *,
         only_attempt: int | None = None,
+        gang: Sequence[tuple[str, str]] = (),
         **fields: Any,
     ) -> Task:
         """Moves a task to `target` (checked against the table) and records the event, atomically.
@@ -313,7 +327,8 @@ class TaskStore:
         Raises TaskNotFound, or IllegalTransition when the task's current status does not allow it (including when
         another writer changed the status first), or StaleAttempt when `only_attempt` is given and the task has moved
         on to another attempt (a late report about an attempt that no longer counts). The write is compare-and-set on
-        both the status and the attempt it checked.
+        both the status and the attempt it checked. `gang`: a multi-node placement, (agent id, devices) per node, stored
+        with the transition to starting as the attempt's task_node rows.
         """
         with self.session() as session:
             for _attempt in range(5):
@@ -344,6 +359,9 @@ class TaskStore:
                                       reason=reason, message=message)
                     session.add(event)
                     self._record_attempt(session, task_id, before, target, reason, values, now)
+                    for number, (agent_id, devices) in enumerate(gang):
+                        session.add(TaskNode(task_id=task_id, attempt=values.get("attempt", before["attempt"]),
+                                             node=number, agent_id=agent_id, devices=devices))
                     enqueue_deliveries(session, task, event)  # webhooks: committed with the transition, or not at all
                     session.commit()
                     return session.get(Task, task_id, populate_existing=True)
@@ -398,7 +416,7 @@ class TaskStore:
                 raise TaskNotFound(task_id)
             if task.status not in TERMINAL:
                 raise TaskStillActive(task)
-            for model in (LogLine, MetricPoint, TaskEvent, TaskAttempt, Checkpoint, TaskValidation):
+            for model in (LogLine, MetricPoint, TaskEvent, TaskAttempt, TaskNode, Checkpoint, TaskValidation):
                 session.execute(delete(model).where(col(model.task_id) == task_id))
             session.execute(delete(Task).where(col(Task.id) == task_id, col(Task.status).in_(list(TERMINAL))))
             session.commit()
@@ -417,24 +435,77 @@ class TaskStore:
             task = session.get(Task, task_id)
             if task is None or (attempt is not None and task.attempt != attempt):
                 return  # deleted, or requeued meanwhile
-            values: dict[str, Any] = {}
-            if lines:
-                _insert_ignoring_duplicates(session, LogLine, ("task_id", "seq", "time", "stream", "text"),
-                                            [(task_id, *line) for line in lines])
-                values["last_log_seq"] = max(task.last_log_seq, max(l.seq for l in lines))
-            if metrics:
-                _insert_ignoring_duplicates(session, MetricPoint, ("task_id", "seq", "time", "values_json"),
-                                            [(task_id, m.seq, m.time, json.dumps(m.values)) for m in metrics])
-                values["last_metric_seq"] = max(task.last_metric_seq, max(m.seq for m in metrics))
-                values.update(progress_fields(task.latest_metrics_json, [m.values for m in metrics]))
-                saved = [m for m in metrics if m.values.get("event") == "checkpoint" and m.values.get("path")]
-                if saved:
-                    _insert_ignoring_duplicates(session, Checkpoint, ("task_id", "path", "step", "attempt", "time"), [
-                        (task_id, str(m.values["path"]), int(m.values.get("step") or 0), task.attempt, m.time)
-                        for m in saved
-                    ])
-            session.execute(update(Task).where(col(Task.id) == task_id).values(**values))
+            self._store_batch(session, task, lines, metrics)
             session.commit()
+
+    def ingest_node(self, task_id: str, node: int, lines: list[NewLine], metrics: list[NewMetric], *,
+                    attempt: int) -> None:
+        """`ingest` for one node of a multi-node attempt: its lines and points after the node's cursor get the task's
+        next seqs (lines marked with the node), and the cursor moves on in the same transaction, so a replayed batch
+        is never stored twice. The node that sends metric points runs global rank 0: it becomes the task's agent
+        (where the model is written, and read from)."""
+        if not lines and not metrics:
+            return
+        with self._gang_ingest, self.session() as session:  # one writer per task's seqs at a time
+            task = session.exec(select(Task).where(col(Task.id) == task_id).with_for_update()).first()
+            row = session.get(TaskNode, (task_id, attempt, node))
+            if task is None or row is None or task.attempt != attempt:
+                return
+            lines = [line for line in lines if line.seq > row.last_log_seq]
+            metrics = [point for point in metrics if point.seq > row.last_metric_seq]
+            if not lines and not metrics:
+                return
+            cursor: dict[str, Any] = {}
+            if lines:
+                cursor["last_log_seq"] = lines[-1].seq
+                lines = [NewLine(task.last_log_seq + i, line.time, line.stream, f"[node{node}] {line.text}")
+                         for i, line in enumerate(lines, 1)]
+            if metrics:
+                cursor.update(last_metric_seq=metrics[-1].seq, rank0=True)
+                metrics = [NewMetric(task.last_metric_seq + i, point.time, point.values)
+                           for i, point in enumerate(metrics, 1)]
+                if not row.rank0:
+                    session.execute(update(Task).where(col(Task.id) == task_id).values(
+                        agent_id=row.agent_id, devices=row.devices, output_dir=row.output_dir or task.output_dir))
+            session.execute(update(TaskNode).where(
+                col(TaskNode.task_id) == task_id, col(TaskNode.attempt) == attempt, col(TaskNode.node) == node,
+            ).values(**cursor))
+            self._store_batch(session, task, lines, metrics)
+            session.commit()
+
+    def task_nodes(self, task_id: str, attempt: int) -> list[TaskNode]:
+        with self.session() as session:
+            return list(session.exec(select(TaskNode).where(
+                TaskNode.task_id == task_id, TaskNode.attempt == attempt).order_by(col(TaskNode.node))).all())
+
+    def set_node(self, task_id: str, attempt: int, node: int, **fields: Any) -> None:
+        with self.session() as session:
+            session.execute(update(TaskNode).where(
+                col(TaskNode.task_id) == task_id, col(TaskNode.attempt) == attempt, col(TaskNode.node) == node,
+            ).values(**fields))
+            session.commit()
+
+    @staticmethod
+    def _store_batch(session: Session, task: Task, lines: list[NewLine], metrics: list[NewMetric]) -> None:
+        """Inserts the batch and moves the task's seqs, progress and checkpoints on; the caller commits."""
+        task_id = task.id
+        values: dict[str, Any] = {}
+        if lines:
+            _insert_ignoring_duplicates(session, LogLine, ("task_id", "seq", "time", "stream", "text"),
+                                        [(task_id, *line) for line in lines])
+            values["last_log_seq"] = max(task.last_log_seq, max(l.seq for l in lines))
+        if metrics:
+            _insert_ignoring_duplicates(session, MetricPoint, ("task_id", "seq", "time", "values_json"),
+                                        [(task_id, m.seq, m.time, json.dumps(m.values)) for m in metrics])
+            values["last_metric_seq"] = max(task.last_metric_seq, max(m.seq for m in metrics))
+            values.update(progress_fields(task.latest_metrics_json, [m.values for m in metrics]))
+            saved = [m for m in metrics if m.values.get("event") == "checkpoint" and m.values.get("path")]
+            if saved:
+                _insert_ignoring_duplicates(session, Checkpoint, ("task_id", "path", "step", "attempt", "time"), [
+                    (task_id, str(m.values["path"]), int(m.values.get("step") or 0), task.attempt, m.time)
+                    for m in saved
+                ])
+        session.execute(update(Task).where(col(Task.id) == task_id).values(**values))
 
     def log_lines_after(self, task_id: str, after_seq: int, limit: int) -> list[LogLine]:
         """The first `limit` lines with seq > after_seq, in order."""

@@ -93,6 +93,16 @@ class TaskAttempt(ApiModel):
     resumed_from: str | None
 
 
+class TaskNodePlacement(ApiModel):
+    """One node of a multi-node attempt."""
+
+    node: int = Field(description="0-based; the rendezvous runs on node 0's agent")
+    agent_id: str
+    devices: list[int]
+    rank0: bool = Field(description="it runs global rank 0: reports the metrics and writes the model")
+    status: TaskStatus | None = Field(description="how this node's run ended; null while it runs")
+
+
 class Checkpoint(ApiModel):
     path: str
     step: int
@@ -140,6 +150,10 @@ class Task(ApiModel):
     validation: DataValidation | None
     published_model_sha256: str = Field(description="the final model's blob once published, \"\" until then: "
                                         "downloadable after its agent has gone")
+    nodes: int = Field(description="the hosts (agents) it trains on together; more than 1: a multi-node gang")
+    gpus_per_node: int = Field(description="devices on each node of a multi-node task (0: one-node task)")
+    node_placements: list[TaskNodePlacement] = Field(description="where the current attempt's nodes run (empty for "
+                                                     "a one-node task, and while queued)")
 
 
 class TaskList(ApiModel):

@@ -134,6 +134,13 @@ def task_model(t: cp.Task) -> api.Task:
         validation=api.DataValidation(state=t.validation.state, rows=t.validation.rows, message=t.validation.message)
         if t.HasField("validation") else None,
         published_model_sha256=t.published_model_sha256,
+        nodes=t.nodes or 1,
+        gpus_per_node=t.gpus_per_node,
+        node_placements=[
+            api.TaskNodePlacement(node=n.node, agent_id=n.agent_id, devices=list(n.devices), rank0=n.rank0,
+                                  status=n.status or None)
+            for n in t.node_placements
+        ],
     )
 
 

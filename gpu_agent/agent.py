@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gpu_agent import devices as device_claims
-from gpu_agent import input_fetch, process_runner
+from gpu_agent import gang_launch, input_fetch, process_runner
+from gpu_agent.backends import LaunchSpec, from_settings as backend_from_settings
 from gpu_agent.blob_cache import BlobCache, CacheError, Held, InputSpec
 from gpu_agent.chat_runner import ChatRunner
 from gpu_agent.inventory import Inventory
@@ -21,6 +22,7 @@ from gpu_agent.settings import AgentSettings
 from gpu_agent.shallow_checks import ShallowChecks
 from gpu_agent.task_run import FINAL_STATUSES, TaskRun
 from gpu_agent.warm_pool import WarmPool
+from protos.addresses import host_of
 from protos.metrics_http import MetricsServer
 from protos.tls import Tls
 from trainers import registry
@@ -78,6 +80,7 @@ class Agent:
         self.registrar: Registrar | None = None
         self.metrics_server: MetricsServer | None = None  # Prometheus /metrics (gpu_agent.metrics)
         self.chat = ChatRunner(self)  # chat sessions hold devices too
+        self.backend = backend_from_settings(settings)  # local processes, Kubernetes Jobs or Ray jobs
 
     def start_warm_pool(self) -> None:
         """Starts the warm trainer pool (BUGAGARIC_WARM_POOL_SIZE > 0); attempts start cold until it is ready."""
@@ -117,7 +120,8 @@ class Agent:
 
     def launch(self, task_id: str, type_name: str, config_json: str, env: Mapping[str, str], *,
                devices: Sequence[int] = (), attempt: int = 0, log_seq_base: int = 0, metric_seq_base: int = 0,
-               resume_from_checkpoint: str = "", inputs: Sequence[InputSpec] = ()) -> TaskRun:
+               resume_from_checkpoint: str = "", inputs: Sequence[InputSpec] = (),
+               gang: gang_launch.GangSpec | None = None) -> TaskRun:
         if not _TASK_ID.match(task_id):
             raise InvalidRequest(f"task_id {task_id!r} must be 1-128 of [A-Za-z0-9._-], starting alphanumeric")
         if attempt < 0:
@@ -129,6 +133,11 @@ class Agent:
         except ConfigError as exc:
             raise InvalidRequest(exc.message) from None
         self._check_inputs(inputs)
+        if gang is not None:
+            try:
+                gang_launch.check(gang)
+            except gang_launch.BadGang as exc:
+                raise InvalidRequest(str(exc)) from None
         current = self.tasks.get(task_id)
         if current is not None and not current.ended:
             raise AlreadyExists(f"task {task_id} is already running on this agent (attempt {current.attempt})")
@@ -154,12 +163,23 @@ class Agent:
                 cluster_token=self.settings.cluster_token, cache_dir=self.cache_dir,
                 cache_max_bytes=self.settings.agent_cache_max_bytes, inputs=inputs, tls=self.tls)
             before_trainer = input_fetch.command(plan)
+        launcher: list[str] = []
+        if gang is not None:
+            if gang.node_rank == 0 and not gang.rdzv_port:
+                try:
+                    gang = gang.with_port(gang_launch.choose_port(self.settings.gang_port_range))
+                except gang_launch.BadGang as exc:
+                    raise NoFreeSlot(str(exc)) from None
+            extra_env.update(gang_launch.environment(gang))
+            launcher = gang_launch.torchrun_argv(gang, len(chosen), task_type.entry_module,
+                                                 directory / process_runner.CONFIG_FILE,
+                                                 host_of(self.settings.advertise_address(0)))
         try:
-            process = process_runner.launch(
+            process = self.backend.launch(LaunchSpec(
                 task_id=task_id, entry_module=task_type.entry_module, config_json=config_json, directory=directory,
                 workspace=self.workspace, extra_env=extra_env, nproc=len(chosen), before_trainer=before_trainer,
-                input_plan=plan, warm_pool=self.warm_pool,
-            )
+                input_plan=plan, warm_pool=self.warm_pool, launcher_argv=launcher, device_kind=self.inventory.kind,
+            ))
         except OSError:
             (directory / input_fetch.TOKEN_FILE).unlink(missing_ok=True)  # no fetch step will take it
             raise
@@ -167,11 +187,14 @@ class Agent:
                       default_grace=self.settings.stop_grace_seconds, attempt=attempt, devices=chosen,
                       log_seq_base=log_seq_base, metric_seq_base=metric_seq_base,
                       resume_from_checkpoint=resume_from_checkpoint,
-                      output_dir=str(self.output_dir_of(parsed, type_name, task_id)))
+                      output_dir=str(self.output_dir_of(parsed, type_name, task_id)),
+                      rdzv_port=gang.rdzv_port if gang is not None and gang.node_rank == 0 else 0)
         self.tasks[task_id] = run
         run.start()
-        log.info("task %s attempt %d: running on %s device(s) %s%s, %s", task_id, attempt, self.inventory.kind, chosen,
+        log.info("task %s attempt %d: running on %s device(s) %s%s%s, %s", task_id, attempt, self.inventory.kind, chosen,
                  f" (data-parallel, {len(chosen)} processes)" if len(chosen) > 1 else "",
+                 f" as node {gang.node_rank} of {gang.nnodes} (rendezvous {gang.rdzv_host}:{gang.rdzv_port})"
+                 if gang is not None else "",
                  "forked from the warm pool" if process.reaper is not None else "started cold")
         return run
 
@@ -239,6 +262,7 @@ class Agent:
                 continue
             try:
                 run = TaskRun.from_state(directory, state, self.settings.stop_grace_seconds)
+                run.process = self.backend.adopt(directory, self.settings.stop_grace_seconds) or run.process
                 how = run.adopt()
             except Exception:
                 log.exception("could not adopt %s", directory)

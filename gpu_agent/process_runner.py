@@ -163,10 +163,12 @@ def launch(
     before_trainer: Sequence[str] = (),
     input_plan: Path | None = None,
     warm_pool: WarmPool | None = None,
+    launcher_argv: Sequence[str] = (),
 ) -> TrainerProcess:
     """Starts `before_trainer + trainer argv` under the supervisor (before_trainer: the fetch step of input_plan,
     which execs the trainer once the inputs are in place). A one-device attempt is forked from the warm pool where
-    it has one ready (its trainer process runs the fetch step itself); anything else starts cold."""
+    it has one ready (its trainer process runs the fetch step itself); anything else starts cold. `launcher_argv`:
+    the trainer's command when it is not the default one (one node of a multi-node attempt: gpu_agent.gang_launch)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / CONFIG_FILE
     config_path.write_text(config_json, encoding="utf-8")
@@ -183,7 +185,7 @@ def launch(
     if nproc > 1:
         # What torchrun sets for each worker anyway; set here, it spares every log its multi-line banner about it.
         env.setdefault("OMP_NUM_THREADS", "1")
-    if warm_pool is not None and nproc == 1 and (not before_trainer or input_plan is not None):
+    if warm_pool is not None and nproc == 1 and not launcher_argv and (not before_trainer or input_plan is not None):
         forked = warm_pool.launch(entry_module=entry_module, args=["--config", str(config_path)], cwd=workspace,
                                   env=env, stdout=directory / STDOUT_FILE, stderr=directory / STDERR_FILE,
                                   exit_file=directory / EXIT_FILE, input_plan=input_plan)
@@ -193,7 +195,7 @@ def launch(
                      entry_module, config_path)
             return TrainerProcess(pid=pid, pgid=pid, start_time=start_time, popen=None, directory=directory,
                                   reaper=warm_pool.server_pid)
-    argv = trainer_argv(entry_module, config_path, nproc)
+    argv = list(launcher_argv) or trainer_argv(entry_module, config_path, nproc)
     supervised = [sys.executable, "-m", "gpu_agent.supervisor", "--exit-file", str(directory / EXIT_FILE), "--",
                   *before_trainer, *argv]
     # Append mode: a relaunch never truncates what a reader may already have spooled.

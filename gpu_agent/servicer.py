@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gpu_agent import artifacts, dry_run
 from gpu_agent.agent import Agent, AgentError, AlreadyExists, InvalidRequest, NoFreeSlot, TaskNotFound
 from gpu_agent.blob_cache import CacheError, InputSpec
+from gpu_agent.gang_launch import GangSpec
 from gpu_agent.chat_runner import BadChatRequest, ChatError, DeviceBusy, SessionNotFound
 from gpu_agent.input_fetch import inputs_env
 from gpu_agent.inventory import DeviceInfo
@@ -142,7 +143,8 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             run = self.agent.launch(
                 request.task_id, request.type, request.config_json, dict(request.env), devices=list(request.devices),
                 attempt=request.attempt, log_seq_base=request.log_seq_base, metric_seq_base=request.metric_seq_base,
-                resume_from_checkpoint=request.resume_from_checkpoint, inputs=specs_from_proto(request.inputs))
+                resume_from_checkpoint=request.resume_from_checkpoint, inputs=specs_from_proto(request.inputs),
+                gang=GangSpec.from_proto(request.gang) if request.HasField("gang") else None)
         except AgentError as exc:
             log.info("LaunchTask %s refused: %s", request.task_id, exc)
             await self._abort(context, exc)
@@ -150,7 +152,7 @@ class GpuAgentServicer(agent_pb2_grpc.GpuAgentServicer):
             log.exception("LaunchTask %s: could not start the trainer", request.task_id)
             await context.abort(grpc.StatusCode.INTERNAL, f"could not start the trainer: {exc}")
         return agent_pb2.LaunchTaskResponse(pid=run.process.pid, task_dir=str(run.directory),
-                                            output_dir=run.output_dir)
+                                            output_dir=run.output_dir, rdzv_port=run.rdzv_port)
 
     async def StopTask(self, request, context):
         try:

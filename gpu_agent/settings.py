@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,8 @@ class AgentSettings(BaseSettings):
     agent_metrics_port: int = Field(default=9160, ge=0, le=65535)
     # What the control plane dials; "" -> host:bound_port, with 0.0.0.0 replaced by 127.0.0.1.
     agent_advertise_address: str = ""
+    # Multi-node attempts: node 0 hosts torchrun's rendezvous on a free port of this range ("29400-29499"; "": any).
+    gang_port_range: str = ""
     agent_id: str = ""  # "" -> "<hostname>-<port>"
     agent_slots: int = 1  # CPU slots, used where NVML finds no GPU
     agent_devices: str = "auto"  # "auto": GPUs through NVML if any, else CPU slots; "cpu": CPU slots only
@@ -49,6 +51,26 @@ class AgentSettings(BaseSettings):
     tls_ca_file: str = ""
     tls_client_auth: bool = False  # mutual TLS: refuse a control plane without a certificate from the CA
     tls_server_name: str = ""
+    # Where trainers run (gpu_agent.backends; README "Running trainers on Kubernetes or Ray"): "local" processes, a
+    # Kubernetes Job per attempt, or a job on an existing Ray cluster.
+    agent_backend: str = "local"
+    remote_python: str = "python"  # the interpreter a Job's image / the Ray cluster runs trainers with
+    ray_address: str = ""  # the Ray cluster's dashboard (job submission) address, e.g. http://127.0.0.1:8265
+    k8s_namespace: str = "default"
+    k8s_image: str = ""  # holds this project and its trainer dependencies
+    k8s_context: str = ""  # "": in-cluster config, else ~/.kube/config's current context
+    # The volume holding the workspace (datasets, models, outputs and the attempt directories), mounted in the pod at
+    # the workspace's own path: a PersistentVolumeClaim's name, or a directory on the node.
+    k8s_volume_claim: str = ""
+    k8s_host_path: str = ""
+    k8s_gpu_resource: str = "nvidia.com/gpu"
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> "AgentSettings":
+        from gpu_agent.backends.settings_check import check_backend_settings
+
+        check_backend_settings(self)
+        return self
 
     def workspace_path(self) -> Path:
         return Path(self.workspace or os.getcwd()).expanduser().resolve()

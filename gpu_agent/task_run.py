@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from gpu_agent import torchrun_exit
 from gpu_agent.input_fetch import EXIT_INPUT_UNAVAILABLE
 from gpu_agent.log_spool import SpoolReader, SpoolWriter
 from gpu_agent.output_watch import OutputWatch
@@ -39,8 +40,9 @@ class TaskRun:
     def __init__(self, *, task_id: str, task_type: str, directory: Path, process: TrainerProcess,
                  default_grace: float, attempt: int = 1, devices: list[int] | None = None, log_seq_base: int = 0,
                  metric_seq_base: int = 0, resume_from_checkpoint: str = "", adopted: bool = False,
-                 started_at: float | None = None, output_dir: str = ""):
+                 started_at: float | None = None, output_dir: str = "", rdzv_port: int = 0):
         self.task_id = task_id
+        self.rdzv_port = rdzv_port  # node 0 of a multi-node attempt: where it hosts the rendezvous
         self.task_type = task_type
         self.directory = directory  # the attempt's directory
         self.process = process
@@ -239,7 +241,10 @@ class TaskRun:
             await asyncio.sleep(0.05)
 
     def _outcome(self, code: int | None) -> tuple[str, str, str]:
-        tail = "\n".join(self.spool.stderr_tail)
+        lines = list(self.spool.stderr_tail)
+        if code is not None:
+            code, lines = torchrun_exit.worker_outcome(code, lines)
+        tail = "\n".join(lines)
         if self.stop_requested:
             if self.killed_after_grace:
                 how = "killed after the grace period"

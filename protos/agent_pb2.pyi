@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LaunchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "type", "config_json", "env", "devices", "attempt", "log_seq_base", "metric_seq_base", "resume_from_checkpoint", "inputs")
+    __slots__ = ("task_id", "type", "config_json", "env", "devices", "attempt", "log_seq_base", "metric_seq_base", "resume_from_checkpoint", "inputs", "gang")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class LaunchTaskRequest(_message.Message):
     METRIC_SEQ_BASE_FIELD_NUMBER: _ClassVar[int]
     RESUME_FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     type: str
     config_json: str
@@ -36,17 +37,34 @@ class LaunchTaskRequest(_message.Message):
     metric_seq_base: int
     resume_from_checkpoint: str
     inputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.BlobRef]
-    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.BlobRef, _Mapping]]] = ...) -> None: ...
+    gang: GangLaunch
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.BlobRef, _Mapping]]] = ..., gang: _Optional[_Union[GangLaunch, _Mapping]] = ...) -> None: ...
+
+class GangLaunch(_message.Message):
+    __slots__ = ("nnodes", "node_rank", "rdzv_id", "rdzv_host", "rdzv_port")
+    NNODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_RANK_FIELD_NUMBER: _ClassVar[int]
+    RDZV_ID_FIELD_NUMBER: _ClassVar[int]
+    RDZV_HOST_FIELD_NUMBER: _ClassVar[int]
+    RDZV_PORT_FIELD_NUMBER: _ClassVar[int]
+    nnodes: int
+    node_rank: int
+    rdzv_id: str
+    rdzv_host: str
+    rdzv_port: int
+    def __init__(self, nnodes: _Optional[int] = ..., node_rank: _Optional[int] = ..., rdzv_id: _Optional[str] = ..., rdzv_host: _Optional[str] = ..., rdzv_port: _Optional[int] = ...) -> None: ...
 
 class LaunchTaskResponse(_message.Message):
-    __slots__ = ("pid", "task_dir", "output_dir")
+    __slots__ = ("pid", "task_dir", "output_dir", "rdzv_port")
     PID_FIELD_NUMBER: _ClassVar[int]
     TASK_DIR_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    RDZV_PORT_FIELD_NUMBER: _ClassVar[int]
     pid: int
     task_dir: str
     output_dir: str
-    def __init__(self, pid: _Optional[int] = ..., task_dir: _Optional[str] = ..., output_dir: _Optional[str] = ...) -> None: ...
+    rdzv_port: int
+    def __init__(self, pid: _Optional[int] = ..., task_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., rdzv_port: _Optional[int] = ...) -> None: ...
 
 class AgentStopTaskRequest(_message.Message):
     __slots__ = ("task_id", "grace_seconds")

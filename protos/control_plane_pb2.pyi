@@ -49,7 +49,7 @@ class TaskEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., to_status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256", "error_details")
+    __slots__ = ("id", "type", "status", "config_json", "created_at", "updated_at", "started_at", "finished_at", "agent_id", "error", "error_reason", "progress", "latest_metrics_json", "output_dir", "last_log_seq", "exit_code", "events", "pid", "owner", "priority", "queue_position", "devices", "attempt", "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256", "error_details", "nodes", "gpus_per_node", "node_placements")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,9 @@ class Task(_message.Message):
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     ERROR_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     status: _common_pb2.TaskStatus
@@ -108,7 +111,24 @@ class Task(_message.Message):
     validation: DataValidation
     published_model_sha256: str
     error_details: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ..., published_model_sha256: _Optional[str] = ..., error_details: _Optional[str] = ...) -> None: ...
+    nodes: int
+    gpus_per_node: int
+    node_placements: _containers.RepeatedCompositeFieldContainer[TaskNodePlacement]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., config_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., latest_metrics_json: _Optional[str] = ..., output_dir: _Optional[str] = ..., last_log_seq: _Optional[int] = ..., exit_code: _Optional[int] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., pid: _Optional[int] = ..., owner: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., max_retries: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[TaskAttempt, _Mapping]]] = ..., validation: _Optional[_Union[DataValidation, _Mapping]] = ..., published_model_sha256: _Optional[str] = ..., error_details: _Optional[str] = ..., nodes: _Optional[int] = ..., gpus_per_node: _Optional[int] = ..., node_placements: _Optional[_Iterable[_Union[TaskNodePlacement, _Mapping]]] = ...) -> None: ...
+
+class TaskNodePlacement(_message.Message):
+    __slots__ = ("node", "agent_id", "devices", "rank0", "status")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RANK0_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    agent_id: str
+    devices: _containers.RepeatedScalarFieldContainer[int]
+    rank0: bool
+    status: str
+    def __init__(self, node: _Optional[int] = ..., agent_id: _Optional[str] = ..., devices: _Optional[_Iterable[int]] = ..., rank0: _Optional[bool] = ..., status: _Optional[str] = ...) -> None: ...
 
 class DataValidation(_message.Message):
     __slots__ = ("state", "rows", "message")

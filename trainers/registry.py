@@ -103,7 +103,7 @@ def config_error_from_validation(exc: ValidationError) -> ConfigError:
         message = f"missing required config key {field_name!r}"
     elif kind == "extra_forbidden":
         message = f"unknown config key {field_name!r}"
-    elif kind in {"json_invalid", "model_type", "model_attributes_type"}:
+    elif kind in {"json_invalid", "model_type", "model_attributes_type"} and not loc:  # the config itself, not a key
         field_name = ""
         message = f"config must be a JSON object: {first.get('msg')}"
     else:

@@ -119,7 +119,9 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
     except graceful_stop.StoppedEarly as exc:  # a stop, not a finish: the agent must not read it as success
         print(f"stopped early; resume from {checkpoint_name(exc.checkpoint, output_dir)}" if exc.checkpoint
               else str(exc), flush=True)
-        _leave_process_group(wait_for_others=False)  # ranks may have stopped a step apart: no barrier to hang on
+        # Every rank stopped at the same, agreed step (hf_callback, kbalign's boundaries): wait for rank 0's summary,
+        # or torchrun would take an early rank's exit for a failure and end the others mid-write.
+        _leave_process_group()
         return EXIT_STOPPED_EARLY
     except ConfigError as exc:  # e.g. an unknown name in config_file, found once trl is imported
         return _report_config_error(exc)
@@ -137,7 +139,7 @@ def main(task_type_name: str, train_fn: TrainFn | str, argv: list[str] | None = 
     return EXIT_OK
 
 
-def _leave_process_group(wait_for_others: bool = True) -> None:
+def _leave_process_group() -> None:
     """A data-parallel run (torchrun) ends together: every rank waits until rank 0 has written the model, then the
     process group is taken down before the process exits (a rank exiting with gloo's threads still running can abort
     with "terminate called without an active exception" and fail a run that succeeded)."""
@@ -146,8 +148,7 @@ def _leave_process_group(wait_for_others: bool = True) -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        if wait_for_others:
-            dist.barrier()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from trainers.common.distributed import DistributedConfig
 from trainers.common.field_texts import texts, with_english_help
 from trainers.common.task_models import TASK_REF
 from trainers.errors import ConfigError
@@ -72,6 +73,26 @@ class TaskConfig(BaseModel):
             "GPU 数量", "GPU count",
             "任务需要的设备数（默认 1）；多于 1 时用 torchrun 数据并行训练。", advanced=True),
     )
+    # Several hosts (a gang): the scheduler places every node at once or none; torchrun's c10d rendezvous joins them.
+    nodes: int | None = Field(
+        default=None, ge=1, le=64, description="How many hosts (agents) train together (default 1). Every node gets "
+        "gpus_per_node devices; all are placed at once or the task waits.", json_schema_extra=texts(
+            "节点数", "Nodes",
+            "一起训练的主机（agent）数量（默认 1）。每个节点分配 gpus_per_node 个设备；全部同时就位，否则任务等待。",
+            advanced=True),
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=1, description="Devices on each node of a multi-node task (default 1).",
+        json_schema_extra=texts("每节点 GPU 数", "GPUs per node", "多节点任务每个节点上的设备数（默认 1）。",
+                                advanced=True),
+    )
+    split_gpus: bool = Field(
+        default=False, description="Let the scheduler split `gpus` over several agents (equal shares, the fewest "
+        "nodes that fit) when no single agent has that many free.", json_schema_extra=texts(
+            "允许跨节点拆分", "Split across agents",
+            "当没有单个 agent 有足够的空闲设备时，允许调度器把 gpus 平均拆分到多个 agent（节点数尽量少）。",
+            advanced=True),
+    )
     # Scheduling, for every type (the trainer ignores them).
     priority: int = Field(
         default=0, ge=-100, le=100, description="Queue priority: higher runs first, then older first.",
@@ -85,6 +106,32 @@ class TaskConfig(BaseModel):
             "最大重试次数", "Max retries",
             "任务所在的 agent 失联时允许重新排队的次数（从最近的检查点续训，需设置 save_steps）。", advanced=True),
     )
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_not_pinned(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and value > 1 and info.data.get("gpu_vis"):
+            raise PydanticCustomError("gang_pinned", "a multi-node task cannot pin device indices (gpu_vis names "
+                                                     "devices of one agent): leave gpu_vis out")
+        return value
+
+    @field_validator("gpus_per_node")
+    @classmethod
+    def _gpus_agree(cls, value: int | None, info: ValidationInfo) -> int | None:
+        gpus, nodes = info.data.get("gpus"), info.data.get("nodes") or 1
+        if value is not None and gpus is not None and gpus != nodes * value:
+            raise PydanticCustomError("gpus_disagree", "gpus ({gpus}) must equal nodes × gpus_per_node "
+                                      "({nodes} × {value}); set one of them",
+                                      {"gpus": gpus, "nodes": nodes, "value": value})
+        return value
+
+    @field_validator("split_gpus")
+    @classmethod
+    def _split_alone(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and (info.data.get("nodes") or info.data.get("gpus_per_node") or info.data.get("gpu_vis")):
+            raise PydanticCustomError("split_conflict", "split_gpus lets the scheduler choose the nodes for `gpus`: "
+                                                        "do not also set nodes, gpus_per_node or gpu_vis")
+        return value
 
 
 class LMConfig(TaskConfig):
@@ -249,6 +296,17 @@ class LMConfig(TaskConfig):
             "LoRA 包裹的模块名，如 [\"q_proj\", \"v_proj\"]。默认 [\"all-linear\"]：除输出头之外的所有线性层（QLoRA 和 "
             "LLaMA-Factory 的做法）。", advanced=True),
     )
+
+    distributed: DistributedConfig | None = Field(
+        default=None, description='How a multi-device run shares the model, e.g. {"strategy": "fsdp"}: ddp (the '
+        "default), fsdp, deepspeed_zero2 or deepspeed_zero3. Checkpoints of a sharded run resume.",
+        json_schema_extra=texts(
+            "分布式训练", "Sharded training",
+            '多设备训练时如何分担模型，如 {"strategy": "fsdp"}：ddp（默认）、fsdp、deepspeed_zero2 或 deepspeed_zero3。'
+            "分片训练的检查点可以续训。", advanced=True),
+    )
+    # A type that generates with the model on each rank between training rounds (kbalign) cannot shard parameters.
+    generates_while_training: ClassVar[bool] = False
 
     @field_validator("init_from")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.common import graceful_stop
+from trainers.common.distributed import agreed
 from trainers.common.metrics import MetricsEmitter
 
 # Keys of the final Trainer log that describe the whole run rather than one step.
@@ -61,7 +62,11 @@ class MetricsCallback(TrainerCallback):
         self.emitter.step(**values)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if graceful_stop.requested():
+        # Agreed over the ranks (the agent may signal one rank, or the ranks a moment apart): all stop at this step,
+        # so none is left waiting in a collective of the next one.
+        if agreed(graceful_stop.requested()):
+            if not graceful_stop.requested():
+                graceful_stop.request()  # another rank was asked: this one stops with it, and says so
             control.should_save = True  # a checkpoint to resume from, whatever save_steps says
             control.should_training_stop = True
 

@@ -6,6 +6,10 @@ Events (all carry "event", "time" and, when known, "task_id"):
   {"event": "step", "step", "total_steps", "epoch", "loss", "learning_rate", "eta_seconds", <other numbers>}
   {"event": "end", "step", "total_steps", "train_runtime", "final_loss", "train_loss", ...}
   {"event": "stage", "stage", "done", "total", ...}   progress of a non-training stage (e.g. kbalign's annotation)
+
+`BUGAGARIC_METRICS_FILE=-` (a trainer on Kubernetes or Ray, which cannot write the agent's files): each event goes to
+stdout instead, as one line `METRIC_LINE_PREFIX + json`; the agent's log pump (gpu_agent.backends.log_demux) moves
+those lines into the attempt's metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any, TextIO
 
 from trainers.common.graceful_stop import is_main_process
 
+METRICS_TO_STDOUT = "-"  # the BUGAGARIC_METRICS_FILE value that sends events to stdout
+METRIC_LINE_PREFIX = "@@bugagaric-metric@@ "
+
 
 def _clean(value: Any) -> Any:
     # NaN/inf are not JSON; keep the event parseable.
@@ -33,7 +40,8 @@ class MetricsEmitter:
                  stdout: TextIO | None = None, output_dir: str | os.PathLike[str] | None = None):
         if path is None:
             path = os.environ.get("BUGAGARIC_METRICS_FILE") or None
-        self.path = Path(path) if path else None
+        self.to_stdout = path == METRICS_TO_STDOUT
+        self.path = Path(path) if path and not self.to_stdout else None
         self.task_id = task_id if task_id is not None else os.environ.get("BUGAGARIC_TASK_ID") or None
         self._stdout = stdout
         self.output_dir = output_dir  # the task's outputs: log lines name checkpoints relative to it
@@ -52,7 +60,9 @@ class MetricsEmitter:
         if not is_main_process():
             return record  # in a data-parallel run, rank 0 alone reports progress
         line = json.dumps(record, default=str)
-        if self.path is not None:
+        if self.to_stdout:
+            print(METRIC_LINE_PREFIX + line, file=self.out, flush=True)
+        elif self.path is not None:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
                 handle.flush()

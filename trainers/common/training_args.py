@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainers.common import distributed
 from trainers.common.config import LMConfig, TaskConfig, load_extra_args
 from trainers.errors import ConfigError
 
@@ -50,6 +51,7 @@ def compute_dtype(args) -> torch.dtype:
 def check_runtime_options(config: Any) -> None:
     """Options this agent must be able to honour: a clear ConfigError naming the key, before any model is loaded
     (the dry run calls this on the agent too)."""
+    distributed.check(config)  # first: what the config must change comes before what this agent lacks
     quantization = getattr(config, "quantization", None)
     if quantization:
         if not torch.cuda.is_available():
@@ -122,6 +124,7 @@ def build_args(
         **({"eval_steps": opt("eval_steps")} if has_eval and opt("eval_steps") else {}),
         "use_liger_kernel": opt("use_liger_kernel"),
         **precision_args(opt("precision")),
+        **distributed.training_values(config),  # the sharding strategy; a copy of each checkpoint on every node
         **type_specific,
     }
     fields = {f.name: f for f in dataclasses.fields(args_cls) if f.init}
@@ -129,6 +132,7 @@ def build_args(
         values["activation_checkpointing"] = opt("gradient_checkpointing")
     extra = load_extra_args(config, workspace)
     _check_extra_args(args_cls, extra, fields, str(config.config_file))
+    distributed.check_extra_args(config, extra)
     values.update(extra)
     from transformers import HfArgumentParser
 

@@ -59,7 +59,9 @@ class Ranks:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on one (e.g. a stop request that reached one rank first)."""
-        return any(self.gather([bool(flag)])) if self.distributed else bool(flag)
+        from trainers.common.distributed import agreed
+
+        return agreed(flag) if self.distributed else bool(flag)
 
     def barrier(self) -> None:
         if self.distributed:

@@ -24,6 +24,7 @@ class KbalignConfig(PackedLMConfig):
     schema_order = ("model_name_or_path", "input_path", "output_dir", "use_lora", "iter_num",
                     "embedding_model_name_or_path", "max_chunks", "pairs_per_chunk", "long_pairs", "chunk_size",
                     "chunk_overlap", "cluster_size", "rag_ratio", "retrieval_top_k", "eval_mode")
+    generates_while_training = True  # annotation and evaluation between rounds: no parameter-sharding strategy
 
     input_path: str = Field(
         min_length=1,

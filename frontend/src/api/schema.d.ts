@@ -855,6 +855,12 @@ export interface components {
             validation: components["schemas"]["DataValidation"] | null;
             /** @description the final model's blob once published, "" until then: downloadable after its agent has gone */
             published_model_sha256: string;
+            /** @description the hosts (agents) it trains on together; more than 1: a multi-node gang */
+            nodes: number;
+            /** @description devices on each node of a multi-node task (0: one-node task) */
+            gpus_per_node: number;
+            /** @description where the current attempt's nodes run (empty for a one-node task, and while queued) */
+            node_placements: components["schemas"]["TaskNodePlacement"][];
         };
         /** TaskAttempt */
         TaskAttempt: {
@@ -897,6 +903,20 @@ export interface components {
         TaskMetrics: {
             task_id: string;
             points: components["schemas"]["MetricPoint"][];
+        };
+        /**
+         * TaskNodePlacement
+         * @description One node of a multi-node attempt.
+         */
+        TaskNodePlacement: {
+            /** @description 0-based; the rendezvous runs on node 0's agent */
+            node: number;
+            agent_id: string;
+            devices: number[];
+            /** @description it runs global rank 0: reports the metrics and writes the model */
+            rank0: boolean;
+            /** @description how this node's run ended; null while it runs */
+            status: ("unspecified" | "queued" | "starting" | "running" | "stopping" | "succeeded" | "failed" | "stopped" | "unknown") | null;
         };
         /**
          * Template

@@ -87,6 +87,37 @@ describe("deviceRows", () => {
     expect(rows.every((r) => r.tasks.length === 0 && !r.occupied)).toBe(true);
   });
 
+  it("shows a gang on the devices of each of its nodes, on every agent it runs on", () => {
+    // node_placements name both agents; agent_id/devices name only node 0's.
+    const gang = task("gang", {
+      owner: "alice",
+      agent_id: "a1",
+      devices: [0],
+      nodes: 2,
+      gpus_per_node: 1,
+      node_placements: [
+        { node: 0, agent_id: "a1", devices: [0], rank0: true, status: null },
+        { node: 1, agent_id: "a2", devices: [2], rank0: false, status: null },
+      ],
+    });
+    const held = (rows: ReturnType<typeof deviceRows>) =>
+      rows.map((r) => [r.device.index, r.tasks.map((t) => `${t.id}:${t.owner}`), r.occupied]);
+    expect(held(deviceRows(agent({ agent_id: "a1", busy_devices: [0] }), [gang]))).toEqual([
+      [0, ["gang:alice"], false],
+      [1, [], false],
+      [2, [], false],
+    ]);
+    // a2's device 1 is held by a task the caller cannot see.
+    expect(held(deviceRows(agent({ agent_id: "a2", busy_devices: [1, 2] }), [gang]))).toEqual([
+      [0, [], false],
+      [1, [], true],
+      [2, ["gang:alice"], false],
+    ]);
+    expect(deviceRows(agent({ agent_id: "a3", busy_devices: [0] }), [gang]).map((r) => r.tasks.length)).toEqual([
+      0, 0, 0,
+    ]);
+  });
+
   it("counts slots for an agent that reported no devices", () => {
     expect(agentDevices(agent({ devices: [], slots: 2 })).map((d) => [d.index, d.kind])).toEqual([
       [0, "cpu"],
@@ -117,9 +148,22 @@ describe("deviceAsk", () => {
   it("reads pinned devices first, then the count, defaulting to one device", () => {
     expect(deviceAsk({ gpu_vis: "0, 2", gpus: 4 })).toEqual({ pinned: [0, 2] });
     expect(deviceAsk({ gpu_vis: 1 })).toEqual({ pinned: [1] });
-    expect(deviceAsk({ gpus: 2 })).toEqual({ count: 2 });
-    expect(deviceAsk({ gpu_vis: "", gpus: null })).toEqual({ count: 1 });
-    expect(deviceAsk({ gpus: "lots" })).toEqual({ count: 1 });
+    expect(deviceAsk({ gpus: 2 })).toEqual({ count: 2, splittable: false });
+    expect(deviceAsk({ gpu_vis: "", gpus: null })).toEqual({ count: 1, splittable: false });
+    expect(deviceAsk({ gpus: "lots" })).toEqual({ count: 1, splittable: false });
+  });
+
+  it("asks a gang for nodes × devices per node (at least one), and marks a splittable count", () => {
+    expect(deviceAsk({ gpus: 4 }, { nodes: 2, gpus_per_node: 2 })).toEqual({ nodes: 2, perNode: 2 });
+    expect(deviceAsk({}, { nodes: 3, gpus_per_node: 0 })).toEqual({ nodes: 3, perNode: 1 });
+    // The config's shape when the task's own is missing.
+    expect(deviceAsk({ nodes: 2, gpus_per_node: 4 })).toEqual({ nodes: 2, perNode: 4 });
+    expect(deviceAsk({ gpus: 4 }, { nodes: 1, gpus_per_node: 0 })).toEqual({ count: 4, splittable: false });
+    // A split task requeued keeps the shape of its last run, yet asks for its gpus again.
+    expect(deviceAsk({ gpus: 4, split_gpus: true }, { nodes: 2, gpus_per_node: 2 })).toEqual({
+      count: 4,
+      splittable: true,
+    });
   });
 });
 

@@ -32,12 +32,23 @@ export function agentDevices(agent: AgentInfo): AgentDevice[] {
   }));
 }
 
+/** The devices the task holds on this agent: a gang's (its nodes placed there; `agent_id`/`devices` name only
+ * node 0's) or a one-node task's own. */
+export function devicesOn(task: Task, agentId: string): number[] {
+  const placements = task.node_placements ?? [];
+  if (placements.length) return placements.filter((n) => n.agent_id === agentId).flatMap((n) => n.devices);
+  return task.agent_id === agentId ? (task.devices ?? []) : [];
+}
+
 /** Each device of the agent with the visible tasks placed on it, or "occupied" when only hidden ones hold it. */
 export function deviceRows(agent: AgentInfo, tasks: Task[]): DeviceRow[] {
   const busy = new Set(agent.busy_devices ?? []);
-  const active = tasks.filter((t) => holdsDevices(t) && t.agent_id === agent.agent_id);
+  const active = tasks
+    .filter(holdsDevices)
+    .map((task) => ({ task, devices: devicesOn(task, agent.agent_id) }))
+    .filter((held) => held.devices.length > 0);
   return agentDevices(agent).map((device) => {
-    const on = active.filter((t) => (t.devices ?? []).includes(device.index));
+    const on = active.filter((held) => held.devices.includes(device.index)).map((held) => held.task);
     return { device, tasks: on, occupied: on.length === 0 && busy.has(device.index) };
   });
 }
@@ -56,10 +67,29 @@ export function hiddenQueued(totalQueued: number, visibleQueued: number): number
   return Math.max(0, totalQueued - visibleQueued);
 }
 
-export type DeviceAsk = { pinned: number[] } | { count: number };
+export type DeviceAsk =
+  | { pinned: number[] }
+  | { count: number; splittable: boolean }
+  | { nodes: number; perNode: number };
 
-/** What a task asks for: pinned devices (`gpu_vis`, which wins) or a device count (`gpus`, default 1). */
-export function deviceAsk(config: Record<string, unknown>): DeviceAsk {
+function positiveInt(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : null;
+}
+
+/** What a task asks for: a count `split_gpus` lets the scheduler split over agents, several nodes (`nodes` > 1,
+ * `gpus_per_node` each, at least 1), pinned devices (`gpu_vis`), or a device count (`gpus`, default 1). The task's
+ * own nodes/gpus_per_node win over its config's (the control plane fills them from it). */
+export function deviceAsk(
+  config: Record<string, unknown>,
+  shape: { nodes?: number | null; gpus_per_node?: number | null } = {},
+): DeviceAsk {
+  // Checked first: a split task requeued after a run keeps the shape it last got, but asks for its `gpus` again.
+  const gpus = positiveInt(config.gpus) ?? 1;
+  if (config.split_gpus === true) return { count: gpus, splittable: true };
+  const nodes = positiveInt(shape.nodes) ?? positiveInt(config.nodes) ?? 1;
+  if (nodes > 1) {
+    return { nodes, perNode: positiveInt(shape.gpus_per_node) ?? positiveInt(config.gpus_per_node) ?? 1 };
+  }
   const vis = config.gpu_vis;
   if (typeof vis === "string" || typeof vis === "number") {
     const pinned = String(vis)
@@ -70,8 +100,7 @@ export function deviceAsk(config: Record<string, unknown>): DeviceAsk {
       .filter(Number.isInteger);
     if (pinned.length) return { pinned };
   }
-  const gpus = config.gpus;
-  return { count: typeof gpus === "number" && Number.isInteger(gpus) && gpus > 0 ? gpus : 1 };
+  return { count: gpus, splittable: false };
 }
 
 export interface DeviceReading {

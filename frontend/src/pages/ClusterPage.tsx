@@ -2,6 +2,7 @@ import { useCallback, useRef, useState } from "react";
 import { Link } from "react-router-dom";
 import { api } from "../api/client";
 import type { AgentInfo, SystemHealth, Task } from "../api/types";
+import { NodesTag } from "../components/TaskNodes";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type Translate } from "../i18n";
 import {
@@ -193,7 +194,7 @@ function AgentCard({ agent, tasks, now, t }: { agent: AgentInfo; tasks: Task[]; 
                   <td>
                     {on.map((task) => (
                       <div key={task.id} className="cluster-task" data-task-id={task.id}>
-                        <TaskLink task={task} /> <span>{task.type}</span>{" "}
+                        <TaskLink task={task} /> <span>{task.type}</span> <NodesTag task={task} />{" "}
                         {task.owner ? <span className="muted">{task.owner}</span> : null} <StatusBadge status={task.status} />
                       </div>
                     ))}
@@ -219,8 +220,8 @@ function TaskLink({ task }: { task: Task }) {
 }
 
 function askText(task: Task, t: Translate): string {
-  const ask = deviceAsk(task.config ?? {});
-  return "pinned" in ask
-    ? t("cluster.askPinned", { devices: ask.pinned.join(", ") })
-    : t("cluster.askCount", { n: ask.count });
+  const ask = deviceAsk(task.config ?? {}, task);
+  if ("pinned" in ask) return t("cluster.askPinned", { devices: ask.pinned.join(", ") });
+  if ("nodes" in ask) return t("cluster.askGang", { nodes: ask.nodes, gpus: ask.perNode });
+  return ask.splittable ? t("cluster.askSplit", { n: ask.count }) : t("cluster.askCount", { n: ask.count });
 }

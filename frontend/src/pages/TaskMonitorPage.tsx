@@ -11,6 +11,7 @@ import { TaskErrorBanner } from "../components/TaskErrorBanner";
 import { TaskProgress } from "../components/TaskProgress";
 import { TaskActions } from "../components/TaskActions";
 import { TaskHistory } from "../components/TaskHistory";
+import { gangShape, isGang, TaskNodes } from "../components/TaskNodes";
 import { ConfirmDialog, ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type MessageKey } from "../i18n";
 import { formatDateTime, formatDuration, formatNumber } from "../lib/format";
@@ -134,7 +135,11 @@ export function TaskMonitorPage() {
             {t("monitor.created")}: {formatDateTime(task.created_at)}
             {task.started_at ? ` · ${t("monitor.started")}: ${formatDateTime(task.started_at)}` : ""}
             {task.finished_at ? ` · ${t("monitor.finished")}: ${formatDateTime(task.finished_at)}` : ""}
-            {task.agent_id ? ` · ${t("monitor.agent")}: ${task.agent_id}` : ""}
+            {isGang(task)
+              ? ` · ${t("monitor.nodes")}: ${gangShape(t, task)}`
+              : task.agent_id
+                ? ` · ${t("monitor.agent")}: ${task.agent_id}`
+                : ""}
           </p>
         </div>
         <div className="head-actions">
@@ -177,6 +182,8 @@ export function TaskMonitorPage() {
           <div className="stat-value">{formatNumber(p.learning_rate)}</div>
         </div>
       </section>
+
+      <TaskNodes task={task} />
 
       <section className="card">
         <div className="card-head">

@@ -4,6 +4,7 @@ import { api } from "../api/client";
 import { TASK_STATUSES, isSavedTemplate, type TaskList } from "../api/types";
 import { PrefillButton, QueuePosition } from "../components/TaskActions";
 import { CompareBar } from "../components/CompareBar";
+import { NodesTag } from "../components/TaskNodes";
 import { canClone } from "../lib/prefill";
 import { ErrorBanner, ProgressBar, Spinner, StatusBadge } from "../components/ui";
 import { useI18n, type MessageKey } from "../i18n";
@@ -154,7 +155,7 @@ export function TasksPage() {
                       </Link>
                     </td>
                     <td>
-                      <code className="type-code">{task.type}</code>
+                      <code className="type-code">{task.type}</code> <NodesTag task={task} />
                     </td>
                     <td>
                       <StatusBadge status={task.status} /> <QueuePosition task={task} />

@@ -14,6 +14,6 @@ export function makeTask(over: Partial<Task> = {}): Task {
     finished_at: null, agent_id: null, error: null, error_details: null, error_reason: null, exit_code: 0, pid: null,
     owner: null, progress: makeProgress(), latest_metrics: {}, output_dir: null, last_log_seq: 0, events: [],
     priority: 0, queue_position: null, devices: [], attempt: 1, max_retries: 0, checkpoints: [], attempts: [],
-    validation: null, published_model_sha256: "", ...over,
+    validation: null, published_model_sha256: "", nodes: 1, gpus_per_node: 0, node_placements: [], ...over,
   };
 }
