@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 
 import grpc
 
@@ -39,6 +40,15 @@ def rendezvous_host(agent_address: str) -> str:
     the c10d rendezvous, reachable from the other nodes as the agent itself is from the control plane."""
     host, _, _ = agent_address.rpartition(":")
     return host.strip("[]") or agent_address
+
+
+def checkpoint_subpath(checkpoint: str, output_dir: str) -> str:
+    """Where a checkpoint lies inside the task's output directory ("checkpoint-8", "rounds/round_1/checkpoint-8"): every
+    node of a gang keeps its own copy there. "" when there is none, or it lies elsewhere (the trainer refuses it)."""
+    if not checkpoint or not output_dir:
+        return ""
+    relative = posixpath.relpath(posixpath.normpath(checkpoint), posixpath.normpath(output_dir))
+    return "" if relative == "." or relative.startswith("..") else relative
 
 
 async def stop_everywhere(clients: AgentClients, store: TaskStore, task_id: str, *, grace_seconds: float = 0.0,

@@ -13,7 +13,7 @@ import grpc
 
 from control_plane.agent_clients import AgentClients
 from control_plane.db_calls import in_db_thread
-from control_plane.gang import rendezvous_host, stop_everywhere, task_agents
+from control_plane.gang import checkpoint_subpath, rendezvous_host, stop_everywhere, task_agents
 from control_plane.ingestion import Ingestion
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.model_catalog import ModelCatalog, config_holders
@@ -273,7 +273,8 @@ class Scheduler:
             return
         inputs, env = launch
         rendezvous = agent_pb2.GangLaunch(nnodes=len(placement), rdzv_id=f"{task.id}-{attempt}",
-                                          rdzv_host=rendezvous_host(placement[0].agent.address))
+                                          rdzv_host=rendezvous_host(placement[0].agent.address),
+                                          resume_subpath=checkpoint_subpath(task.resume_from, task.output_dir))
         for number, node in enumerate(placement):
             rendezvous.node_rank = number
             request = agent_pb2.LaunchTaskRequest(

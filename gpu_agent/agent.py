@@ -153,6 +153,9 @@ class Agent:
         config_json, model_env = self.place_model(config_json, env)
         extra_env = {**env, **model_env, **device_claims.visible_devices_env(chosen, self.inventory.kind),
                      "BUGAGARIC_ATTEMPT": str(attempt)}
+        if gang is not None and gang.resume_subpath:
+            # Named by rank 0's host; every node resumes from its own copy of it.
+            resume_from_checkpoint = gang.resume_from(self.output_dir_of(parsed, type_name, task_id))
         if resume_from_checkpoint:
             extra_env["BUGAGARIC_RESUME_FROM_CHECKPOINT"] = resume_from_checkpoint
         before_trainer: list[str] = []

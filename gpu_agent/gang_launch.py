@@ -9,6 +9,7 @@ rank; only global rank 0 reports metrics and writes the model (trainers.common.g
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from dataclasses import dataclass
@@ -27,16 +28,22 @@ class GangSpec:
     rdzv_id: str
     rdzv_host: str
     rdzv_port: int
+    resume_subpath: str = ""  # the checkpoint to resume from, inside the task's output directory on this host
 
     @classmethod
     def from_proto(cls, message) -> "GangSpec | None":
         """None unless the launch request is for one node of several."""
         if message is None or message.nnodes <= 1:
             return None
-        return cls(message.nnodes, message.node_rank, message.rdzv_id, message.rdzv_host, message.rdzv_port)
+        return cls(message.nnodes, message.node_rank, message.rdzv_id, message.rdzv_host, message.rdzv_port,
+                   message.resume_subpath)
 
     def with_port(self, port: int) -> "GangSpec":
-        return GangSpec(self.nnodes, self.node_rank, self.rdzv_id, self.rdzv_host, port)
+        return dataclasses.replace(self, rdzv_port=port)
+
+    def resume_from(self, output_dir: Path) -> str:
+        """This host's copy of the checkpoint (every node saved its own: save_on_each_node); "" for none."""
+        return str(output_dir / self.resume_subpath) if self.resume_subpath else ""
 
 
 class BadGang(ValueError):
@@ -50,6 +57,8 @@ def check(spec: GangSpec) -> None:
         raise BadGang("gang: rdzv_id and rdzv_host are required")
     if spec.node_rank > 0 and not 0 < spec.rdzv_port < 65536:
         raise BadGang("gang: a node other than node 0 needs node 0's rdzv_port")
+    if spec.resume_subpath and (spec.resume_subpath.startswith("/") or ".." in Path(spec.resume_subpath).parts):
+        raise BadGang("gang: resume_subpath must lie inside the task's output directory")
 
 
 def choose_port(port_range: str = "") -> int:

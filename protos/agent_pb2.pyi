@@ -41,18 +41,20 @@ class LaunchTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., config_json: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ..., log_seq_base: _Optional[int] = ..., metric_seq_base: _Optional[int] = ..., resume_from_checkpoint: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.BlobRef, _Mapping]]] = ..., gang: _Optional[_Union[GangLaunch, _Mapping]] = ...) -> None: ...
 
 class GangLaunch(_message.Message):
-    __slots__ = ("nnodes", "node_rank", "rdzv_id", "rdzv_host", "rdzv_port")
+    __slots__ = ("nnodes", "node_rank", "rdzv_id", "rdzv_host", "rdzv_port", "resume_subpath")
     NNODES_FIELD_NUMBER: _ClassVar[int]
     NODE_RANK_FIELD_NUMBER: _ClassVar[int]
     RDZV_ID_FIELD_NUMBER: _ClassVar[int]
     RDZV_HOST_FIELD_NUMBER: _ClassVar[int]
     RDZV_PORT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SUBPATH_FIELD_NUMBER: _ClassVar[int]
     nnodes: int
     node_rank: int
     rdzv_id: str
     rdzv_host: str
     rdzv_port: int
-    def __init__(self, nnodes: _Optional[int] = ..., node_rank: _Optional[int] = ..., rdzv_id: _Optional[str] = ..., rdzv_host: _Optional[str] = ..., rdzv_port: _Optional[int] = ...) -> None: ...
+    resume_subpath: str
+    def __init__(self, nnodes: _Optional[int] = ..., node_rank: _Optional[int] = ..., rdzv_id: _Optional[str] = ..., rdzv_host: _Optional[str] = ..., rdzv_port: _Optional[int] = ..., resume_subpath: _Optional[str] = ...) -> None: ...
 
 class LaunchTaskResponse(_message.Message):
     __slots__ = ("pid", "task_dir", "output_dir", "rdzv_port")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from control_plane.gang import checkpoint_subpath
 from control_plane.state_machine import TaskStatus
 from control_plane.task_store import NewLine, NewMetric, TaskStore
 from gpu_agent import gang_launch, torchrun_exit
@@ -128,6 +129,18 @@ def test_torchrun_command_for_each_node():
         gang_launch.check(gang_launch.GangSpec(2, 1, "t-3", "h", 0))
     with pytest.raises(gang_launch.BadGang, match="node_rank"):
         gang_launch.check(gang_launch.GangSpec(2, 2, "t-3", "h", 1))
+
+
+def test_each_node_resumes_from_its_own_copy_of_the_checkpoint():
+    assert checkpoint_subpath("/host-a/out/sft/t/checkpoint-8", "/host-a/out/sft/t") == "checkpoint-8"
+    assert checkpoint_subpath("/a/out/rounds/round_1/checkpoint-8", "/a/out/") == "rounds/round_1/checkpoint-8"
+    assert checkpoint_subpath("/a/other/checkpoint-8", "/a/out") == ""  # not the task's: the trainer refuses it
+    assert checkpoint_subpath("", "/a/out") == "" and checkpoint_subpath("/a/out", "/a/out") == ""
+    spec = gang_launch.GangSpec(2, 1, "t-2", "h", 5, "checkpoint-8")
+    assert spec.resume_from(gang_launch.Path("/host-b/out")) == "/host-b/out/checkpoint-8"
+    for bad in ("../t2/checkpoint-1", "/etc/x", "a/../../b"):
+        with pytest.raises(gang_launch.BadGang, match="resume_subpath"):
+            gang_launch.check(gang_launch.GangSpec(2, 1, "t-2", "h", 5, bad))
 
 
 def test_the_rendezvous_port_comes_from_the_configured_range():

@@ -797,7 +797,8 @@ def test_task_json_full():
     assert list(d) == ["id", "type", "status", "config", "created_at", "updated_at", "started_at", "finished_at",
                        "agent_id", "error", "error_details", "error_reason", "exit_code", "pid", "owner", "progress", "latest_metrics", "output_dir",
                        "last_log_seq", "events", "priority", "queue_position", "devices", "attempt",
-                       "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256"]
+                       "max_retries", "checkpoints", "attempts", "validation", "published_model_sha256", "nodes",
+                       "gpus_per_node", "node_placements"]
     assert d["published_model_sha256"] == ""
     assert d["status"] == "running"
     assert d["config"] == {"epochs": 3, "learning_rate": 2e-05, "warmup_ratio": 1.0, "model": "m"}

@@ -540,7 +540,7 @@ async def test_data_parallel_launch_runs_under_torchrun_and_stop_kills_the_tree(
         records = [r for r in read_spool(task_dir) if r["kind"] == "log" and r["text"].startswith("env ")]
         return [dict(p.split("=", 1) for p in r["text"].split()[1:]) for r in records]
 
-    await wait_until(lambda: len(printed()) == 2, 20, "both env lines")
+    await wait_until(lambda: len(printed()) == 2, 60, "both env lines")
     ranks = sorted(printed(), key=lambda e: e["RANK"])
     assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"]) for e in ranks] == [("0", "0", "2"), ("1", "1", "2")]
     assert {e["CUDA_VISIBLE_DEVICES"] for e in ranks} == {"0,1"}

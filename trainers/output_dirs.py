@@ -71,9 +71,6 @@ def check_resume_checkpoint(value: str, output_dir: Path, base: Path | None = No
     from it) stands for the newest later `checkpoint-M` beside it."""
     rules = policy(base)
     given = resolve(value, rules.workspace)
-    if output_dir.resolve() not in given.parents and (output_dir / given.name).is_dir():
-        # Named by the host where rank 0 saved it (a multi-node run saves one copy per node): this host's copy.
-        given = output_dir / given.name
     try:
         path = given.resolve(strict=True)
     except (OSError, RuntimeError):

@@ -130,7 +130,7 @@ def training_values(config: Any) -> dict[str, Any]:
 def fsdp_config(offload: bool) -> dict[str, Any]:
     """FSDP2 through accelerate, one wrap per transformer block (the model's _no_split_modules). FULL_STATE_DICT: rank 0
     gathers and writes complete model and optimizer files, which a resumed run loads on rank 0 and broadcasts, so a
-    checkpoint resumes whatever node the other ranks run on and with any number of them; works on CPU with gloo."""
+    checkpoint resumes whatever node the other ranks run on and with any number of them (GPUs only: `check`)."""
     return {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False, "cpu_offload": offload}
 
