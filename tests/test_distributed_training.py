@@ -241,3 +241,41 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_a_checkpoint(tiny_
     assert text.count("stop requested: saving a checkpoint") == 2  # rank 1 (signalled) and rank 0 (agreed)
     assert f"exitcode  : {EXIT_STOPPED_EARLY}" in text or launcher.returncode == EXIT_STOPPED_EARLY, text[-3000:]
     assert not (run_dir / "adapter_model.safetensors").exists()  # a stopped run writes no final model
+
+
+# --- a checkpoint every node has written -----------------------------------------------------------------------------
+
+_SAVE_ON_TWO_RANKS = """
+import sys, time
+from types import SimpleNamespace
+sys.path.insert(0, {repo!r})
+import torch.distributed as dist
+from trainers.common.hf_callback import MetricsCallback
+from trainers.common.metrics import MetricsEmitter
+
+dist.init_process_group("gloo")
+if dist.get_rank() == 1:
+    time.sleep(2.0)  # this node is still writing its copy of the checkpoint
+    open({marker!r}, "w").write(repr(time.time()))
+MetricsCallback(MetricsEmitter({metrics!r})).on_save(SimpleNamespace(output_dir="out"),
+                                                     SimpleNamespace(global_step=4, max_steps=8), None)
+dist.destroy_process_group()
+"""
+
+
+def test_rank_0_reports_a_checkpoint_only_once_every_rank_has_saved_it(tmp_path):
+    """Each node writes its own copy (save_on_each_node): a checkpoint reported before the slowest node finished
+    would be one that node cannot resume from, were it killed in between."""
+    from tests.helpers.stack import free_port
+
+    script, marker, metrics = tmp_path / "ranks.py", tmp_path / "rank1_saved", tmp_path / "metrics.jsonl"
+    script.write_text(_SAVE_ON_TWO_RANKS.format(repo=str(Path(__file__).resolve().parents[1]), marker=str(marker),
+                                                metrics=str(metrics)))
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    (event,) = [json.loads(line) for line in metrics.read_text().splitlines()]  # rank 0's alone
+    assert event["event"] == "checkpoint" and event["step"] == 4
+    assert event["time"] >= round(float(marker.read_text()), 3) - 0.001  # not before rank 1 had saved

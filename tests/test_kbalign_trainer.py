@@ -598,3 +598,81 @@ def test_two_ranks_under_torchrun_share_the_annotation_and_train_the_same_record
     summary = json.loads((output / "training_summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["stopped_early"] is False
     assert proc.stdout.count("saved LoRA adapter") == 1 and (output / "adapter_config.json").is_file()
+
+
+def _start_node(host: Path, node: int, port: int, rdzv_id: str, metrics: Path, **env) -> subprocess.Popen:
+    """One node of a two-node KBAlign run as the agents launch it (torchrun, c10d rendezvous on node 0), in a workspace
+    of its own: the two share no directory."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+         f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={rdzv_id}", f"--rdzv_conf=is_host={int(node == 0)}",
+         "--local_addr=127.0.0.1", "--max_restarts=0", "-m", "trainers.kbalign", "--config", "cfg.json"],
+        cwd=host, env={**os.environ, "BUGAGARIC_WORKSPACE": str(host), "BUGAGARIC_METRICS_FILE": str(metrics),
+                       "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BUGAGARIC_TASK_ID": "kb-2",
+                       "BUGAGARIC_GANG_NODES": "2", "BUGAGARIC_GANG_NODE": str(node), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    try:
+        return [proc.communicate(timeout=timeout)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+
+def test_two_nodes_without_a_shared_disk_each_keep_the_stage_files_and_resume_from_their_own(tiny_llama_dir, tmp_path):
+    """Each node's first process keeps the node's copy of what a resumed run reads (stage state, annotations, pairs,
+    the round's Trainer checkpoint); a run stopped in round 1 resumes on both nodes, each from its own copy."""
+    import psutil
+
+    from tests.helpers.stack import free_port
+
+    hosts = [tmp_path / "host-a", tmp_path / "host-b"]
+    for host in hosts:
+        write_kb(host / "data/kb.jsonl")
+        (host / "cfg.json").write_text(json.dumps(tiny_kbalign_config(tiny_llama_dir, "data/kb.jsonl", max_steps=25)))
+    first = [host / "first.jsonl" for host in hosts]
+    procs = [_start_node(host, node, port, "kb-first", metrics)
+             for node, (host, metrics, port) in enumerate(zip(hosts, first, [free_port()] * 2))]
+    started = time.monotonic()
+    try:
+        while not any(e["event"] == "step" and e["round"] == 1 for path in first for e in _events(path)):
+            assert all(proc.poll() is None for proc in procs), "a node ended before training"
+            assert time.monotonic() - started < 300, "no training step"
+            time.sleep(0.2)
+        # The stop reaches node 1's rank only (as an agent's stop may reach the nodes apart): the agreed flag stops both.
+        (rank,) = psutil.Process(procs[1].pid).children()
+        rank.send_signal(15)
+    except BaseException:
+        _finish(procs, 1)
+        raise
+    outputs = _finish(procs, 180)
+    reporting = [i for i, path in enumerate(first) if _events(path)]
+    assert len(reporting) == 1, outputs  # rank 0 alone reports, on whichever node the rendezvous made it
+    events = _events(first[reporting[0]])
+    output = hosts[reporting[0]] / "output/kbalign"
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["stopped_at"] == "train_round_1", outputs
+    checkpoint = Path(summary["resume_from"]).relative_to(output)  # rounds/round_1/checkpoint-N
+    stopped_step = [e for e in events if e["event"] == "checkpoint"][-1]["step"]
+    for host in hosts:  # every node holds the whole of it
+        copy = host / "output/kbalign"
+        assert (copy / checkpoint / "trainer_state.json").is_file(), host
+        assert (copy / "rounds/round_1/state.json").is_file() and (copy / "stages/state.json").is_file(), host
+        assert {"short.jsonl", "pairs.jsonl", "clusters.jsonl"} <= {p.name for p in (copy / "annotations").iterdir()}
+        assert (copy / "annotations/pairs.jsonl").read_text() == (output / "annotations/pairs.jsonl").read_text()
+
+    second = [host / "second.jsonl" for host in hosts]
+    port = free_port()
+    procs = [_start_node(host, node, port, "kb-second", metrics,
+                         BUGAGARIC_RESUME_FROM_CHECKPOINT=str(host / "output/kbalign" / checkpoint))
+             for node, (host, metrics) in enumerate(zip(hosts, second))]
+    outputs = _finish(procs, 300)
+    assert [proc.returncode for proc in procs] == [EXIT_OK, EXIT_OK], [text[-3000:] for text in outputs]
+    (events,) = [_events(path) for path in second if _events(path)]
+    assert not any(s.startswith(("annotate", "embedding", "clustering")) for s in _stages(events)), _stages(events)
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps == list(range(stopped_step + 1, 51))  # continues from the checkpoint, on both nodes

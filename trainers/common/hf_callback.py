@@ -10,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.common import graceful_stop
-from trainers.common.distributed import agreed
+from trainers.common.distributed import agreed, all_ranks_reached
 from trainers.common.metrics import MetricsEmitter
 
 # Keys of the final Trainer log that describe the whole run rather than one step.
@@ -71,6 +71,10 @@ class MetricsCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_save(self, args, state, control, **kwargs):
+        # Every rank gets here after its own save. A checkpoint of a multi-node run is one to resume from only once
+        # every node has written its copy (save_on_each_node): rank 0 reports it after all have, never before, so a
+        # node killed mid-save leaves the previous checkpoint the latest.
+        all_ranks_reached()
         path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         self.emitter.emit("checkpoint", step=state.global_step, total_steps=state.max_steps, path=path)
 

@@ -81,7 +81,7 @@ def annotate_short(rt: Runtime, chunks: list[Chunk], selected: list[int],
     """Pairs from each selected chunk (indices into chunks); returns (kept pairs, stats)."""
     c = rt.config
     qa_filter = QAFilter.from_config(c)
-    log = ItemLog(rt.annotations / "short.jsonl", writer=rt.ranks.is_main)
+    log = ItemLog(rt.annotations / "short.jsonl", writer=rt.ranks.keeps_state)
     total = len(selected)
     rows = log.resume(total if rt.state.finished(SHORT) else rt.state.progress(SHORT))
     for pair in _kept_pairs(rows, "short"):
@@ -174,7 +174,7 @@ def annotate_long(rt: Runtime, chunks: list[Chunk], clusters: list[list[int]], v
 
     c = rt.config
     qa_filter = QAFilter.from_config(c)
-    log = ItemLog(rt.annotations / "long.jsonl", writer=rt.ranks.is_main)
+    log = ItemLog(rt.annotations / "long.jsonl", writer=rt.ranks.keeps_state)
     total = min(len(clusters), math.ceil(c.long_pairs / c.long_questions_per_cluster))
     rows = log.resume(total if rt.state.finished(LONG) else rt.state.progress(LONG))
     for pair in _kept_pairs(rows, "long"):

@@ -40,6 +40,13 @@ class Ranks:
         return self.rank == 0
 
     @property
+    def keeps_state(self) -> bool:
+        """Whether this process writes the files a resumed run reads (stage state, annotations, pairs): the first
+        process of each node, since nodes share no disk and each resumes from its own copy (as its Trainer
+        checkpoints: save_on_each_node); on one node, rank 0 alone. Outputs (model, summary, predictions): rank 0."""
+        return self.local_rank == 0
+
+    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
@@ -65,6 +72,6 @@ class Ranks:
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
+            from trainers.common.distributed import all_ranks_reached
 
-            dist.barrier()
+            all_ranks_reached()

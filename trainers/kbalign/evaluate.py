@@ -39,7 +39,7 @@ def evaluate(rt: Runtime, phase: str, questions: list[Pair], builder: RecordBuil
     if not questions:
         return None
     name = stage_name(phase)
-    log = ItemLog(rt.annotations / f"eval_predictions_{phase}.jsonl", writer=rt.ranks.is_main)
+    log = ItemLog(rt.annotations / f"eval_predictions_{phase}.jsonl", writer=rt.ranks.keeps_state)
     rows = log.resume(len(questions) if rt.state.finished(name) else rt.state.progress(name))
     if not rt.state.finished(name):
         def work(items: list[int]) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ def embed_chunks(rt: Runtime, kb: KnowledgeBase) -> np.ndarray:
     rt.run_items(EMBEDDING, len(kb.chunks), work, lambda done: parts.extend(v for _, v in done), stoppable=False,
                  progress=lambda: {"source": embedder.source})
     vectors = np.stack(parts).astype(np.float32)
-    if rt.ranks.is_main:
+    if rt.ranks.keeps_state:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
     rt.state.finish(EMBEDDING, {**embedder.describe(), "dimension": int(vectors.shape[1]), "chunks": len(vectors)})
@@ -80,7 +80,7 @@ def cluster_stage(rt: Runtime, kb: KnowledgeBase, vectors: np.ndarray) -> list[l
         return [row["chunks"] for row in _read_jsonl(path)]
     rt.stage(CLUSTERING, 0, len(kb.chunks))
     clusters, stats = rt.ranks.from_main(cluster_chunks(vectors, rt.config.cluster_size, rt.config.seed))
-    if rt.ranks.is_main:
+    if rt.ranks.keeps_state:
         _write_jsonl(path, [{"cluster": i, "chunks": members, "chunk_ids": [kb.chunks[j].id for j in members]}
                             for i, members in enumerate(clusters)])
     rt.stage(CLUSTERING, len(kb.chunks), len(kb.chunks), **stats)
@@ -94,7 +94,7 @@ def annotated_pairs(rt: Runtime, kb: KnowledgeBase, boundary: Callable[[str], No
     if kb.annotated:
         rt.log(f"input is annotated chat rows: skipping self-annotation ({len(kb.chat_rows)} pairs)")
         return pairs_from_chat_rows(kb.chat_rows, kb.chat_lines)
-    if rt.ranks.is_main and not rt.state.finished(EMBEDDING):  # a resumed run keeps its files as they are
+    if rt.ranks.keeps_state and not rt.state.finished(EMBEDDING):  # a resumed run keeps its files as they are
         _write_jsonl(rt.annotations / "chunks.jsonl", [{"index": i, "id": ch.id, "title": ch.title,
                                                          "source": ch.source, "text": ch.text}
                                                         for i, ch in enumerate(kb.chunks)])
@@ -162,7 +162,7 @@ def split(rt: Runtime, kb: KnowledgeBase, pairs: list[Pair], eval_rows: list[Any
         pair.rag = rag
     if not kb.annotated:
         _retrieve(rt, kb, train + held_out)
-    if rt.ranks.is_main:
+    if rt.ranks.keeps_state:
         _write_jsonl(pairs_path, [p.to_json() for p in train])
         _write_jsonl(eval_path, [{**p.to_json(), "part": 0} for p in held_out])
     for n, pair in enumerate(train, start=1):

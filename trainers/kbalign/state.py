@@ -11,7 +11,8 @@ The items a stage produced live in its JSONL file (one line per generation, each
 keeps the lines of the items its state counts as done and appends from there, so a file is rewritten only when it
 holds more than the state (a resume from an older snapshot).
 
-Only rank 0 writes (`writer`); every rank reads.
+One process per node writes (`writer`: Ranks.keeps_state, so every node of a multi-node run keeps its own copy); every
+rank reads its node's copy.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class KBAlignWorkflow(Workflow):
         self.emitter.emit("stage", stage="chunking", done=kb.documents, total=kb.documents, **kb.stats())
         self.args = args = self.arguments(has_eval=False, output_dir=self.round_dir(1))
         device = args.device  # on a multi-device run this sets up the process group the stages gather over
-        self.state = state = StageState.start(self.out, ctx.resume_from_checkpoint, writer=self.ranks.is_main)
+        self.state = state = StageState.start(self.out, ctx.resume_from_checkpoint, writer=self.ranks.keeps_state)
         if not kb.annotated:
             state.check_knowledge_base(digest(kb.chunks), len(kb.chunks))
         model, tokenizer = load_model_to_train(c, args, ctx.workspace)
@@ -175,8 +175,11 @@ class KBAlignWorkflow(Workflow):
             self.reported = path
 
     def boundary(self, label: str) -> None:
-        """After a finished stage: a snapshot to resume from (reported as a checkpoint), then a pending stop."""
-        self.report_checkpoint(str(self.state.snapshot(label)), label)
+        """After a finished stage: a snapshot to resume from (reported as a checkpoint once every node has written its
+        copy), then a pending stop."""
+        snapshot = self.state.snapshot(label)
+        self.ranks.barrier()
+        self.report_checkpoint(str(snapshot), label)
         if self.ranks.any(graceful_stop.requested()):
             raise Stopped(label)
 

@@ -26,7 +26,7 @@ def stage_name(round_no: int) -> str:
 
 
 def verification_log(rt: Runtime, round_no: int) -> ItemLog:
-    return ItemLog(rt.annotations / f"round_{round_no}_verification.jsonl", writer=rt.ranks.is_main)
+    return ItemLog(rt.annotations / f"round_{round_no}_verification.jsonl", writer=rt.ranks.keeps_state)
 
 
 def verify(rt: Runtime, round_no: int, part: list[Pair], builder: RecordBuilder) -> tuple[list[dict[str, Any]], dict]:
