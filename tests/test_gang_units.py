@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_each_node_resumes_from_its_own_copy_of_the_checkpoint():
     assert checkpoint_subpath("/a/other/checkpoint-8", "/a/out") == ""  # not the task's: the trainer refuses it
     assert checkpoint_subpath("", "/a/out") == "" and checkpoint_subpath("/a/out", "/a/out") == ""
     spec = gang_launch.GangSpec(2, 1, "t-2", "h", 5, "checkpoint-8")
-    assert spec.resume_from(gang_launch.Path("/host-b/out")) == "/host-b/out/checkpoint-8"
+    assert spec.resume_from(Path("/host-b/out")) == "/host-b/out/checkpoint-8"
     for bad in ("../t2/checkpoint-1", "/etc/x", "a/../../b"):
         with pytest.raises(gang_launch.BadGang, match="resume_subpath"):
             gang_launch.check(gang_launch.GangSpec(2, 1, "t-2", "h", 5, bad))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -619,7 +620,7 @@ def _finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
     finally:
         for proc in procs:
             if proc.poll() is None:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 
@@ -635,8 +636,8 @@ def test_two_nodes_without_a_shared_disk_each_keep_the_stage_files_and_resume_fr
         write_kb(host / "data/kb.jsonl")
         (host / "cfg.json").write_text(json.dumps(tiny_kbalign_config(tiny_llama_dir, "data/kb.jsonl", max_steps=25)))
     first = [host / "first.jsonl" for host in hosts]
-    procs = [_start_node(host, node, port, "kb-first", metrics)
-             for node, (host, metrics, port) in enumerate(zip(hosts, first, [free_port()] * 2))]
+    port = free_port()
+    procs = [_start_node(host, node, port, "kb-first", metrics) for node, (host, metrics) in enumerate(zip(hosts, first))]
     started = time.monotonic()
     try:
         while not any(e["event"] == "step" and e["round"] == 1 for path in first for e in _events(path)):
@@ -645,7 +646,7 @@ def test_two_nodes_without_a_shared_disk_each_keep_the_stage_files_and_resume_fr
             time.sleep(0.2)
         # The stop reaches node 1's rank only (as an agent's stop may reach the nodes apart): the agreed flag stops both.
         (rank,) = psutil.Process(procs[1].pid).children()
-        rank.send_signal(15)
+        rank.send_signal(signal.SIGTERM)
     except BaseException:
         _finish(procs, 1)
         raise

@@ -1,7 +1,11 @@
-"""Finding a multi-node task's trainer ranks on this machine (the tests' agents all run here)."""
+"""Finding a multi-node task's trainer ranks on this machine (the tests' agents all run here), and killing one at
+the worst moment."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -22,3 +26,17 @@ def gang_processes(task_id: str, node: int | None = None) -> list[int]:
                 and (node is None or env.get("BUGAGARIC_GANG_NODE") == str(node))):
             found.append(int(entry.name))
     return found
+
+
+def kill_while_saving(pid: int, output_dir: Path, timeout: float = 120.0) -> int:
+    """SIGKILL to `pid` (a rank) as soon as a checkpoint directory new to `output_dir` (its node's copy of the task's
+    outputs) appears: the copy begun, maybe not finished, the worst moment for a resume. The checkpoint's step."""
+    before = {path.name for path in output_dir.glob("checkpoint-*")}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [path for path in output_dir.glob("checkpoint-*") if path.name not in before]
+        if fresh:
+            os.kill(pid, signal.SIGKILL)
+            return int(fresh[0].name.rpartition("-")[2])
+        time.sleep(0.005)
+    raise TimeoutError(f"no new checkpoint in {output_dir}")
